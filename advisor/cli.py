@@ -1,0 +1,526 @@
+"""The ``advisor`` command line: a thin layer over the ``simulator`` and ``advisor`` libraries.
+
+Conventions shared by every command:
+
+* ``--workspace DIR`` (else ``$ADVISOR_WORKSPACE``, else the current directory) holds banks, the MLflow store
+  and reports; ``--json`` makes stdout carry exactly one JSON document (progress and logs go to stderr).
+* Bad input (a :class:`~advisor.errors.AdvisorError`, a ``simulator.errors.SimulatorError`` or a click usage
+  error) prints one line, ``Error: <message>``, on stderr and exits with code 2: no traceback, no usage block,
+  and nothing written. Ctrl-C prints ``Interrupted`` and exits with 130.
+* Heavy libraries (torch, pandas, mlflow, optuna, scikit-learn, matplotlib) are imported inside the commands,
+  so ``advisor --help`` stays instant.
+* Results go to a stdout console and progress to a stderr console; tests inject their own
+  (:class:`~advisor.console.Consoles`) as click's context object:
+  ``runner.invoke(cli, args, obj=Consoles(...))``.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import math
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from advisor.console import Consoles
+from advisor.errors import AdvisorError
+from advisor.workspace import ENV_VAR, Workspace
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from simulator.config import SimulationConfig
+    from simulator.simulate import SimulationResult
+
+EXIT_USAGE = 2
+"""Exit code of every user error (bad option, bad preset, bad workspace, ...)."""
+EXIT_INTERRUPTED = 130
+"""Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+# ------------------------------------------------------------------------------------------ error policy
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's input, not a bug: reported in one line, exit code 2.
+
+    ``simulator.errors`` is looked up in ``sys.modules`` rather than imported, so this module never imports
+    the simulator package at start-up (no ``SimulatorError`` can have been raised unless it is loaded).
+    """
+    types: list[type[BaseException]] = [AdvisorError]
+    simulator_errors = sys.modules.get("simulator.errors")
+    if simulator_errors is not None:
+        types.append(simulator_errors.SimulatorError)
+    return tuple(types)
+
+
+def _print_error(message: str) -> None:
+    # click.echo, not rich: rich would wrap a long message over several lines.
+    click.echo(f"Error: {_one_line(message)}", err=True)
+
+
+class AdvisorGroup(click.Group):
+    """A click group whose ``main`` applies the one-line error policy to every subcommand."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> int:
+        """Run the command line; exit with its code (``standalone_mode=False``: return the code instead).
+
+        Exit codes: 0 success (``--help`` included); 2 bad input, with one ``Error:`` line on stderr; 1 a
+        broken output pipe or a click abort; 130 Ctrl-C. Any other exception is a bug: it propagates with its
+        traceback.
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        code = self._run(argv, prog_name or "advisor", complete_var, extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args: list[str], prog_name: str, complete_var: str | None, extra: dict[str, Any]) -> int:
+        self._main_shell_completion(extra, prog_name, complete_var)
+        try:
+            with self.make_context(prog_name, args, **extra) as ctx:
+                self.invoke(ctx)
+            return 0
+        except click.exceptions.Exit as e:  # --help, --version, ctx.exit(n)
+            return e.exit_code
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `advisor`: the help, as click shows it
+            e.show()
+            return e.exit_code
+        except click.ClickException as e:  # usage errors: bad option value, unknown option, missing argument
+            _print_error(e.format_message())
+            return EXIT_USAGE
+        except click.exceptions.Abort:
+            click.echo("Aborted", err=True)
+            return 1
+        except KeyboardInterrupt:
+            click.echo("Interrupted", err=True)
+            return EXIT_INTERRUPTED
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            _silence_broken_pipe()
+            return 1
+        except Exception as e:
+            if isinstance(e, _user_error_types()):
+                _print_error(str(e))
+                return EXIT_USAGE
+            raise
+
+
+def _silence_broken_pipe() -> None:
+    """After the reader of stdout went away (``advisor catalog --json | head``), point stdout at devnull so
+    the interpreter's final flush does not print a second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (e.g. under a test runner)
+        pass
+    finally:
+        os.close(devnull)
+
+
+# ------------------------------------------------------------------------------------------ shared options
+@dataclass(frozen=True)
+class App:
+    """What every command gets from the shared options.
+
+    Attributes:
+        consoles: stdout console for results, stderr console for progress and logs.
+        json_output: ``--json``: stdout carries exactly one JSON document.
+        workspace_dir: the chosen workspace directory (not yet checked; see :meth:`open_workspace`).
+    """
+
+    consoles: Consoles
+    json_output: bool
+    workspace_dir: Path
+
+    def open_workspace(self) -> Workspace:
+        """Check (and create if needed) the workspace; AdvisorError if it is not a writable directory."""
+        return Workspace.open(self.workspace_dir)
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--workspace`` and ``--json`` to a command, and pass it an :class:`App` as first argument."""
+
+    @click.option(
+        "--json",
+        "json_output",
+        is_flag=True,
+        help="Print exactly one JSON document on stdout (progress and logs still go to stderr).",
+    )
+    @click.option(
+        "--workspace",
+        type=click.Path(path_type=Path),
+        envvar=ENV_VAR,
+        show_envvar=True,
+        default=None,
+        metavar="DIR",
+        help="Workspace directory for banks, the MLflow store and reports [default: the current directory].",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, workspace: Path | None, json_output: bool, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        consoles = ctx.find_object(Consoles) or Consoles()
+        app = App(consoles=consoles, json_output=json_output, workspace_dir=workspace or Path.cwd())
+        return command(app, *args, **kwargs)
+
+    return wrapper
+
+
+# ------------------------------------------------------------------------------------------ the group
+@click.group(
+    name="advisor",
+    cls=AdvisorGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.version_option(package_name="lr-advisor", prog_name="advisor")
+def cli() -> None:
+    """Which learning rule does a circuit use, and what must you record to tell?
+
+    lr-advisor simulates populations of small networks learning under candidate learning rules, records them
+    like an experiment, and advises which recording protocol identifies the rule.
+
+    \b
+    Start with:
+      advisor catalog                  what can be simulated
+      advisor simulate --preset quick  the default bank (minutes on a laptop)
+    """
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``advisor``)."""
+    cli.main(args=argv, prog_name="advisor")
+
+
+# ------------------------------------------------------------------------------------------ catalog
+def _task_metric(task: Any) -> str:
+    metric = getattr(task, "metric", None)
+    if metric is None:  # tasks declare the metric on their loaded data; classification is scored by accuracy
+        metric = "accuracy" if task.kind == "classification" else "r2"
+    return str(metric)
+
+
+def catalog_document() -> dict[str, list[dict[str, Any]]]:
+    """Everything that can be simulated, as plain data (the ``catalog --json`` document)."""
+    from simulator.networks import ARCHITECTURES
+    from simulator.presets import list_presets, load_preset
+    from simulator.rules import RULES
+    from simulator.tasks import CURRICULA, TASKS
+
+    presets = []
+    for name in list_presets():
+        config = load_preset(name)
+        presets.append({"name": name, "n_networks": config.n_networks, "description": config.description})
+    return {
+        "rules": [
+            {
+                "key": key,
+                "family": rule.family,
+                "description": rule.description,
+                "lr_range": [float(v) for v in rule.default_lr_range],
+            }
+            for key, rule in RULES.items()
+        ],
+        "architectures": [
+            {
+                "key": key,
+                "family": arch.family,
+                "layers": arch.layers_description,
+                "description": arch.description,
+            }
+            for key, arch in ARCHITECTURES.items()
+        ],
+        "tasks": [
+            {"key": key, "kind": task.kind, "metric": _task_metric(task), "description": task.description}
+            for key, task in TASKS.items()
+        ],
+        "curricula": [{"key": key, "description": c.description} for key, c in CURRICULA.items()],
+        "presets": presets,
+    }
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
+    """A rich table whose last column (free text) wraps; the others (keys, short labels) never do."""
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", title_style="bold")
+    for i, name in enumerate(columns):
+        wraps = i == len(columns) - 1
+        table.add_column(name, no_wrap=not wraps, overflow="fold", style="cyan" if i == 0 else None)
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def _fmt_range(lo: float, hi: float) -> str:
+    return f"{lo:g} – {hi:g}"
+
+
+@cli.command()
+@common_options
+def catalog(app: App) -> None:
+    """List rules, architectures, tasks, curricula and presets.
+
+    Everything that can be simulated. The keys in the first column are the names to use in preset files
+    and options.
+    """
+    doc = catalog_document()
+    if app.json_output:
+        app.consoles.emit_json(doc)
+        return
+    out = app.consoles.out
+    out.print(
+        _table(
+            "Learning rules",
+            ["rule", "family", "default lr range", "description"],
+            [[r["key"], r["family"], _fmt_range(*r["lr_range"]), r["description"]] for r in doc["rules"]],
+        )
+    )
+    out.print(
+        _table(
+            "Architectures",
+            ["architecture", "family", "layers"],
+            [[a["key"], a["family"], a["layers"]] for a in doc["architectures"]],
+        )
+    )
+    out.print(
+        _table(
+            "Tasks",
+            ["task", "kind", "metric", "description"],
+            [[t["key"], t["kind"], t["metric"], t["description"]] for t in doc["tasks"]],
+        )
+    )
+    out.print(
+        _table(
+            "Curricula",
+            ["curriculum", "description"],
+            [[c["key"], c["description"]] for c in doc["curricula"]],
+        )
+    )
+    out.print(
+        _table(
+            "Presets (advisor simulate --preset NAME)",
+            ["preset", "networks", "description"],
+            [[p["name"], f"{p['n_networks']:,}", p["description"]] for p in doc["presets"]],
+        )
+    )
+
+
+# ------------------------------------------------------------------------------------------ simulate
+def check_device(device: str) -> None:
+    """Raise AdvisorError when ``device`` is ``cuda`` and torch sees no CUDA device."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise AdvisorError(
+            "--device cuda: no CUDA device is available (torch.cuda.is_available() is False); "
+            "use --device cpu"
+        )
+
+
+class _ProgressReporter:
+    """The ``progress(done, total, description)`` callback of :func:`simulator.simulate.simulate`, drawn as a
+    rich progress bar on ``console``. The bar appears at the first call only, so a cached bank draws none."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self._console = console
+        self._label = label
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int, description: str) -> None:
+        if self._progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("networks"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self._console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._label, total=total)
+        self._progress.update(self._task, completed=done, total=total, description=description or self._label)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@contextmanager
+def progress_bar(console: Console, label: str) -> Iterator[_ProgressReporter]:
+    """A progress callback drawing on ``console``; the bar is stopped on exit (also after an error)."""
+    reporter = _ProgressReporter(console, label)
+    try:
+        yield reporter
+    finally:
+        reporter.close()
+
+
+def _mean_sd(values: pd.Series) -> str:
+    import numpy as np
+
+    x = values.to_numpy(dtype=float)
+    finite = x[np.isfinite(x)]
+    n_bad = x.size - finite.size
+    if finite.size == 0:
+        text = "—"
+    elif finite.size == 1:
+        text = f"{finite[0]:.3f}"
+    else:
+        text = f"{finite.mean():.3f} ± {finite.std(ddof=1):.3f}"
+    return text + (f" ({n_bad} non-finite)" if n_bad else "")
+
+
+def _render_summary(out: Console, config: SimulationConfig, result: SimulationResult) -> None:
+    import pandas as pd
+    from rich.table import Table
+
+    bank = result.bank
+    meta = bank.metadata
+    rules = [r for r in config.rules if r in set(meta["rule"])] or sorted(set(meta["rule"]))
+
+    counts = pd.crosstab([meta["architecture"], meta["task"]], meta["rule"])
+    counts = counts.reindex(columns=rules, fill_value=0)
+    table = Table(title="Networks per rule", title_justify="left", title_style="bold")
+    table.add_column("architecture", style="cyan", no_wrap=True)
+    table.add_column("task", style="cyan", no_wrap=True)
+    for rule in rules:
+        table.add_column(rule, justify="right", no_wrap=True)
+    table.add_column("total", justify="right", no_wrap=True)
+    for (arch, task), row in counts.iterrows():
+        table.add_row(arch, task, *(str(int(row[r])) for r in rules), str(int(row.sum())))
+    table.add_row(
+        "all",
+        "",
+        *(str(int(counts[r].sum())) for r in rules),
+        str(int(counts.to_numpy().sum())),
+        style="bold",
+    )
+    out.print(table)
+
+    perf = Table(title="Final performance, mean ± SD over networks", title_justify="left", title_style="bold")
+    for name in ("rule", "task", "metric", "networks"):
+        perf.add_column(name, style="cyan" if name == "rule" else None, no_wrap=True)
+    perf.add_column("test", justify="right", no_wrap=True)
+    perf.add_column("train", justify="right", no_wrap=True)
+    perf.add_column("chance", justify="right", no_wrap=True)
+    for rule in rules:
+        for task, group in meta[meta["rule"] == rule].groupby("task", sort=False):
+            metric = ", ".join(sorted(set(map(str, group["metric_name"]))))
+            chance = group["chance"].to_numpy(dtype=float)
+            perf.add_row(
+                rule,
+                str(task),
+                metric,
+                str(len(group)),
+                _mean_sd(group["final_test_metric"]),
+                _mean_sd(group["final_metric"]),
+                f"{chance[0]:.3f}" if chance.size and math.isfinite(chance[0]) else "—",
+            )
+    out.print(perf)
+
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold")
+    facts.add_column()
+    status = "yes: read from the workspace, nothing simulated" if result.cached else "no: simulated now"
+    facts.add_row("preset", config.name)
+    facts.add_row("networks", f"{bank.n_networks:,} ({', '.join(rules)})")
+    facts.add_row("wall time", f"{result.seconds:.1f} s")
+    facts.add_row("bank size", f"{bank.size_bytes() / 2**20:.1f} MiB")
+    facts.add_row("bank", str(bank.path))
+    facts.add_row("hash", str(bank.hash))
+    facts.add_row("cached", status)
+    out.print(facts)
+
+
+@cli.command()
+@click.option(
+    "--preset",
+    default="quick",
+    show_default=True,
+    metavar="NAME|PATH",
+    help="A built-in preset (see `advisor catalog`) or the path of a preset .toml file.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0),
+    default=None,
+    metavar="N",
+    help="Override the preset's seed (a non-negative integer).",
+)
+@click.option(
+    "--device",
+    type=click.Choice(["cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where networks train.",
+)
+@common_options
+def simulate(app: App, preset: str, seed: int | None, device: str) -> None:
+    """Simulate a population of networks into a trajectory bank.
+
+    The bank is stored in the workspace's banks/ folder, content-addressed by the preset's settings: running
+    the same preset and seed again reads the cached bank instead of training, and an interrupted run resumes
+    where it stopped.
+    """
+    from simulator.presets import load_preset
+
+    config = load_preset(preset)
+    if seed is not None:
+        config = config.with_seed(seed)
+    check_device(device)
+    workspace = app.open_workspace()
+
+    from simulator.simulate import simulate as run_simulation
+
+    workspace.banks.mkdir(parents=True, exist_ok=True)
+    with progress_bar(app.consoles.err, f"simulating {config.name}") as progress:
+        result = run_simulation(config, workspace.banks, device=device, progress=progress)
+    bank = result.bank
+    if app.json_output:
+        app.consoles.emit_json(
+            {
+                "bank": str(bank.path),
+                "hash": str(bank.hash),
+                "n_networks": int(bank.n_networks),
+                "rules": list(config.rules),
+                "seconds": float(result.seconds),
+                "cached": bool(result.cached),
+                "size_bytes": int(bank.size_bytes()),
+            }
+        )
+        return
+    _render_summary(app.consoles.out, config, result)

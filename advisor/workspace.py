@@ -1,0 +1,99 @@
+"""The workspace: one directory that holds trajectory banks, the MLflow store and reports.
+
+The CLI picks it from ``--workspace DIR``, else the environment variable ``ADVISOR_WORKSPACE``, else the
+current directory. :meth:`Workspace.open` checks that it is (or can become) a writable directory before
+anything is written, and creates nothing in a location it rejects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from advisor.errors import AdvisorError
+
+ENV_VAR = "ADVISOR_WORKSPACE"
+"""Environment variable naming the default workspace."""
+
+_PROBE_PREFIX = ".advisor-probe-"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """A workspace directory and its fixed layout.
+
+    Attributes:
+        root: the workspace directory (absolute).
+    """
+
+    root: Path
+
+    @property
+    def banks(self) -> Path:
+        """Trajectory banks, one per simulation config hash."""
+        return self.root / "banks"
+
+    @property
+    def mlflow(self) -> Path:
+        """The local MLflow tracking store (SQLite database and artifacts)."""
+        return self.root / "mlflow"
+
+    @property
+    def reports(self) -> Path:
+        """Rendered reports (Markdown, HTML, PDF)."""
+        return self.root / "reports"
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Workspace:
+        """Return the workspace at ``path``, creating the directory if it is missing.
+
+        The directory (or, when it does not exist yet, its nearest existing ancestor) is probed by creating
+        and removing a temporary file, so permissions are tested as the operating system applies them (also
+        for root, read-only mounts and ACLs).
+
+        Args:
+            path: the workspace directory; ``~`` is expanded and relative paths are taken from the current
+                directory.
+
+        Returns:
+            The workspace, whose root exists and is writable.
+
+        Raises:
+            AdvisorError: ``workspace <path> is not writable: <reason>`` when the path is a file, lies under a
+                file, or cannot be created or written. Nothing is created in that case.
+        """
+        root = Path(os.path.abspath(Path(path).expanduser()))
+
+        def fail(reason: str) -> AdvisorError:
+            return AdvisorError(f"workspace {root} is not writable: {reason}")
+
+        if root.exists():
+            if not root.is_dir():
+                raise fail("it is a file, not a directory")
+            _probe(root, fail)
+            return cls(root)
+        ancestor = root.parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if not ancestor.is_dir():
+            raise fail(f"{ancestor} is a file, not a directory")
+        _probe(ancestor, fail)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise fail(e.strerror or str(e)) from None
+        _probe(root, fail)
+        return cls(root)
+
+
+def _probe(directory: Path, fail: Callable[[str], AdvisorError]) -> None:
+    """Create and remove a temporary file in ``directory``; raise ``fail(reason)`` if that is impossible."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=_PROBE_PREFIX, dir=directory)
+    except OSError as e:
+        raise fail(e.strerror or str(e)) from None
+    os.close(fd)
+    os.unlink(name)

@@ -1,0 +1,280 @@
+"""Typed simulation config and the population it samples.
+
+A :class:`SimulationConfig` says which rules, architectures, tasks and curricula to cross, how many networks per
+rule, how long to train and what to record. :func:`sample_population` turns it into one :class:`NetworkSpec` per
+network (hyperparameters drawn from the config's seed), and :func:`plan_shards` groups networks that can train
+together as one batched ensemble (same rule, architecture, task, curriculum and batch size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from simulator.errors import ConfigError
+
+SCHEMA_VERSION = 1
+"""Bumped whenever the bank layout or the meaning of a config field changes (it is part of the bank hash)."""
+
+GROUPS = ("early", "middle", "deep")
+"""Layer groups: hidden layers are split into thirds by depth (see ``networks.layer_groups``)."""
+
+
+def _check_int(name: str, value: Any, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in [{lo}, {hi}]; got {value!r}")
+
+
+def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
+    ok = (
+        isinstance(value, tuple)
+        and len(value) == 2
+        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+        and lo <= value[0] <= value[1] <= hi
+    )
+    if not ok:
+        raise ConfigError(f"{name} must be a pair [low, high] with {lo} <= low <= high <= {hi}; got {value!r}")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What to simulate and record. Frozen; validated on construction.
+
+    Attributes:
+        name: a label (the preset name); not part of the bank hash.
+        rules: learning-rule keys (``simulator.RULES``).
+        architectures: architecture keys (``simulator.ARCHITECTURES``).
+        tasks: task keys (``simulator.TASKS``).
+        curricula: curriculum keys (``simulator.CURRICULA``); incompatible task/curriculum pairs are skipped.
+        n_networks_per_rule: networks trained under each rule, spread evenly over the design cells.
+        n_steps: parameter updates per network.
+        n_checkpoints: recording times, evenly spaced over training, initialization and the end included.
+        batch_sizes: mini-batch sizes to draw from (one per network).
+        init_scale: range of a multiplier on the default (He/Xavier) init SD, drawn log-uniformly.
+        lr_ranges: per-rule learning-rate log-range overrides, as ``((rule, low, high), ...)``.
+        n_probes: fixed probe stimuli shown at every checkpoint (from the task's test split).
+        units_per_group: units whose responses are recorded per layer group.
+        synapses_per_group: forward-weight entries recorded per layer group.
+        max_ensemble: largest number of networks trained as one batched ensemble (bounds memory).
+        seed: the one seed everything else is derived from.
+    """
+
+    name: str
+    rules: tuple[str, ...]
+    architectures: tuple[str, ...]
+    tasks: tuple[str, ...]
+    curricula: tuple[str, ...] = ("iid",)
+    n_networks_per_rule: int = 64
+    n_steps: int = 600
+    n_checkpoints: int = 41
+    batch_sizes: tuple[int, ...] = (32, 64)
+    init_scale: tuple[float, float] = (0.7, 1.4)
+    lr_ranges: tuple[tuple[str, float, float], ...] = ()
+    n_probes: int = 16
+    units_per_group: int = 256
+    synapses_per_group: int = 512
+    max_ensemble: int = 64
+    seed: int = 0
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        from simulator.networks import ARCHITECTURES
+        from simulator.rules import RULES
+        from simulator.tasks import CURRICULA, TASKS
+
+        if not isinstance(self.name, str) or not self.name:
+            raise ConfigError(f"name must be a non-empty string; got {self.name!r}")
+        for key, registry in (
+            ("rules", RULES),
+            ("architectures", ARCHITECTURES),
+            ("tasks", TASKS),
+            ("curricula", CURRICULA),
+        ):
+            values = getattr(self, key)
+            if not isinstance(values, tuple) or not values:
+                raise ConfigError(f"{key} must be a non-empty list; got {values!r}")
+            if len(set(values)) != len(values):
+                raise ConfigError(f"{key} lists a value twice: {list(values)}")
+            for v in values:
+                if v not in registry:
+                    allowed = ", ".join(sorted(registry))
+                    raise ConfigError(f"{key}: unknown {registry.kind} {v!r}; allowed: {allowed}")
+        _check_int("n_networks_per_rule", self.n_networks_per_rule, 1, 100_000)
+        _check_int("n_steps", self.n_steps, 1, 1_000_000)
+        _check_int("n_checkpoints", self.n_checkpoints, 2, 1000)
+        if self.n_checkpoints > self.n_steps + 1:
+            raise ConfigError(
+                f"n_checkpoints must be at most n_steps + 1 = {self.n_steps + 1}; got {self.n_checkpoints}"
+            )
+        if not isinstance(self.batch_sizes, tuple) or not self.batch_sizes:
+            raise ConfigError(f"batch_sizes must be a non-empty list; got {self.batch_sizes!r}")
+        for b in self.batch_sizes:
+            _check_int("batch_sizes entries", b, 1, 4096)
+        _check_range("init_scale", self.init_scale, 0.01, 100.0)
+        if self.init_scale[0] <= 0:
+            raise ConfigError(f"init_scale must be positive; got {self.init_scale!r}")
+        for entry in self.lr_ranges:
+            if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] in RULES):
+                raise ConfigError(f"lr_ranges entries must be (rule, low, high) with a known rule; got {entry!r}")
+            _check_range(f"lr_ranges.{entry[0]}", (entry[1], entry[2]), 1e-8, 10.0)
+            if entry[1] <= 0:
+                raise ConfigError(f"lr_ranges.{entry[0]} must be positive; got {entry[1:]!r}")
+        _check_int("n_probes", self.n_probes, 1, 256)
+        _check_int("units_per_group", self.units_per_group, 1, 4096)
+        _check_int("synapses_per_group", self.synapses_per_group, 1, 65536)
+        _check_int("max_ensemble", self.max_ensemble, 1, 65536)
+        _check_int("seed", self.seed, 0, 2**63 - 1)
+        for arch_key in self.architectures:
+            arch = ARCHITECTURES.get(arch_key)
+            for task_key in self.tasks:
+                task = TASKS.get(task_key)
+                for group, n in arch.units_per_group(task.input_shape).items():
+                    if 0 < n < self.units_per_group:
+                        raise ConfigError(
+                            f"units_per_group = {self.units_per_group} exceeds the {n} units of the {group} "
+                            f"layers of architecture {arch_key!r}; use at most {n}"
+                        )
+        if not self.cells():
+            raise ConfigError("no task is compatible with any listed curriculum; nothing to simulate")
+
+    # ------------------------------------------------------------------ derived
+    def lr_range(self, rule: str) -> tuple[float, float]:
+        """The learning-rate log-range for ``rule``: the preset's override, else the rule's default."""
+        from simulator.rules import RULES
+
+        for key, lo, hi in self.lr_ranges:
+            if key == rule:
+                return (float(lo), float(hi))
+        return RULES.get(rule).default_lr_range
+
+    def cells(self) -> list[tuple[str, str, str]]:
+        """Design cells (architecture, task, curriculum) that every rule is spread over evenly."""
+        from simulator.tasks import CURRICULA, TASKS
+
+        return [
+            (a, t, c)
+            for a, t, c in itertools.product(self.architectures, self.tasks, self.curricula)
+            if CURRICULA.get(c).compatible(TASKS.get(t))
+        ]
+
+    @property
+    def n_networks(self) -> int:
+        return self.n_networks_per_rule * len(self.rules)
+
+    def checkpoint_steps(self) -> np.ndarray:
+        """Steps (0 = initialization) at which observables are recorded; shape (n_checkpoints,)."""
+        return np.unique(np.round(np.linspace(0, self.n_steps, self.n_checkpoints)).astype(np.int64))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["lr_ranges"] = [list(e) for e in self.lr_ranges]
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
+
+    def content_hash(self) -> str:
+        """SHA-256 over everything that changes the bank's contents (not the name or description)."""
+        d = self.to_dict()
+        d.pop("name")
+        d.pop("description")
+        d["schema_version"] = SCHEMA_VERSION
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()
+
+    def with_seed(self, seed: int) -> SimulationConfig:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["seed"] = seed
+        return SimulationConfig(**d)
+
+
+@dataclass(frozen=True)
+class NetworkSpec:
+    """One network of the population: everything needed to train it reproducibly."""
+
+    index: int
+    rule: str
+    family: str
+    architecture: str
+    arch_family: str
+    task: str
+    curriculum: str
+    lr: float
+    batch_size: int
+    init_scale: float
+    seed: int
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """Networks that train together as one batched ensemble (same shapes, rule and batch size)."""
+
+    index: int
+    rule: str
+    architecture: str
+    task: str
+    curriculum: str
+    batch_size: int
+    networks: tuple[int, ...]
+    seed: int
+
+
+def sample_population(config: SimulationConfig) -> list[NetworkSpec]:
+    """Draw the population: every rule gets the same design (cells spread evenly), hyperparameters drawn
+    from the config seed. Deterministic in the config."""
+    from simulator.networks import ARCHITECTURES
+    from simulator.rules import RULES
+
+    cells = config.cells()
+    root = np.random.SeedSequence(config.seed)
+    rule_seqs = root.spawn(len(config.rules))
+    specs: list[NetworkSpec] = []
+    for rule, seq in zip(config.rules, rule_seqs, strict=True):
+        rng = np.random.default_rng(seq)
+        lo, hi = config.lr_range(rule)
+        lo_scale, hi_scale = config.init_scale
+        for j in range(config.n_networks_per_rule):
+            arch, task, curriculum = cells[j % len(cells)]
+            lr = float(math.exp(rng.uniform(math.log(lo), math.log(hi))))
+            init_scale = float(math.exp(rng.uniform(math.log(lo_scale), math.log(hi_scale))))
+            batch_size = int(config.batch_sizes[int(rng.integers(len(config.batch_sizes)))])
+            net_seed = int(rng.integers(0, 2**62))
+            specs.append(
+                NetworkSpec(
+                    index=len(specs),
+                    rule=rule,
+                    family=RULES.get(rule).family,
+                    architecture=arch,
+                    arch_family=ARCHITECTURES.get(arch).family,
+                    task=task,
+                    curriculum=curriculum,
+                    lr=lr,
+                    batch_size=batch_size,
+                    init_scale=init_scale,
+                    seed=net_seed,
+                )
+            )
+    return specs
+
+
+def plan_shards(config: SimulationConfig, specs: list[NetworkSpec]) -> list[ShardSpec]:
+    """Group networks into batched ensembles of at most ``config.max_ensemble`` networks.
+
+    The grouping depends only on the config, so a resumed run computes the same shards.
+    """
+    groups: dict[tuple[str, str, str, str, int], list[int]] = {}
+    for s in specs:
+        groups.setdefault((s.rule, s.architecture, s.task, s.curriculum, s.batch_size), []).append(s.index)
+    seqs = np.random.SeedSequence([config.seed, 1]).spawn(sum(
+        math.ceil(len(v) / config.max_ensemble) for v in groups.values()
+    ))
+    shards: list[ShardSpec] = []
+    for (rule, arch, task, curriculum, batch), members in groups.items():
+        for start in range(0, len(members), config.max_ensemble):
+            chunk = tuple(members[start : start + config.max_ensemble])
+            seed = int(seqs[len(shards)].generate_state(1, dtype=np.uint64)[0] >> np.uint64(2))
+            shards.append(ShardSpec(len(shards), rule, arch, task, curriculum, batch, chunk, seed))
+    return shards

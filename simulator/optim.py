@@ -1,0 +1,130 @@
+"""Batched optimizers: one learning rate per network, same update equations as ``torch.optim``.
+
+Each optimizer turns a list of (pseudo-)gradients into the updates that are *subtracted* from the parameters,
+so a learning rule's credit assignment and the optimizer stay separate.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+from simulator.registry import Registry
+
+
+def _per_net(lr: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a (E,) learning rate against a parameter of shape (E, ...)."""
+    return lr.reshape((-1,) + (1,) * (like.dim() - 1))
+
+
+class Optimizer(ABC):
+    """Keeps the optimizer state of E networks' parameters.
+
+    Args:
+        params: the parameters the gradients will refer to (only their shapes are used).
+        lr: (E,) learning rates.
+    """
+
+    key: str = ""
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: torch.Tensor) -> None:
+        self.lr = lr
+        self.n_params = len(params)
+        self.t = 0
+
+    @abstractmethod
+    def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Return the updates u such that ``param -= u`` applies one step."""
+
+    def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Apply one step in place and return the updates."""
+        ups = self.updates(grads)
+        for p, u in zip(params, ups, strict=True):
+            p.sub_(u)
+        return ups
+
+
+OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
+
+
+@OPTIMIZERS.register("sgd")
+class SGD(Optimizer):
+    key = "sgd"
+
+    def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self.t += 1
+        return [_per_net(self.lr, g) * g for g in grads]
+
+
+@OPTIMIZERS.register("sgdm")
+class SGDMomentum(Optimizer):
+    """``torch.optim.SGD(momentum=0.9)``: buf ← μ·buf + g (buf = g at the first step); u = lr·buf."""
+
+    key = "sgdm"
+
+    def __init__(self, params: Sequence[torch.Tensor], lr: torch.Tensor, momentum: float = 0.9) -> None:
+        super().__init__(params, lr)
+        self.momentum = momentum
+        self.buf = [torch.zeros_like(p) for p in params]
+
+    def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self.t += 1
+        out = []
+        for buf, g in zip(self.buf, grads, strict=True):
+            buf.mul_(self.momentum).add_(g)
+            out.append(_per_net(self.lr, buf) * buf)
+        return out
+
+
+@OPTIMIZERS.register("adam")
+class Adam(Optimizer):
+    """``torch.optim.Adam`` (betas 0.9, 0.999; eps 1e-8), bias-corrected as torch does."""
+
+    key = "adam"
+
+    def __init__(
+        self, params: Sequence[torch.Tensor], lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+    ) -> None:
+        super().__init__(params, lr)
+        self.beta1, self.beta2 = betas
+        self.eps = eps
+        self.m = [torch.zeros_like(p) for p in params]
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self.t += 1
+        bc1 = 1.0 - self.beta1**self.t
+        bc2_sqrt = (1.0 - self.beta2**self.t) ** 0.5
+        out = []
+        for m, v, g in zip(self.m, self.v, grads, strict=True):
+            m.lerp_(g, 1.0 - self.beta1)
+            v.mul_(self.beta2).addcmul_(g, g, value=1.0 - self.beta2)
+            denom = (v.sqrt() / bc2_sqrt).add_(self.eps)
+            out.append(_per_net(self.lr, m) / bc1 * m / denom)
+        return out
+
+
+@OPTIMIZERS.register("rmsprop")
+class RMSprop(Optimizer):
+    """``torch.optim.RMSprop`` (alpha 0.99, eps 1e-8, no momentum, not centered)."""
+
+    key = "rmsprop"
+
+    def __init__(
+        self, params: Sequence[torch.Tensor], lr: torch.Tensor, alpha: float = 0.99, eps: float = 1e-8
+    ) -> None:
+        super().__init__(params, lr)
+        self.alpha = alpha
+        self.eps = eps
+        self.v = [torch.zeros_like(p) for p in params]
+
+    def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        self.t += 1
+        out = []
+        for v, g in zip(self.v, grads, strict=True):
+            v.mul_(self.alpha).addcmul_(g, g, value=1.0 - self.alpha)
+            out.append(_per_net(self.lr, g) * g / v.sqrt().add_(self.eps))
+        return out

@@ -1,0 +1,377 @@
+"""Simulation presets: TOML files that become a :class:`~simulator.config.SimulationConfig`.
+
+This module is the only place that sees the dicts parsed from TOML. It rejects unknown keys at every level,
+checks each value's type, and then lets :class:`SimulationConfig` validate ranges and registry keys. Every
+problem is a :class:`~simulator.errors.ConfigError` with one line that names the file, the dotted key and the
+reason, e.g.::
+
+    presets/quick.toml: unknown key 'population.n_network_per_rule' (did you mean 'n_networks_per_rule'?)
+
+Schema (every key but ``population.rules``, ``population.architectures`` and ``population.tasks`` is optional
+and defaults to :class:`SimulationConfig`'s default; ``name`` defaults to the file's stem)::
+
+    name = "quick"
+    description = "one line"
+    seed = 0
+    [population]
+    rules = ["sgdm", "adam", "fa", "ia"]
+    architectures = ["mlp3_relu", "conv2_relu"]
+    tasks = ["digits", "gaussian_mixture"]
+    curricula = ["iid"]
+    n_networks_per_rule = 64
+    batch_sizes = [32, 64]
+    init_scale = [0.7, 1.4]
+    [population.lr_ranges]          # per-rule learning-rate log-range overrides
+    sgdm = [0.001, 0.01]
+    [training]
+    n_steps = 600
+    max_ensemble = 64
+    [recording]
+    n_checkpoints = 41
+    n_probes = 16
+    units_per_group = 256
+    synapses_per_group = 512
+"""
+
+from __future__ import annotations
+
+import datetime
+import difflib
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from simulator.config import SimulationConfig
+from simulator.errors import ConfigError
+
+__all__ = ["dump_preset", "list_presets", "load_preset", "preset_dir"]
+
+
+# --------------------------------------------------------------------------------------------------- schema
+# A leaf is (SimulationConfig field, converter); a nested dict is a TOML table.
+Converter = Callable[[Any, str, str], Any]  # (value, dotted key, file) -> converted value
+
+
+def _type_name(value: Any) -> str:
+    """The TOML name of a parsed value's type, for error messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, datetime.date | datetime.time):
+        return "a date/time"
+    return type(value).__name__
+
+
+def _got(value: Any) -> str:
+    return f"got {value!r} ({_type_name(value)})"
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _str(value: Any, key: str, file: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{file}: {key} must be a string; {_got(value)}")
+    return value
+
+
+def _int(value: Any, key: str, file: str) -> int:
+    if not _is_int(value):
+        raise ConfigError(f"{file}: {key} must be an integer; {_got(value)}")
+    return int(value)
+
+
+def _str_list(value: Any, key: str, file: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{file}: {key} must be an array of strings; {_got(value)}")
+    return tuple(value)
+
+
+def _int_list(value: Any, key: str, file: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(_is_int(v) for v in value):
+        raise ConfigError(f"{file}: {key} must be an array of integers; {_got(value)}")
+    return tuple(int(v) for v in value)
+
+
+def _float_pair(value: Any, key: str, file: str) -> tuple[float, float]:
+    if not isinstance(value, list) or len(value) != 2 or not all(_is_number(v) for v in value):
+        raise ConfigError(f"{file}: {key} must be a pair of numbers [low, high]; {_got(value)}")
+    return (float(value[0]), float(value[1]))
+
+
+def _lr_ranges(value: Any, key: str, file: str) -> tuple[tuple[str, float, float], ...]:
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{file}: {key} must be a table of rule = [low, high] (a [{key}] section); {_got(value)}"
+        )
+    from simulator.rules import RULES
+
+    entries = []
+    for rule, pair in value.items():
+        if rule not in RULES:
+            allowed = ", ".join(sorted(RULES))
+            raise ConfigError(f"{file}: {key}.{rule}: unknown learning rule {rule!r}; allowed: {allowed}")
+        lo, hi = _float_pair(pair, f"{key}.{rule}", file)
+        entries.append((rule, lo, hi))
+    return tuple(entries)
+
+
+_SCHEMA: dict[str, Any] = {
+    "name": ("name", _str),
+    "description": ("description", _str),
+    "seed": ("seed", _int),
+    "population": {
+        "rules": ("rules", _str_list),
+        "architectures": ("architectures", _str_list),
+        "tasks": ("tasks", _str_list),
+        "curricula": ("curricula", _str_list),
+        "n_networks_per_rule": ("n_networks_per_rule", _int),
+        "batch_sizes": ("batch_sizes", _int_list),
+        "init_scale": ("init_scale", _float_pair),
+        "lr_ranges": ("lr_ranges", _lr_ranges),
+    },
+    "training": {
+        "n_steps": ("n_steps", _int),
+        "max_ensemble": ("max_ensemble", _int),
+    },
+    "recording": {
+        "n_checkpoints": ("n_checkpoints", _int),
+        "n_probes": ("n_probes", _int),
+        "units_per_group": ("units_per_group", _int),
+        "synapses_per_group": ("synapses_per_group", _int),
+    },
+}
+
+_REQUIRED = ("population.rules", "population.architectures", "population.tasks")
+
+
+def _leaf_paths(schema: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """SimulationConfig field -> dotted TOML key, for every leaf of ``schema``."""
+    paths: dict[str, str] = {}
+    for key, spec in schema.items():
+        if isinstance(spec, dict):
+            paths.update(_leaf_paths(spec, f"{prefix}{key}."))
+        else:
+            paths[spec[0]] = f"{prefix}{key}"
+    return paths
+
+
+_FIELD_PATHS = _leaf_paths(_SCHEMA)
+_FIELD_PATHS_INV = {dotted: field for field, dotted in _FIELD_PATHS.items()}
+_FIELD_AT_START = re.compile(r"^([a-z_]+)\b")
+
+
+def _unknown_key(key: str, dotted: str, siblings: Mapping[str, Any], file: str) -> ConfigError:
+    """An 'unknown key' error that suggests the closest key of the same table, or the right table."""
+    hint = ""
+    close = difflib.get_close_matches(key, list(siblings), n=1, cutoff=0.6)
+    if close:
+        hint = f" (did you mean {close[0]!r}?)"
+    else:
+        elsewhere = difflib.get_close_matches(key, list(_FIELD_PATHS), n=1, cutoff=0.8)
+        if elsewhere:
+            hint = f" (did you mean {_FIELD_PATHS[elsewhere[0]]!r}?)"
+    return ConfigError(f"{file}: unknown key {dotted!r}{hint}")
+
+
+def _walk(table: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, file: str, out: dict) -> None:
+    for key, value in table.items():
+        dotted = f"{prefix}{key}"
+        if key not in schema:
+            raise _unknown_key(key, dotted, schema, file)
+        spec = schema[key]
+        if isinstance(spec, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{file}: {dotted} must be a table (a [{dotted}] section); {_got(value)}")
+            _walk(value, spec, f"{dotted}.", file, out)
+        else:
+            field, convert = spec
+            out[field] = convert(value, dotted, file)
+
+
+# ------------------------------------------------------------------------------------------------- loading
+def preset_dir() -> Path:
+    """The repository's ``presets/`` folder."""
+    return Path(__file__).resolve().parent.parent / "presets"
+
+
+def list_presets() -> list[str]:
+    """Names (file stems) of the built-in presets, ``presets/*.toml`` (top level only), sorted."""
+    return sorted(p.stem for p in preset_dir().glob("*.toml") if p.is_file())
+
+
+def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
+    """The file a preset name or path refers to.
+
+    A string that ends in ``.toml`` or contains a path separator is a path; otherwise it is a built-in name
+    (or, failing that, an existing file of that name).
+    """
+    text = os.fspath(name_or_path)
+    separators = {os.sep, "/"} | ({os.altsep} if os.altsep else set())
+    is_path = text.endswith(".toml") or any(s in text for s in separators)
+    builtins = list_presets()
+    if not is_path:
+        if text in builtins:
+            return preset_dir() / f"{text}.toml"
+        if text and Path(text).is_file():
+            return Path(text)
+        close = difflib.get_close_matches(text, builtins, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(
+            f"unknown preset {text!r}{hint}; built-in presets: {', '.join(builtins)}; "
+            "or give the path of a .toml file"
+        )
+    path = Path(text).expanduser()
+    if not path.exists():
+        hint = f" (did you mean the built-in preset {path.stem!r}?)" if path.stem in builtins else ""
+        raise ConfigError(f"{text}: preset file does not exist{hint}")
+    if not path.is_file():
+        raise ConfigError(f"{text}: is not a file; a preset is a .toml file")
+    return path
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def load_preset(name_or_path: str | os.PathLike[str]) -> SimulationConfig:
+    """Load a simulation preset.
+
+    Args:
+        name_or_path: a built-in preset name (see :func:`list_presets`), or the path of a TOML file.
+
+    Returns:
+        The validated config. TOML arrays become tuples; ``name`` defaults to the file's stem.
+
+    Raises:
+        ConfigError: one line naming the file, the dotted key and the reason, for an unknown name, a missing
+            or unreadable file, malformed TOML, an unknown key, a value of the wrong type, or a value the
+            config rejects.
+    """
+    path = _resolve(name_or_path)
+    file = str(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{file}: cannot read the preset: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{file}: not UTF-8 text: {e.reason} at byte {e.start}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{file}: malformed TOML: {_one_line(str(e))}") from None
+
+    fields: dict[str, Any] = {}
+    _walk(data, _SCHEMA, "", file, fields)
+    for dotted in _REQUIRED:
+        if _FIELD_PATHS_INV[dotted] not in fields:
+            raise ConfigError(f"{file}: missing key {dotted!r} (required)")
+    fields.setdefault("name", path.stem)
+    try:
+        return SimulationConfig(**fields)
+    except ConfigError as e:
+        raise ConfigError(f"{file}: {_with_dotted_key(_one_line(str(e)))}") from None
+
+
+def _with_dotted_key(message: str) -> str:
+    """Replace a leading config field name in ``message`` by its dotted TOML key (``n_steps`` ->
+    ``training.n_steps``)."""
+    match = _FIELD_AT_START.match(message)
+    if match and match.group(1) in _FIELD_PATHS:
+        return _FIELD_PATHS[match.group(1)] + message[match.end() :]
+    return message
+
+
+# ------------------------------------------------------------------------------------------------- dumping
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_str(text: str) -> str:
+    """A TOML basic string for ``text`` (escapes quotes, backslashes and every control character)."""
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: str) -> str:
+    return key if _BARE_KEY.fullmatch(key) else _toml_str(key)
+
+
+def _toml_float(value: float) -> str:
+    value = float(value)
+    if math.isnan(value):
+        return "nan"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return repr(value)  # always has a '.' or an exponent, both valid TOML floats
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return _toml_float(value)
+    if isinstance(value, str):
+        return _toml_str(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def dump_preset(config: SimulationConfig) -> str:
+    """TOML text for ``config`` that :func:`load_preset` reads back to an equal config (description included).
+
+    Args:
+        config: the config to write.
+
+    Returns:
+        The preset's text, in the schema's section order.
+    """
+    lines = [
+        f"name = {_toml_str(config.name)}",
+        f"description = {_toml_str(config.description)}",
+        f"seed = {config.seed}",
+    ]
+    for table, spec in _SCHEMA.items():
+        if not isinstance(spec, dict):
+            continue
+        lines += ["", f"[{table}]"]
+        for key, (field, _) in spec.items():
+            if field == "lr_ranges":
+                continue
+            value = getattr(config, field)
+            if field == "init_scale":
+                value = tuple(float(v) for v in value)
+            lines.append(f"{key} = {_toml_value(value)}")
+        if table == "population" and config.lr_ranges:
+            lines += ["", "[population.lr_ranges]"]
+            for rule, lo, hi in config.lr_ranges:
+                lines.append(f"{_toml_key(rule)} = [{_toml_float(lo)}, {_toml_float(hi)}]")
+    return "\n".join(lines) + "\n"
