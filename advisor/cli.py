@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
     from simulator.config import SimulationConfig
-    from simulator.simulate import SimulationResult
+    from simulator.pipeline import SimulationResult
 
 EXIT_USAGE = 2
 """Exit code of every user error (bad option, bad preset, bad workspace, ...)."""
@@ -340,7 +340,7 @@ def check_device(device: str) -> None:
 
 
 class _ProgressReporter:
-    """The ``progress(done, total, description)`` callback of :func:`simulator.simulate.simulate`, drawn as a
+    """The ``progress(done, total, description)`` callback of :func:`simulator.pipeline.simulate`, drawn as a
     rich progress bar on ``console``. The bar appears at the first call only, so a cached bank draws none."""
 
     def __init__(self, console: Console, label: str) -> None:
@@ -504,7 +504,7 @@ def simulate(app: App, preset: str, seed: int | None, device: str) -> None:
     check_device(device)
     workspace = app.open_workspace()
 
-    from simulator.simulate import simulate as run_simulation
+    from simulator.pipeline import simulate as run_simulation
 
     workspace.banks.mkdir(parents=True, exist_ok=True)
     with progress_bar(app.consoles.err, f"simulating {config.name}") as progress:

@@ -76,8 +76,8 @@ class SimulationConfig:
     batch_sizes: tuple[int, ...] = (32, 64)
     init_scale: tuple[float, float] = (0.7, 1.4)
     lr_ranges: tuple[tuple[str, float, float], ...] = ()
-    n_probes: int = 16
-    units_per_group: int = 256
+    n_probes: int = 12
+    units_per_group: int = 192
     synapses_per_group: int = 512
     max_ensemble: int = 64
     seed: int = 0

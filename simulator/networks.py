@@ -5,8 +5,10 @@ An ensemble holds E networks of one architecture as stacked tensors: layer ``l``
 applied to every receptive-field patch (im2col with ``torch.nn.functional.unfold``), so every layer is a batched
 matrix product and every learning rule works on conv and dense layers alike.
 
-Unit layout: a layer's units are indexed channel-major (``c * n_positions + p``, as ``torch.flatten`` of NCHW),
-and hidden activity is kept in that canonical layout, shape (E, B, n_units).
+Unit layout: a layer's units are indexed position-major, channels last (``p * n_channels + c``, as a flattened
+NHWC map), and hidden activity is kept in that canonical layout, shape (E, B, n_units). A conv weight row is
+ordered like ``torch.nn.Conv2d``'s (C_in, kh, kw) flattened. im2col and its adjoint are k² strided slices on the
+channels-last map (much faster on a CPU than ``F.unfold``/``F.fold``, and the layout change is free).
 """
 
 from __future__ import annotations
@@ -173,6 +175,15 @@ def activation_derivative(h: torch.Tensor, activation: str) -> torch.Tensor:
     return torch.ones_like(h)
 
 
+def _offsets(spec: LayerSpec) -> list[tuple[slice, slice]]:
+    ho, wo = spec.out_hw
+    k, st = spec.kernel, spec.stride
+    return [
+        (slice(i, i + st * (ho - 1) + 1, st), slice(j, j + st * (wo - 1) + 1, st))
+        for i in range(k) for j in range(k)
+    ]
+
+
 def layer_input(spec: LayerSpec, h: torch.Tensor) -> torch.Tensor:
     """The matrix a layer multiplies: (E, B, n_in) for dense, (E, B·P, C·k·k) patches for conv.
 
@@ -183,25 +194,25 @@ def layer_input(spec: LayerSpec, h: torch.Tensor) -> torch.Tensor:
         return h
     e, b, _ = h.shape
     c, hh, ww = spec.in_shape
-    patches = F.unfold(h.reshape(e * b, c, hh, ww), spec.kernel, padding=spec.padding, stride=spec.stride)
-    # (E·B, C·k·k, P) -> (E, B·P, C·k·k)
-    return patches.transpose(1, 2).reshape(e, b * spec.n_positions, spec.n_in)
+    p = spec.padding
+    img = F.pad(h.reshape(e * b, hh, ww, c), (0, 0, p, p, p, p))
+    cols = torch.stack([img[:, si, sj, :] for si, sj in _offsets(spec)], dim=-1)  # (E·B, Ho, Wo, C, k²)
+    return cols.reshape(e, b * spec.n_positions, spec.n_in)
 
 
 def to_canonical(spec: LayerSpec, a: torch.Tensor, batch: int) -> torch.Tensor:
-    """(E, B·P, C) position-major rows -> (E, B, C·P) channel-major units (identity for dense)."""
+    """(E, B·P, C) rows -> (E, B, P·C) units (a free reshape; identity for dense)."""
     if spec.kind == "linear":
         return a
-    e = a.shape[0]
-    return a.reshape(e, batch, spec.n_positions, spec.n_out).transpose(2, 3).reshape(e, batch, spec.n_units)
+    return a.reshape(a.shape[0], batch, spec.n_units)
 
 
 def from_canonical(spec: LayerSpec, d: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`to_canonical`: (E, B, C·P) -> (E, B·P, C)."""
+    """Inverse of :func:`to_canonical`: (E, B, P·C) -> (E, B·P, C)."""
     if spec.kind == "linear":
         return d
     e, b, _ = d.shape
-    return d.reshape(e, b, spec.n_out, spec.n_positions).transpose(2, 3).reshape(e, b * spec.n_positions, spec.n_out)
+    return d.reshape(e, b * spec.n_positions, spec.n_out)
 
 
 def input_grad(spec: LayerSpec, d_rows: torch.Tensor, feedback: torch.Tensor, batch: int) -> torch.Tensor:
@@ -219,9 +230,13 @@ def input_grad(spec: LayerSpec, d_rows: torch.Tensor, feedback: torch.Tensor, ba
         return d_in
     e = d_in.shape[0]
     c, hh, ww = spec.in_shape
-    cols = d_in.reshape(e * batch, spec.n_positions, spec.n_in).transpose(1, 2)
-    img = F.fold(cols, (hh, ww), spec.kernel, padding=spec.padding, stride=spec.stride)
-    return img.reshape(e, batch, c * hh * ww)
+    p = spec.padding
+    ho, wo = spec.out_hw
+    cols = d_in.reshape(e * batch, ho, wo, c, spec.kernel**2)
+    img = d_in.new_zeros(e * batch, hh + 2 * p, ww + 2 * p, c)
+    for q, (si, sj) in enumerate(_offsets(spec)):  # adjoint of the patch extraction: scatter-add k² slices
+        img[:, si, sj, :] += cols[..., q]
+    return img[:, p : p + hh, p : p + ww, :].reshape(e, batch, c * hh * ww)
 
 
 def ones_response(spec: LayerSpec, w: torch.Tensor) -> torch.Tensor:
@@ -233,9 +248,9 @@ def ones_response(spec: LayerSpec, w: torch.Tensor) -> torch.Tensor:
     if spec.kind == "linear":
         return w.sum(-1)
     c, hh, ww = spec.in_shape
-    ones = torch.ones(1, c, hh, ww, dtype=w.dtype, device=w.device)
-    mask = F.unfold(ones, spec.kernel, padding=spec.padding, stride=spec.stride)[0]  # (C·k·k, P)
-    return torch.matmul(w, mask).reshape(w.shape[0], spec.n_units)  # (E, C_out, P) -> (E, C_out·P)
+    ones = torch.ones(1, 1, c * hh * ww, dtype=w.dtype, device=w.device)
+    mask = layer_input(spec, ones)[0]  # (P, C·k·k): which patch entries fall inside the image
+    return torch.matmul(mask, w.transpose(1, 2)).reshape(w.shape[0], spec.n_units)  # (E, P, C_out) -> (E, P·C)
 
 
 @dataclass

@@ -36,7 +36,7 @@ class Optimizer(ABC):
 
     @abstractmethod
     def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Return the updates u such that ``param -= u`` applies one step."""
+        """Return the updates u such that ``param -= u`` applies one step (may overwrite ``grads``)."""
 
     def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Apply one step in place and return the updates."""
@@ -55,7 +55,7 @@ class SGD(Optimizer):
 
     def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         self.t += 1
-        return [_per_net(self.lr, g) * g for g in grads]
+        return [g.mul_(_per_net(self.lr, g)) for g in grads]  # in place: the gradient buffer becomes the update
 
 
 @OPTIMIZERS.register("sgdm")
@@ -73,8 +73,8 @@ class SGDMomentum(Optimizer):
         self.t += 1
         out = []
         for buf, g in zip(self.buf, grads, strict=True):
-            buf.mul_(self.momentum).add_(g)
-            out.append(_per_net(self.lr, buf) * buf)
+            torch.add(g, buf, alpha=self.momentum, out=buf)
+            out.append(g.copy_(buf).mul_(_per_net(self.lr, buf)))  # reuse the gradient's memory for the update
         return out
 
 

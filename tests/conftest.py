@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from simulator.simulate import SimulationResult
+    from simulator.pipeline import SimulationResult
 
 
 @pytest.fixture(scope="session")
@@ -22,11 +22,11 @@ def tiny_bank(tiny_workspace: Path) -> SimulationResult:
     """The ``tiny`` preset (2 rules x 2 networks, 20 steps) simulated once per session on the CPU.
 
     Returns:
-        the :class:`~simulator.simulate.SimulationResult`; its bank lives in ``tiny_workspace``'s ``banks/``.
+        the :class:`~simulator.pipeline.SimulationResult`; its bank lives in ``tiny_workspace``'s ``banks/``.
     """
     from advisor.workspace import Workspace
     from simulator.presets import load_preset
-    from simulator.simulate import simulate
+    from simulator.pipeline import simulate
 
     workspace = Workspace.open(tiny_workspace)
     workspace.banks.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from simulator.rules import RULES
 from simulator.tasks import CURRICULA, TASKS
 
 if TYPE_CHECKING:
-    from simulator.simulate import SimulationResult
+    from simulator.pipeline import SimulationResult
 
 
 def _consoles(width: int = 200) -> tuple[Consoles, io.StringIO, io.StringIO]:
