@@ -340,8 +340,9 @@ def check_device(device: str) -> None:
 
 
 class _ProgressReporter:
-    """The ``progress(done, total, description)`` callback of :func:`simulator.pipeline.simulate`, drawn as a
-    rich progress bar on ``console``. The bar appears at the first call only, so a cached bank draws none."""
+    """The ``progress(done, total, description)`` callback of :func:`simulator.pipeline.simulate`, drawn as
+    a rich progress bar (networks done / total, elapsed, ETA) on ``console``, started at the first call that
+    finds work left (a cached bank draws no bar)."""
 
     def __init__(self, console: Console, label: str) -> None:
         self._console = console
@@ -350,6 +351,8 @@ class _ProgressReporter:
         self._task: Any = None
 
     def __call__(self, done: int, total: int, description: str) -> None:
+        if self._progress is None and done >= total:
+            return  # complete before it started (a cached bank): nothing to show
         if self._progress is None:
             from rich.progress import (
                 BarColumn,
@@ -432,8 +435,9 @@ def _render_summary(out: Console, config: SimulationConfig, result: SimulationRe
     out.print(table)
 
     perf = Table(title="Final performance, mean ± SD over networks", title_justify="left", title_style="bold")
-    for name in ("rule", "task", "metric", "networks"):
+    for name in ("rule", "task", "metric"):
         perf.add_column(name, style="cyan" if name == "rule" else None, no_wrap=True)
+    perf.add_column("networks", justify="right", no_wrap=True)
     perf.add_column("test", justify="right", no_wrap=True)
     perf.add_column("train", justify="right", no_wrap=True)
     perf.add_column("chance", justify="right", no_wrap=True)

@@ -22,10 +22,23 @@ from rich.table import Table
 
 
 def run(preset: str, workspace: Path, device: str) -> tuple[float, dict]:
-    cmd = [sys.executable, "-m", "advisor", "simulate", "--preset", preset, "--device", device, "--json",
-           "--workspace", str(workspace)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "advisor",
+        "simulate",
+        "--preset",
+        preset,
+        "--device",
+        device,
+        "--json",
+        "--workspace",
+        str(workspace),
+    ]
     start = time.perf_counter()
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"})
+    out = subprocess.run(
+        cmd, check=True, capture_output=True, text=True, env={**os.environ, "COLUMNS": "120"}
+    )
     return time.perf_counter() - start, json.loads(out.stdout)
 
 
@@ -41,18 +54,30 @@ def main() -> None:
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         warm_s, second = run(args.preset, ws, args.device)
     result = {
-        "benchmark": "preset", "preset": args.preset, "device": args.device,
+        "benchmark": "preset",
+        "preset": args.preset,
+        "device": args.device,
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-        "n_networks": first["n_networks"], "wall_s": cold_s, "simulate_s": first["seconds"],
-        "peak_rss_mib": peak_mib, "bank_mib": first["size_bytes"] / 2**20, "cached_wall_s": warm_s,
-        "cached": second["cached"], "hash": first["hash"],
+        "n_networks": first["n_networks"],
+        "wall_s": cold_s,
+        "simulate_s": first["seconds"],
+        "peak_rss_mib": peak_mib,
+        "bank_mib": first["size_bytes"] / 2**20,
+        "cached_wall_s": warm_s,
+        "cached": second["cached"],
+        "hash": first["hash"],
     }
     table = Table(title=f"advisor simulate --preset {args.preset} ({args.device})")
     for col in ("networks", "wall s (cold)", "peak RSS MiB", "bank MiB", "wall s (cached)"):
         table.add_column(col, justify="right")
-    table.add_row(str(result["n_networks"]), f"{cold_s:.1f}", f"{peak_mib:.0f}", f"{result['bank_mib']:.0f}",
-                  f"{warm_s:.1f}")
-    Console().print(table)
+    table.add_row(
+        str(result["n_networks"]),
+        f"{cold_s:.1f}",
+        f"{peak_mib:.0f}",
+        f"{result['bank_mib']:.0f}",
+        f"{warm_s:.1f}",
+    )
+    Console(width=140).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
 

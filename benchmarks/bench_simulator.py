@@ -70,8 +70,9 @@ def ensemble_train(specs, lrs, seeds, x, y, n_steps: int, chunk: int) -> tuple[f
     elapsed, init_w, init_b = 0.0, [], []
     for lo in range(0, len(lrs), chunk):
         sl = slice(lo, lo + chunk)
-        trainer = EnsembleTrainer(specs, "sgdm", lrs[sl], [1.0] * len(lrs[sl]), seeds[sl],
-                                  objective_for("classification"))
+        trainer = EnsembleTrainer(
+            specs, "sgdm", lrs[sl], [1.0] * len(lrs[sl]), seeds[sl], objective_for("classification")
+        )
         init_w.append([w.clone() for w in trainer.weights])
         init_b.append([b.clone() for b in trainer.biases])
         xs, ys = x[sl], y[sl]
@@ -91,8 +92,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--counts", default="16,64,256")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--chunk", type=int, default=16,
-                        help="networks per batched ensemble (the CPU shard size; one ensemble = --chunk 0)")
+    parser.add_argument(
+        "--chunk",
+        type=int,
+        default=16,
+        help="networks per batched ensemble (the CPU shard size; one ensemble = --chunk 0)",
+    )
     args = parser.parse_args()
     console = Console(stderr=True)
 
@@ -121,30 +126,63 @@ def main() -> None:
             t_naive.append(naive_train(specs, init_w, init_b, lrs, x, y, args.steps))
         te, tn, t1 = statistics.median(t_ens), statistics.median(t_naive), statistics.median(t_one)
         gflops = flops_step * n * args.steps / te / 1e9
-        rows.append({
-            "n_networks": n, "ensemble_s": te, "naive_s": tn, "speedup_vs_naive": tn / te,
-            "ensemble_gflops": gflops, "naive_gflops": flops_step * n * args.steps / tn / 1e9,
-            "fraction_of_matmul_peak": gflops / peak,
-            "ensemble_ms_per_network_step": te / (n * args.steps) * 1e3,
-            "one_ensemble_s": t1, "speedup_one_ensemble_vs_naive": tn / t1,
-        })
+        rows.append(
+            {
+                "n_networks": n,
+                "ensemble_s": te,
+                "naive_s": tn,
+                "speedup_vs_naive": tn / te,
+                "ensemble_gflops": gflops,
+                "naive_gflops": flops_step * n * args.steps / tn / 1e9,
+                "fraction_of_matmul_peak": gflops / peak,
+                "ensemble_ms_per_network_step": te / (n * args.steps) * 1e3,
+                "one_ensemble_s": t1,
+                "speedup_one_ensemble_vs_naive": tn / t1,
+            }
+        )
         console.print(f"  {n} networks: ensemble {te:.2f}s, naive {tn:.2f}s")
 
-    table = Table(title=f"Simulator throughput: {args.architecture}, batch {args.batch}, {args.steps} steps, sgdm")
-    for col in ("networks", f"ensemble s (chunks of {args.chunk})", "naive s", "speed-up", "ensemble GFLOP/s",
-                "naive GFLOP/s", "of peak", "one ensemble s", "speed-up"):
+    table = Table(
+        title=f"Simulator throughput: {args.architecture}, batch {args.batch}, {args.steps} steps, sgdm"
+    )
+    for col in (
+        "networks",
+        f"ensemble s (chunks of {args.chunk})",
+        "naive s",
+        "speed-up",
+        "ensemble GFLOP/s",
+        "naive GFLOP/s",
+        "of peak",
+        "one ensemble s",
+        "speed-up",
+    ):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["n_networks"]), f"{r['ensemble_s']:.2f}", f"{r['naive_s']:.2f}",
-                      f"{r['speedup_vs_naive']:.1f}×", f"{r['ensemble_gflops']:.0f}", f"{r['naive_gflops']:.0f}",
-                      f"{r['fraction_of_matmul_peak']:.0%}", f"{r['one_ensemble_s']:.2f}",
-                      f"{r['speedup_one_ensemble_vs_naive']:.1f}×")
-    Console().print(table)
+        table.add_row(
+            str(r["n_networks"]),
+            f"{r['ensemble_s']:.2f}",
+            f"{r['naive_s']:.2f}",
+            f"{r['speedup_vs_naive']:.1f}×",
+            f"{r['ensemble_gflops']:.0f}",
+            f"{r['naive_gflops']:.0f}",
+            f"{r['fraction_of_matmul_peak']:.0%}",
+            f"{r['one_ensemble_s']:.2f}",
+            f"{r['speedup_one_ensemble_vs_naive']:.1f}×",
+        )
+    Console(width=140).print(table)
     result = {
         "benchmark": "simulator",
-        "machine": {"platform": platform.platform(), "processor": platform.processor(),
-                    "threads": torch.get_num_threads(), "torch": torch.__version__},
-        "architecture": args.architecture, "batch": args.batch, "chunk": args.chunk, "steps": args.steps, "repeats": args.repeats,
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
+        "architecture": args.architecture,
+        "batch": args.batch,
+        "chunk": args.chunk,
+        "steps": args.steps,
+        "repeats": args.repeats,
         "matmul_peak_gflops": peak,
         "flops_per_network_step": flops_step,
         "speedup_vs_naive": {str(r["n_networks"]): r["speedup_vs_naive"] for r in rows},

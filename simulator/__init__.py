@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     from simulator.bank import TrajectoryBank, load_bank
     from simulator.config import SimulationConfig
     from simulator.networks import ARCHITECTURES
+    from simulator.pipeline import simulate
     from simulator.presets import load_preset
     from simulator.rules import RULES
-    from simulator.pipeline import simulate
     from simulator.tasks import CURRICULA, TASKS
 
 

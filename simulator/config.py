@@ -39,7 +39,9 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
         and lo <= value[0] <= value[1] <= hi
     )
     if not ok:
-        raise ConfigError(f"{name} must be a pair [low, high] with {lo} <= low <= high <= {hi}; got {value!r}")
+        raise ConfigError(
+            f"{name} must be a pair [low, high] with {lo} <= low <= high <= {hi}; got {value!r}"
+        )
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,9 @@ class SimulationConfig:
             raise ConfigError(f"init_scale must be positive; got {self.init_scale!r}")
         for entry in self.lr_ranges:
             if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] in RULES):
-                raise ConfigError(f"lr_ranges entries must be (rule, low, high) with a known rule; got {entry!r}")
+                raise ConfigError(
+                    f"lr_ranges entries must be (rule, low, high) with a known rule; got {entry!r}"
+                )
             _check_range(f"lr_ranges.{entry[0]}", (entry[1], entry[2]), 1e-8, 10.0)
             if entry[1] <= 0:
                 raise ConfigError(f"lr_ranges.{entry[0]} must be positive; got {entry[1:]!r}")
@@ -268,9 +272,9 @@ def plan_shards(config: SimulationConfig, specs: list[NetworkSpec]) -> list[Shar
     groups: dict[tuple[str, str, str, str, int], list[int]] = {}
     for s in specs:
         groups.setdefault((s.rule, s.architecture, s.task, s.curriculum, s.batch_size), []).append(s.index)
-    seqs = np.random.SeedSequence([config.seed, 1]).spawn(sum(
-        math.ceil(len(v) / config.max_ensemble) for v in groups.values()
-    ))
+    seqs = np.random.SeedSequence([config.seed, 1]).spawn(
+        sum(math.ceil(len(v) / config.max_ensemble) for v in groups.values())
+    )
     shards: list[ShardSpec] = []
     for (rule, arch, task, curriculum, batch), members in groups.items():
         for start in range(0, len(members), config.max_ensemble):

@@ -21,11 +21,15 @@ N_EVAL = 512
 """Training examples on which the training loss and metric are measured at each checkpoint."""
 
 
-def network_streams(seed: int) -> tuple[torch.Generator, np.random.Generator, np.random.Generator, torch.Generator]:
+def network_streams(
+    seed: int,
+) -> tuple[torch.Generator, np.random.Generator, np.random.Generator, torch.Generator]:
     """A network's independent random streams: init, data order, recorded units, feedback weights."""
     seqs = np.random.SeedSequence(seed).spawn(4)
     init = torch.Generator().manual_seed(int(seqs[0].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
-    feedback = torch.Generator().manual_seed(int(seqs[3].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
+    feedback = torch.Generator().manual_seed(
+        int(seqs[3].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+    )
     return init, np.random.default_rng(seqs[1]), np.random.default_rng(seqs[2]), feedback
 
 
@@ -83,8 +87,9 @@ class EnsembleTrainer:
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One update of every network on its own batch: x (E, B, n_features), y (E, B[, n_outputs])."""
-        ctx = StepContext(self.specs, self.weights, self.biases, x, y, self.objective, self.generator,
-                          {"lr": self.lr})
+        ctx = StepContext(
+            self.specs, self.weights, self.biases, x, y, self.objective, self.generator, {"lr": self.lr}
+        )
         g_w, g_b = self.rule.gradients(ctx, self.state)
         updates = self.optimizer.step(self.params, g_w + g_b)
         self.rule.after_step(ctx, self.state, updates[: len(self.weights)])
@@ -116,24 +121,40 @@ def train_shard(
     task = TASKS.get(shard.task)
     data = task.load()
     objective = objective_for(data.kind)
-    specs: list[LayerSpec] = ARCHITECTURES.get(shard.architecture).layer_specs(task.input_shape, data.n_outputs)
+    specs: list[LayerSpec] = ARCHITECTURES.get(shard.architecture).layer_specs(
+        task.input_shape, data.n_outputs
+    )
     curriculum = CURRICULA.get(shard.curriculum)
     trainer = EnsembleTrainer(
-        specs, shard.rule, [m.lr for m in members], [m.init_scale for m in members], [m.seed for m in members],
-        objective, dev, shard.seed,
+        specs,
+        shard.rule,
+        [m.lr for m in members],
+        [m.init_scale for m in members],
+        [m.seed for m in members],
+        objective,
+        dev,
+        shard.seed,
     )
     streams = trainer.streams
 
     x_train, y_train = _targets(data, "train", dev)
     x_test, y_test = _targets(data, "test", dev)
-    batches = np.stack([curriculum.batch_indices(data, config.n_steps, shard.batch_size, s[1]) for s in streams])
+    batches = np.stack(
+        [curriculum.batch_indices(data, config.n_steps, shard.batch_size, s[1]) for s in streams]
+    )
     batches_t = torch.as_tensor(batches, device=dev)  # (E, n_steps, B)
     probe_idx = torch.as_tensor(data.probe_indices(config.n_probes), device=dev)
     n_eval = min(N_EVAL, x_train.shape[0])
     recorder = Recorder(
-        specs, config, [s[2] for s in streams], x_test[probe_idx],
-        x_train[:n_eval].expand(e, -1, -1), y_train[:n_eval].expand(e, *y_train[:n_eval].shape),
-        x_test.expand(e, -1, -1), y_test.expand(e, *y_test.shape), objective,
+        specs,
+        config,
+        [s[2] for s in streams],
+        x_test[probe_idx],
+        x_train[:n_eval].expand(e, -1, -1),
+        y_train[:n_eval].expand(e, *y_train[:n_eval].shape),
+        x_test.expand(e, -1, -1),
+        y_test.expand(e, *y_test.shape),
+        objective,
     )
     checkpoints = {int(s): t for t, s in enumerate(config.checkpoint_steps())}
     recorder.record(0, trainer.weights, trainer.biases)
@@ -149,14 +170,28 @@ def train_shard(
     rows = []
     for j, m in enumerate(members):
         final_loss = float(arrays["loss"][j, -1])
-        rows.append({
-            "index": m.index, "rule": m.rule, "family": m.family, "architecture": m.architecture,
-            "arch_family": m.arch_family, "task": m.task, "task_kind": data.kind, "curriculum": m.curriculum,
-            "lr": m.lr, "batch_size": m.batch_size, "init_scale": m.init_scale, "seed": m.seed,
-            "n_hidden": len(specs) - 1, "metric_name": data.metric, "chance": data.chance,
-            "initial_loss": float(arrays["loss"][j, 0]), "final_loss": final_loss,
-            "final_metric": float(arrays["metric"][j, -1]),
-            "final_test_metric": float(arrays["test_metric"][j, -1]),
-            "diverged": bool(not np.isfinite(arrays["loss"][j]).all()),
-        })
+        rows.append(
+            {
+                "index": m.index,
+                "rule": m.rule,
+                "family": m.family,
+                "architecture": m.architecture,
+                "arch_family": m.arch_family,
+                "task": m.task,
+                "task_kind": data.kind,
+                "curriculum": m.curriculum,
+                "lr": m.lr,
+                "batch_size": m.batch_size,
+                "init_scale": m.init_scale,
+                "seed": m.seed,
+                "n_hidden": len(specs) - 1,
+                "metric_name": data.metric,
+                "chance": data.chance,
+                "initial_loss": float(arrays["loss"][j, 0]),
+                "final_loss": final_loss,
+                "final_metric": float(arrays["metric"][j, -1]),
+                "final_test_metric": float(arrays["test_metric"][j, -1]),
+                "diverged": bool(not np.isfinite(arrays["loss"][j]).all()),
+            }
+        )
     return TrainedShard(arrays, rows)

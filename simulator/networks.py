@@ -110,7 +110,7 @@ class Architecture:
 
     def layer_specs(self, input_shape: tuple[int, int, int], n_outputs: int) -> list[LayerSpec]:
         """Hidden layers then the readout, resolved for ``input_shape`` = (C, H, W)."""
-        key = (tuple(input_shape), n_outputs)
+        key = ((input_shape[0], input_shape[1], input_shape[2]), n_outputs)
         if key in self._cache:
             return self._cache[key]
         specs: list[LayerSpec] = []
@@ -120,8 +120,17 @@ class Architecture:
             ho = (h + 2 * pad - self.kernel) // stride + 1
             wo = (w + 2 * pad - self.kernel) // stride + 1
             specs.append(
-                LayerSpec("conv", c * self.kernel**2, channels, self.activation, (c, h, w), (ho, wo),
-                          self.kernel, stride, pad)
+                LayerSpec(
+                    "conv",
+                    c * self.kernel**2,
+                    channels,
+                    self.activation,
+                    (c, h, w),
+                    (ho, wo),
+                    self.kernel,
+                    stride,
+                    pad,
+                )
             )
             c, h, w = channels, ho, wo
         n = c * h * w
@@ -143,16 +152,37 @@ class Architecture:
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 for _arch in (
-    Architecture("mlp2_relu", "mlp", "relu", dense=(512, 256),
-                 description="2-hidden-layer ReLU MLP (no middle layer group)"),
+    Architecture(
+        "mlp2_relu",
+        "mlp",
+        "relu",
+        dense=(512, 256),
+        description="2-hidden-layer ReLU MLP (no middle layer group)",
+    ),
     Architecture("mlp3_relu", "mlp", "relu", dense=(256, 256, 256), description="3-hidden-layer ReLU MLP"),
     Architecture("mlp3_tanh", "mlp", "tanh", dense=(384, 256, 256), description="3-hidden-layer tanh MLP"),
-    Architecture("mlp4_relu", "mlp", "relu", dense=(512, 256, 256, 256), description="4-hidden-layer ReLU MLP"),
-    Architecture("mlp4_tanh", "mlp", "tanh", dense=(256, 256, 128, 128), description="4-hidden-layer tanh MLP"),
-    Architecture("conv2_relu", "conv", "relu", conv=((16, 1), (16, 2)), dense=(256,),
-                 description="2 conv layers (3x3) + 1 dense hidden layer, ReLU"),
-    Architecture("conv3_relu", "conv", "relu", conv=((16, 1), (32, 2), (32, 1)), dense=(256,),
-                 description="3 conv layers (3x3) + 1 dense hidden layer, ReLU"),
+    Architecture(
+        "mlp4_relu", "mlp", "relu", dense=(512, 256, 256, 256), description="4-hidden-layer ReLU MLP"
+    ),
+    Architecture(
+        "mlp4_tanh", "mlp", "tanh", dense=(256, 256, 128, 128), description="4-hidden-layer tanh MLP"
+    ),
+    Architecture(
+        "conv2_relu",
+        "conv",
+        "relu",
+        conv=((16, 1), (16, 2)),
+        dense=(256,),
+        description="2 conv layers (3x3) + 1 dense hidden layer, ReLU",
+    ),
+    Architecture(
+        "conv3_relu",
+        "conv",
+        "relu",
+        conv=((16, 1), (32, 2), (32, 1)),
+        dense=(256,),
+        description="3 conv layers (3x3) + 1 dense hidden layer, ReLU",
+    ),
 ):
     ARCHITECTURES.add(_arch.key, _arch)
 
@@ -180,7 +210,8 @@ def _offsets(spec: LayerSpec) -> list[tuple[slice, slice]]:
     k, st = spec.kernel, spec.stride
     return [
         (slice(i, i + st * (ho - 1) + 1, st), slice(j, j + st * (wo - 1) + 1, st))
-        for i in range(k) for j in range(k)
+        for i in range(k)
+        for j in range(k)
     ]
 
 
@@ -250,7 +281,9 @@ def ones_response(spec: LayerSpec, w: torch.Tensor) -> torch.Tensor:
     c, hh, ww = spec.in_shape
     ones = torch.ones(1, 1, c * hh * ww, dtype=w.dtype, device=w.device)
     mask = layer_input(spec, ones)[0]  # (P, C·k·k): which patch entries fall inside the image
-    return torch.matmul(mask, w.transpose(1, 2)).reshape(w.shape[0], spec.n_units)  # (E, P, C_out) -> (E, P·C)
+    return torch.matmul(mask, w.transpose(1, 2)).reshape(
+        w.shape[0], spec.n_units
+    )  # (E, P, C_out) -> (E, P·C)
 
 
 @dataclass
@@ -301,7 +334,9 @@ def forward(
 
 
 def init_weights(
-    specs: Sequence[LayerSpec], init_scales: Sequence[float], generators: Sequence[torch.Generator],
+    specs: Sequence[LayerSpec],
+    init_scales: Sequence[float],
+    generators: Sequence[torch.Generator],
     dtype: torch.dtype = torch.float32,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """He (ReLU) / Xavier-like (tanh, readout) Gaussian init, SD = gain·scale/√fan_in, one generator per network.
@@ -312,7 +347,8 @@ def init_weights(
     weights, biases = [], []
     for spec in specs:
         per_net = [
-            torch.randn(spec.n_out, spec.n_in, generator=g, dtype=dtype) * (spec.gain * s / math.sqrt(spec.n_in))
+            torch.randn(spec.n_out, spec.n_in, generator=g, dtype=dtype)
+            * (spec.gain * s / math.sqrt(spec.n_in))
             for g, s in zip(generators, init_scales, strict=True)
         ]
         weights.append(torch.stack(per_net))

@@ -55,7 +55,9 @@ class SGD(Optimizer):
 
     def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         self.t += 1
-        return [g.mul_(_per_net(self.lr, g)) for g in grads]  # in place: the gradient buffer becomes the update
+        return [
+            g.mul_(_per_net(self.lr, g)) for g in grads
+        ]  # in place: the gradient buffer becomes the update
 
 
 @OPTIMIZERS.register("sgdm")
@@ -74,7 +76,9 @@ class SGDMomentum(Optimizer):
         out = []
         for buf, g in zip(self.buf, grads, strict=True):
             torch.add(g, buf, alpha=self.momentum, out=buf)
-            out.append(g.copy_(buf).mul_(_per_net(self.lr, buf)))  # reuse the gradient's memory for the update
+            out.append(
+                g.copy_(buf).mul_(_per_net(self.lr, buf))
+            )  # reuse the gradient's memory for the update
         return out
 
 
@@ -85,7 +89,10 @@ class Adam(Optimizer):
     key = "adam"
 
     def __init__(
-        self, params: Sequence[torch.Tensor], lr: torch.Tensor, betas: tuple[float, float] = (0.9, 0.999),
+        self,
+        params: Sequence[torch.Tensor],
+        lr: torch.Tensor,
+        betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
         super().__init__(params, lr)

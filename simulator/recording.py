@@ -66,7 +66,13 @@ class Recorder:
         self.objective = objective
         self.n_networks = e = len(rngs)
         self.device = probes.device
-        self.probes, self.eval_x, self.eval_y, self.test_x, self.test_y = probes, eval_x, eval_y, test_x, test_y
+        self.probes, self.eval_x, self.eval_y, self.test_x, self.test_y = (
+            probes,
+            eval_x,
+            eval_y,
+            test_x,
+            test_y,
+        )
         hidden = self.specs[:-1]
         group_of = layer_groups(len(hidden))
         self.group_layers = [[i for i, g in enumerate(group_of) if g == name] for name in GROUPS]
@@ -106,8 +112,11 @@ class Recorder:
                 continue
             acts = torch.cat([fwd.hidden[i] for i in layers], dim=-1)  # (E, P, n_units)
             change = torch.cat(
-                [activation_derivative(fwd.hidden[i], self.specs[i].activation)
-                 * ones_response(self.specs[i], weights[i]).unsqueeze(1) for i in layers],
+                [
+                    activation_derivative(fwd.hidden[i], self.specs[i].activation)
+                    * ones_response(self.specs[i], weights[i]).unsqueeze(1)
+                    for i in layers
+                ],
                 dim=-1,
             )
             idx = unit_idx.unsqueeze(1).expand(-1, acts.shape[1], -1)

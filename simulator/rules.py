@@ -67,7 +67,10 @@ class LearningRule(ABC):
     default_lr_range: ClassVar[tuple[float, float]]
 
     def init_state(
-        self, specs: Sequence[LayerSpec], weights: Sequence[torch.Tensor], generators: Sequence[torch.Generator]
+        self,
+        specs: Sequence[LayerSpec],
+        weights: Sequence[torch.Tensor],
+        generators: Sequence[torch.Generator],
     ) -> State:
         """Rule-specific state (feedback weights), one generator per network. Default: none."""
         return {}
@@ -76,7 +79,9 @@ class LearningRule(ABC):
     def gradients(self, ctx: StepContext, state: State) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Pseudo-gradients (descent directions) for the weights and biases of every layer."""
 
-    def after_step(self, ctx: StepContext, state: State, weight_updates: Sequence[torch.Tensor]) -> None:
+    def after_step(  # noqa: B027 (a hook: most rules need nothing after the step)
+        self, ctx: StepContext, state: State, weight_updates: Sequence[torch.Tensor]
+    ) -> None:
         """Called after the optimizer applied ``weight_updates`` (``W -= u``). Default: nothing."""
 
     def feedback(self, weights: Sequence[torch.Tensor], state: State) -> list[torch.Tensor] | None:
@@ -102,8 +107,11 @@ def _feedback_like(
     out = []
     for spec in specs:
         sd = spec.gain / math.sqrt(spec.n_in)
-        out.append(torch.stack([torch.randn(spec.n_out, spec.n_in, generator=g, dtype=dtype) * sd
-                                for g in generators]))
+        out.append(
+            torch.stack(
+                [torch.randn(spec.n_out, spec.n_in, generator=g, dtype=dtype) * sd for g in generators]
+            )
+        )
     return out
 
 
@@ -183,9 +191,14 @@ class _FeedbackRule(LearningRule):
     default_lr_range = (0.002, 0.015)
 
     def init_state(
-        self, specs: Sequence[LayerSpec], weights: Sequence[torch.Tensor], generators: Sequence[torch.Generator]
+        self,
+        specs: Sequence[LayerSpec],
+        weights: Sequence[torch.Tensor],
+        generators: Sequence[torch.Generator],
     ) -> State:
-        return {"feedback": [f.to(weights[0].device) for f in _feedback_like(specs, generators, weights[0].dtype)]}
+        return {
+            "feedback": [f.to(weights[0].device) for f in _feedback_like(specs, generators, weights[0].dtype)]
+        }
 
     def feedback(self, weights: Sequence[torch.Tensor], state: State) -> list[torch.Tensor] | None:
         return state["feedback"]
@@ -214,7 +227,10 @@ class SignSymmetry(_FeedbackRule):
     description = "sign symmetry: feedback = sign(W)ᵀ scaled by mean |W| (Liao et al. 2016)"
 
     def init_state(
-        self, specs: Sequence[LayerSpec], weights: Sequence[torch.Tensor], generators: Sequence[torch.Generator]
+        self,
+        specs: Sequence[LayerSpec],
+        weights: Sequence[torch.Tensor],
+        generators: Sequence[torch.Generator],
     ) -> State:
         return {}
 
@@ -266,7 +282,9 @@ class InformationAlignment(_FeedbackRule):
             r = torch.bmm(x, w.transpose(1, 2))
             r = r / r.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-6).reshape(-1, 1, 1)
             # −α·RᵀX + 2β·Rᵀ(R·F), one product: Rᵀ(2β·RF − αX), all over N
-            grad = torch.bmm(r.transpose(1, 2), torch.bmm(r, fb).mul_(2 * self.beta).sub_(x, alpha=self.alpha))
+            grad = torch.bmm(
+                r.transpose(1, 2), torch.bmm(r, fb).mul_(2 * self.beta).sub_(x, alpha=self.alpha)
+            )
             grad.div_(n).add_(fb, alpha=2 * self.gamma)
             fb.sub_(lr.reshape(-1, 1, 1) * grad)
 
@@ -282,12 +300,18 @@ class DirectFeedbackAlignment(LearningRule):
     default_lr_range = (0.0015, 0.008)
 
     def init_state(
-        self, specs: Sequence[LayerSpec], weights: Sequence[torch.Tensor], generators: Sequence[torch.Generator]
+        self,
+        specs: Sequence[LayerSpec],
+        weights: Sequence[torch.Tensor],
+        generators: Sequence[torch.Generator],
     ) -> State:
         n_out = specs[-1].n_out
         direct = [
-            torch.stack([torch.randn(n_out, s.n_units, generator=g, dtype=weights[0].dtype) for g in generators])
-            .div_(math.sqrt(n_out)).to(weights[0].device)
+            torch.stack(
+                [torch.randn(n_out, s.n_units, generator=g, dtype=weights[0].dtype) for g in generators]
+            )
+            .div_(math.sqrt(n_out))
+            .to(weights[0].device)
             for s in specs[:-1]
         ]
         return {"direct": direct}
@@ -354,8 +378,9 @@ class NodePerturbation(LearningRule):
     def sample_noise(self, ctx: StepContext) -> list[torch.Tensor]:
         e, b = ctx.x.shape[:2]
         return [
-            torch.randn(e, b * s.n_positions, s.n_out, generator=ctx.generator, dtype=ctx.x.dtype,
-                        device=ctx.x.device).mul_(self.sigma)
+            torch.randn(
+                e, b * s.n_positions, s.n_out, generator=ctx.generator, dtype=ctx.x.dtype, device=ctx.x.device
+            ).mul_(self.sigma)
             for s in ctx.specs
         ]
 
@@ -367,8 +392,9 @@ class NodePerturbation(LearningRule):
         clean = forward(ctx.specs, ctx.weights, ctx.biases, ctx.x)
         noisy = forward(ctx.specs, ctx.weights, ctx.biases, ctx.x, noise=noise)
         batch = ctx.x.shape[1]
-        reward_gap = (ctx.objective.per_example(noisy.output, ctx.y)
-                      - ctx.objective.per_example(clean.output, ctx.y)) / (self.sigma**2 * batch)
+        reward_gap = (
+            ctx.objective.per_example(noisy.output, ctx.y) - ctx.objective.per_example(clean.output, ctx.y)
+        ) / (self.sigma**2 * batch)
         g_w, g_b = [], []
         for spec, xi, x in zip(ctx.specs, noise, noisy.inputs, strict=True):
             r = reward_gap.repeat_interleave(spec.n_positions, dim=1) if spec.n_positions > 1 else reward_gap

@@ -178,6 +178,11 @@ class Task(ABC):
     has_classes: ClassVar[bool]
     n_outputs: ClassVar[int]
 
+    @property
+    def metric(self) -> str:
+        """The performance measure: ``"accuracy"`` for classification, ``"r2"`` otherwise."""
+        return "accuracy" if self.kind == "classification" else "r2"
+
     def load(self) -> TaskData:
         """The task's data: deterministic (fixed internal seed), built once per process, arrays read-only.
 

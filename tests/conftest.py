@@ -25,8 +25,8 @@ def tiny_bank(tiny_workspace: Path) -> SimulationResult:
         the :class:`~simulator.pipeline.SimulationResult`; its bank lives in ``tiny_workspace``'s ``banks/``.
     """
     from advisor.workspace import Workspace
-    from simulator.presets import load_preset
     from simulator.pipeline import simulate
+    from simulator.presets import load_preset
 
     workspace = Workspace.open(tiny_workspace)
     workspace.banks.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,4 @@
-"""The ``advisor`` command line: help, catalog, simulate, the one-line error policy, workspace, lazy imports."""
+"""The `advisor` command line: help, catalog, simulate, the one-line error policy, workspace, lazy imports."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def _assert_one_error_line(result: Result, *parts: str) -> str:
     return lines[0]
 
 
-# --------------------------------------------------------------------------------------------------- help
+# ----------------------------------------------------------------------------------------------- help
 @pytest.mark.parametrize("args", [[], ["catalog"], ["simulate"]], ids=["advisor", "catalog", "simulate"])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help_exits_zero(args: list[str], flag: str) -> None:
@@ -101,7 +101,7 @@ def test_help_does_not_import_heavy_libraries(args: list[str]) -> None:
     assert proc.stdout.strip().splitlines()[-1] == "[]"
 
 
-# --------------------------------------------------------------------------------------------------- catalog
+# ----------------------------------------------------------------------------------------------- catalog
 def test_catalog_table_lists_every_rule_and_family() -> None:
     consoles, out, err = _consoles()
     result = _invoke(["catalog"], obj=consoles)
@@ -150,7 +150,7 @@ def test_catalog_json_goes_to_the_injected_stdout_console() -> None:
     assert err.getvalue() == ""
 
 
-# --------------------------------------------------------------------------------------------------- errors
+# ----------------------------------------------------------------------------------------------- errors
 BAD_ARGS = [
     ("unknown preset", ["simulate", "--preset", "nope"], ["unknown preset 'nope'", "quick", "tiny"]),
     ("misspelt preset", ["simulate", "--preset", "quik"], ["did you mean 'quick'?"]),
@@ -268,7 +268,7 @@ def test_main_returns_the_code_when_not_standalone() -> None:
     assert cli.main(["--help"], standalone_mode=False) == 0
 
 
-# --------------------------------------------------------------------------------------------------- workspace
+# ----------------------------------------------------------------------------------------------- workspace
 def test_workspace_open_creates_the_directory_and_leaves_no_probe(tmp_path: Path) -> None:
     ws = Workspace.open(tmp_path / "a" / "b")
     assert ws.root == tmp_path / "a" / "b" and ws.root.is_dir()
@@ -305,7 +305,7 @@ def test_workspace_open_rejects_a_read_only_parent(tmp_path: Path) -> None:
         parent.chmod(0o700)
 
 
-# --------------------------------------------------------------------------------------------------- progress
+# ----------------------------------------------------------------------------------------------- progress
 def test_progress_reporter_draws_networks_done_over_total() -> None:
     err = io.StringIO()
     reporter = _ProgressReporter(Console(file=err, width=120), "simulating tiny")
@@ -322,7 +322,25 @@ def test_progress_reporter_draws_nothing_if_never_called() -> None:
     assert err.getvalue() == ""
 
 
-# --------------------------------------------------------------------------------------------------- simulate
+def test_progress_reporter_draws_nothing_for_a_cached_bank() -> None:
+    err = io.StringIO()
+    reporter = _ProgressReporter(Console(file=err), "simulating")
+    reporter(4, 4, "cached")
+    reporter.close()
+    assert err.getvalue() == ""
+
+
+def test_simulate_json_keeps_progress_off_stdout(tmp_path: Path) -> None:
+    consoles, out, err = _consoles()
+    result = _invoke(
+        ["simulate", "--preset", "tiny", "--seed", "2", "--json", "--workspace", str(tmp_path)], obj=consoles
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(out.getvalue())["cached"] is False
+    assert "4/4" in err.getvalue() and "networks" in err.getvalue()
+
+
+# ----------------------------------------------------------------------------------------------- simulate
 def _simulate_json(workspace: Path, *args: str) -> dict:
     result = _invoke(["simulate", "--preset", "tiny", "--json", "--workspace", str(workspace), *args])
     assert result.exit_code == 0, result.stderr
