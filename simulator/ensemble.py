@@ -17,7 +17,7 @@ from simulator.recording import Recorder
 from simulator.rules import RULES, StepContext
 from simulator.tasks import CURRICULA, TASKS, TaskData
 
-N_EVAL = 512
+N_EVAL = 256
 """Training examples on which the training loss and metric are measured at each checkpoint."""
 
 

@@ -297,7 +297,7 @@ class DirectFeedbackAlignment(LearningRule):
     family = "feedback_alignment"
     description = "direct feedback alignment: fixed random projections of the output error to every layer"
     optimizer = "sgdm"
-    default_lr_range = (0.0015, 0.008)
+    default_lr_range = (0.001, 0.005)
 
     def init_state(
         self,

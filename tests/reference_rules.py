@@ -15,6 +15,7 @@ Computations default to float64 so that the reference is the more exact side of 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -199,6 +200,12 @@ class ReferenceNet:
         self.fb = [f.detach().to(dtype).clone() for f in feedback] if feedback is not None else None
         self.direct = [d.detach().to(dtype).clone() for d in direct] if direct is not None else None
         self.opt = make_optimizer(OPTIMIZER_OF[rule], self.w + self.b, lr)
+        self.min_margin = math.inf
+        """Smallest |pre-activation| of a ReLU unit seen in any forward pass: how close the run came to a
+        ReLU switching on or off, where float32 and float64 may take different branches."""
+        self.max_abs_grad: list[Tensor] | None = None
+        """Entry-wise max |(pseudo-)gradient| over the steps so far, weights then biases: how well-conditioned
+        each entry's adaptive-optimizer update is (it divides by ~this)."""
 
     # -- helpers
     def _cast(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -222,10 +229,33 @@ class ReferenceNet:
             deltas[i - 1] = carry_back(self.specs[i], deltas[i], fbs[i]) * act_prime(pre[i - 1], below.activation)
         return deltas
 
+    def _watch(self, pre: Sequence[Tensor]) -> None:
+        # Exact zeros are not ambiguous: a conv patch of exact-zero pixels with a zero bias is 0 on both sides.
+        for spec, a in zip(self.specs, pre, strict=True):
+            if spec.activation == "relu":
+                mag = a.detach().abs()
+                mag = mag[mag > 0]
+                if mag.numel():
+                    self.min_margin = min(self.min_margin, float(mag.min()))
+
     def _apply(self, gw: list[Tensor], gb: list[Tensor]) -> None:
         for p, g in zip(self.w + self.b, gw + gb, strict=True):
             p.grad = g.detach().clone()
+        self._step_optimizer()
+
+    def _step_optimizer(self) -> None:
+        grads = [p.grad.detach().abs() if p.grad is not None else torch.zeros_like(p) for p in self.w + self.b]
+        if self.max_abs_grad is None:
+            self.max_abs_grad = grads
+        else:
+            self.max_abs_grad = [torch.maximum(m, g) for m, g in zip(self.max_abs_grad, grads, strict=True)]
         self.opt.step()
+
+    @torch.no_grad()
+    def load(self, weights: Sequence[Tensor], biases: Sequence[Tensor]) -> None:
+        """Overwrite the parameter values in place (the optimizer state is kept)."""
+        for p, v in zip(self.w + self.b, [*weights, *biases], strict=True):
+            p.copy_(v.to(self.dtype))
 
     # -- one step
     def step(self, x: Tensor, y: Tensor, noise: Sequence[Tensor] | None = None) -> None:
@@ -233,12 +263,14 @@ class ReferenceNet:
         rule = self.rule
         if rule in ("sgd", "sgdm", "adam", "rmsprop"):
             self.opt.zero_grad()
-            _, _, out = ref_forward(self.specs, self.w, self.b, x)
+            _, pre, out = ref_forward(self.specs, self.w, self.b, x)
+            self._watch(pre)
             per_example_loss(self.kind, out, y).mean().backward()
-            self.opt.step()
+            self._step_optimizer()
             return
         with torch.no_grad():
             inputs, pre, out = ref_forward(self.specs, self.w, self.b, x)
+        self._watch(pre)
         err = output_error(self.kind, out, y)
         ws = [w.detach() for w in self.w]
         if rule in ("fa", "kp", "sign_symmetry", "ia"):
@@ -289,9 +321,11 @@ class ReferenceNet:
             assert noise is not None
             xi = [n.to(self.dtype) for n in noise]
             with torch.no_grad():
-                _, _, clean = ref_forward(self.specs, self.w, self.b, x)
-                noisy_inputs, _, noisy = ref_forward(self.specs, self.w, self.b, x, noise=xi)
+                _, clean_pre, clean = ref_forward(self.specs, self.w, self.b, x)
+                noisy_inputs, noisy_pre, noisy = ref_forward(self.specs, self.w, self.b, x, noise=xi)
                 gap = per_example_loss(self.kind, noisy, y) - per_example_loss(self.kind, clean, y)
+            self._watch(clean_pre)
+            self._watch(noisy_pre)
             batch = x.shape[0]
             gw, gb = [], []
             for i, spec in enumerate(self.specs):
