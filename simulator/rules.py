@@ -157,7 +157,7 @@ class SGDRule(_Backprop):
     key = "sgd"
     description = "backpropagation, plain stochastic gradient descent"
     optimizer = "sgd"
-    default_lr_range = (0.02, 0.15)
+    default_lr_range = (0.005, 0.12)
 
 
 @_register
@@ -165,7 +165,7 @@ class SGDMomentumRule(_Backprop):
     key = "sgdm"
     description = "backpropagation, SGD with momentum 0.9"
     optimizer = "sgdm"
-    default_lr_range = (0.002, 0.015)
+    default_lr_range = (0.0005, 0.012)
 
 
 @_register
@@ -173,7 +173,7 @@ class AdamRule(_Backprop):
     key = "adam"
     description = "backpropagation, Adam (Kingma & Ba 2015)"
     optimizer = "adam"
-    default_lr_range = (0.0002, 0.0015)
+    default_lr_range = (0.00005, 0.001)
 
 
 @_register
@@ -181,7 +181,7 @@ class RMSpropRule(_Backprop):
     key = "rmsprop"
     description = "backpropagation, RMSprop"
     optimizer = "rmsprop"
-    default_lr_range = (0.0001, 0.0008)
+    default_lr_range = (0.00003, 0.0006)
 
 
 # --------------------------------------------------------------------------- feedback-alignment family
@@ -260,7 +260,7 @@ class InformationAlignment(_FeedbackRule):
     With r = Wx on the layer's inputs x: Amp = −mean xᵀBr, Null = mean ‖Br‖², Decay = ‖W‖² + ‖B‖² (only B
     learns). Written for F = Bᵀ (W's shape): ∇_F = −α·RᵀX/N + 2β·Rᵀ(R·F)/N + 2γ·F, applied by SGD at the
     network's learning rate. As the reference code's ``batch_center_backward_input`` option does, x is centred
-    over the batch; x is also scaled to unit RMS and r to unit mean squared norm, which keeps the local loss's
+    over the batch, and x and r are scaled to unit mean squared norm, which keeps the local loss's
     curvature (hence F's stable step size) independent of the activity scale of the layer. Coefficients keep
     the public defaults' ratio 2:1:1 (α, β, γ = 1, 0.5, 0.5), scaled up so that alignment happens within a
     few hundred steps rather than the ImageNet-length runs of the paper.
@@ -269,14 +269,14 @@ class InformationAlignment(_FeedbackRule):
     key = "ia"
     description = "information alignment: feedback learned by a local amp + null + decay loss (Kunin 2020)"
     alpha, beta, gamma = 1.0, 0.5, 0.5
-    default_lr_range = (0.0015, 0.006)
+    default_lr_range = (0.002, 0.01)
 
     def learn_feedback(self, ctx: StepContext, state: State, fwd: ForwardCache) -> None:
         lr = ctx.extras["lr"]
         for i in range(1, len(ctx.specs)):  # layer 0's feedback carries nothing (no layer below it)
             x = fwd.inputs[i]
             x = x - x.mean(1, keepdim=True)
-            x = x / x.pow(2).mean((1, 2), keepdim=True).sqrt().clamp_min(1e-6)
+            x = x / x.pow(2).sum(-1).mean(-1).sqrt().clamp_min(1e-6).reshape(-1, 1, 1)
             w, fb = ctx.weights[i], state["feedback"][i]
             n = x.shape[1]
             r = torch.bmm(x, w.transpose(1, 2))

@@ -344,7 +344,7 @@ class ReferenceNet:
         for i in range(1, len(self.specs)):
             x = patches(self.specs[i], inputs[i])
             x = x - x.mean(0, keepdim=True)
-            x = x / x.pow(2).mean().sqrt().clamp_min(1e-6)
+            x = x / x.pow(2).sum(1).mean().sqrt().clamp_min(1e-6)
             r = x @ ws[i].T
             r = r / r.pow(2).sum(1).mean().sqrt().clamp_min(1e-6)
             f = self.fb[i].clone().requires_grad_(True)

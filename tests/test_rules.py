@@ -229,7 +229,7 @@ def test_sgd_rules_match_torch_autograd_and_torch_optim(rule: str, arch: str) ->
     """EnsembleTrainer (float32, 2 networks, different lrs and batches) == per-network torch.autograd +
     torch.optim (float64) after 5 steps of batch-mean cross-entropy."""
     lo, hi = RULES.get(rule).default_lr_range
-    lrs = [hi, lo]
+    lrs = [hi, (lo * hi) ** 0.5]  # the top and the middle of the range
     trainer = make_trainer(rule, arch, lrs, seeds=[11, 12], init_scales=[1.0, 0.8])
     steps, refs = run_references(trainer, rule, lrs, "digits", 16, N_BP_STEPS, first_seed=1)
     run_simulator(trainer, steps)
