@@ -20,7 +20,8 @@ import numpy as np
 from simulator.errors import ConfigError
 
 SCHEMA_VERSION = 1
-"""Bumped whenever the bank layout or the meaning of a config field changes (it is part of the bank hash)."""
+"""Part of the bank hash: bump it whenever the bank layout, a rule's update or a recorded quantity changes, so
+that no cached bank built by older code is ever returned for a config."""
 
 GROUPS = ("early", "middle", "deep")
 """Layer groups: hidden layers are split into thirds by depth (see ``networks.layer_groups``)."""
@@ -186,6 +187,8 @@ class SimulationConfig:
         d.pop("name")
         d.pop("description")
         d["schema_version"] = SCHEMA_VERSION
+        # the learning-rate ranges actually drawn from (a rule's registered default changes the bank too)
+        d["resolved_lr_ranges"] = {rule: list(self.lr_range(rule)) for rule in self.rules}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":")).encode()
         return hashlib.sha256(blob).hexdigest()
 
