@@ -180,7 +180,7 @@ class RecordingProtocol:
             _fail(f"n_units must be an integer in [{len(self.layers)}, {most}] for this bank "
                   f"({per_group} recorded per layer group × {len(self.layers)} groups); got {self.n_units}")
         lo, hi = self.window
-        available = int(round(hi * (n_t - 1))) - int(round(lo * (n_t - 1))) + 1
+        available = round(hi * (n_t - 1)) - round(lo * (n_t - 1)) + 1
         if self.n_sessions > available:
             _fail(f"n_sessions must be at most {available} for window {lo:g}-{hi:g} of this bank's {n_t} "
                   f"checkpoints; got {self.n_sessions}")
