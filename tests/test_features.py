@@ -1,0 +1,51 @@
+"""Features of a virtual recording: shapes, names, agreement with direct statistics, the NaN policy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from advisor.features import featurize, featurize_recording
+from advisor.protocol import Recording, RecordingProtocol, virtual_recording
+from advisor.statistics import NanPolicy
+
+
+@pytest.mark.parametrize("observable", ["weights", "activations", "activity_change"])
+def test_features_have_one_sample_per_network_and_a_session_axis(tiny_bank: Any, observable: str) -> None:
+    protocol = RecordingProtocol(observable=observable, n_units=30, n_sessions=4, noise=0.2, seed=1)
+    feats = featurize(tiny_bank.bank, protocol)
+    assert feats.X.shape == (4, 4, 3 * 21)
+    assert feats.X.dtype == np.float32
+    assert feats.names[0] == "early.raw_mean" and feats.names[-1] == "deep.sq_kurtosis"
+    assert len(feats.names) == 63 and len(set(feats.names)) == 63
+    assert feats.curve.shape == (4, 4, 2)
+    assert np.isfinite(feats.X).all()
+
+
+def test_activity_features_are_probe_averaged_unit_statistics(tiny_bank: Any) -> None:
+    protocol = RecordingProtocol(observable="activations", n_units=12, n_sessions=2, noise_model="none",
+                                 layers=("deep",), seed=2)
+    rec = virtual_recording(tiny_bank.bank, protocol)
+    feats = featurize_recording(rec)
+    values = rec.values[0]  # (N, S, k, P)
+    mean_over_units = values.mean(axis=2).mean(axis=-1)  # raw_mean per probe, averaged over probes
+    np.testing.assert_allclose(feats.X[..., feats.names.index("deep.raw_mean")], mean_over_units, rtol=1e-5)
+    median = np.median(np.abs(values), axis=2).mean(axis=-1)
+    np.testing.assert_allclose(feats.X[..., feats.names.index("deep.abs_median")], median, rtol=1e-5)
+
+
+def test_nan_policy_is_applied_and_reported() -> None:
+    constant = np.ones((2, 3, 5), np.float32)  # every unit equal: skew and kurtosis are undefined
+    rec = Recording([constant], np.arange(3), ("deep",), np.zeros((2, 3, 2), np.float32))
+    zeroed = featurize_recording(rec, NanPolicy.ZERO)
+    assert np.isfinite(zeroed.X).all()
+    assert zeroed.nan_report.n_values == 126 and zeroed.nan_report.n_nonfinite == 36
+    assert all(count == 6 for count in zeroed.nan_report.by_feature.values())
+    assert set(zeroed.nan_report.by_feature) == {f"deep.{f}_{s}" for f in ("raw", "abs", "sq")
+                                                 for s in ("skew", "kurtosis")}
+    kept = featurize_recording(rec, "propagate")
+    assert np.isnan(kept.X[..., kept.names.index("deep.raw_kurtosis")]).all()
+    with pytest.raises(ValueError, match="36 of 126 feature values are non-finite"):
+        featurize_recording(rec, "raise")
