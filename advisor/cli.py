@@ -470,6 +470,27 @@ def _render_summary(out: Console, config: SimulationConfig, result: SimulationRe
     out.print(facts)
 
 
+def build_preset_bank(
+    app: App, preset: str, *, seed: int | None = None, device: str = "cpu"
+) -> tuple[SimulationConfig, SimulationResult]:
+    """Build (or read the cached) bank of ``preset`` in the app's workspace, drawing the progress bar on the
+    stderr console. Shared by ``simulate`` and ``evaluate``."""
+    from simulator.presets import load_preset
+
+    config = load_preset(preset)
+    if seed is not None:
+        config = config.with_seed(seed)
+    check_device(device)
+    workspace = app.open_workspace()
+
+    from simulator.pipeline import simulate as run_simulation
+
+    workspace.banks.mkdir(parents=True, exist_ok=True)
+    with progress_bar(app.consoles.err, f"simulating {config.name}") as progress:
+        result = run_simulation(config, workspace.banks, device=device, progress=progress)
+    return config, result
+
+
 @cli.command()
 @click.option(
     "--preset",
@@ -500,19 +521,7 @@ def simulate(app: App, preset: str, seed: int | None, device: str) -> None:
     the same preset and seed again reads the cached bank instead of training, and an interrupted run resumes
     where it stopped.
     """
-    from simulator.presets import load_preset
-
-    config = load_preset(preset)
-    if seed is not None:
-        config = config.with_seed(seed)
-    check_device(device)
-    workspace = app.open_workspace()
-
-    from simulator.pipeline import simulate as run_simulation
-
-    workspace.banks.mkdir(parents=True, exist_ok=True)
-    with progress_bar(app.consoles.err, f"simulating {config.name}") as progress:
-        result = run_simulation(config, workspace.banks, device=device, progress=progress)
+    config, result = build_preset_bank(app, preset, seed=seed, device=device)
     bank = result.bank
     if app.json_output:
         app.consoles.emit_json(
@@ -528,3 +537,311 @@ def simulate(app: App, preset: str, seed: int | None, device: str) -> None:
         )
         return
     _render_summary(app.consoles.out, config, result)
+
+
+# ------------------------------------------------------------------------------------------ evaluate
+# Kept in step with advisor.protocol / advisor.classifiers / advisor.evaluation (tests check it); spelled out here
+# because importing those modules would load torch and scikit-learn at start-up.
+OBSERVABLE_CHOICES = ("weights", "activations", "activity_change")
+NOISE_MODEL_CHOICES = ("none", "gaussian", "poisson")
+CLASSIFIER_CHOICES = ("rf", "svm", "gbt", "conv1d")
+HELDOUT_CHOICES = ("none", "architecture", "task")
+LAYER_GROUPS = ("early", "middle", "deep")
+TOP_FEATURES = 8
+TOP_SESSIONS = 3
+_TEST_SIZE = 0.25  # advisor.evaluation.make_splits' default
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """``"0-0.3"`` → (0.0, 0.3). AdvisorError naming the value and the allowed form if it does not parse;
+    the range itself is checked by the protocol."""
+    parts = text.strip().split("-")
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        lo, hi = (float(part) for part in parts)
+    except ValueError:
+        raise AdvisorError(
+            f"--window must be START-END fractions of training with 0 <= START < END <= 1 (e.g. 0-0.3); "
+            f"got {text!r}"
+        ) from None
+    return lo, hi
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """A comma list: items stripped, empties dropped, duplicates dropped (first kept)."""
+    items = [item.strip() for item in text.split(",")]
+    return tuple(dict.fromkeys(item for item in items if item))
+
+
+def _check_stratified_splits(y: Sequence[str], target: str) -> None:
+    """AdvisorError (instead of scikit-learn's ValueError) when stratified 75/25 splits cannot hold every label
+    on both sides."""
+    n, n_labels = len(y), len(set(y))
+    n_test = math.ceil(_TEST_SIZE * n)
+    if n_test < n_labels or n - n_test < n_labels:
+        raise AdvisorError(
+            f"{n} networks are too few for stratified {1 - _TEST_SIZE:.0%}/{_TEST_SIZE:.0%} splits over "
+            f"{n_labels} {target}s (each side needs at least one network per {target}); "
+            f"simulate more networks per rule"
+        )
+
+
+def _ci_text(ci: tuple[float, float]) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _protocol_document(protocol: Any) -> dict[str, Any]:
+    return {
+        "observable": protocol.observable,
+        "n_units": int(protocol.n_units),
+        "layers": list(protocol.layers),
+        "n_sessions": int(protocol.n_sessions),
+        "window": [float(v) for v in protocol.window],
+        "noise_model": protocol.noise_model,
+        "noise": float(protocol.noise),
+        "chronic": bool(protocol.chronic),
+        "n_probes": None if protocol.n_probes is None else int(protocol.n_probes),
+        "seed": int(protocol.seed),
+    }
+
+
+@cli.command()
+@click.option(
+    "--preset",
+    default=None,
+    show_default="quick",
+    metavar="NAME|PATH",
+    help="Evaluate the bank of this preset (built, or read from the workspace if cached).",
+)
+@click.option(
+    "--bank",
+    "bank_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Evaluate this bank directory instead of a preset's (not with --preset).",
+)
+@click.option("--observable", type=click.Choice(OBSERVABLE_CHOICES), default="activations", show_default=True,
+              help="What is recorded.")
+@click.option("--units", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+              help="Units (synapses, for weights) recorded per network, split evenly over the layer groups.")
+@click.option("--sessions", type=click.IntRange(min=1), default=10, show_default=True, metavar="S",
+              help="Recording sessions over learning.")
+@click.option("--noise", type=float, default=0.0, show_default=True, metavar="X",
+              help="Noise level (gaussian: SD relative to the spread; poisson: mean spikes per stimulus).")
+@click.option("--noise-model", type=click.Choice(NOISE_MODEL_CHOICES), default="gaussian", show_default=True,
+              help="Measurement noise model.")
+@click.option("--layers", default=None, metavar="LIST",
+              help="Layer groups recorded, a comma list of early, middle, deep [default: all].")
+@click.option("--window", default=None, metavar="START-END",
+              help="Fractions of training the sessions are spread over, e.g. 0-0.3 [default: 0-1].")
+@click.option("--acute", is_flag=True, help="Record fresh units every session (default: chronic, the same units).")
+@click.option("--probes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Probe stimuli shown per session [default: every probe in the bank].")
+@click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="rf", show_default=True,
+              help="Classifier that identifies the rule.")
+@click.option("--heldout", type=click.Choice(HELDOUT_CHOICES), default="none", show_default=True,
+              help="none: repeated stratified 75/25 splits; architecture/task: leave one out.")
+@click.option("--rules", "rules_text", default=None, metavar="LIST",
+              help="Only these rules, a comma list (e.g. sgdm,fa) [default: every rule in the bank].")
+@click.option("--family", is_flag=True, help="Identify rule families instead of rules.")
+@click.option("--splits", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="Train/test splits (with --heldout none).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Seed of the recording (units, noise) and of the splits and classifiers.")
+@common_options
+def evaluate(
+    app: App,
+    preset: str | None,
+    bank_dir: Path | None,
+    observable: str,
+    units: int,
+    sessions: int,
+    noise: float,
+    noise_model: str,
+    layers: str | None,
+    window: str | None,
+    acute: bool,
+    probes: int | None,
+    classifier: str,
+    heldout: str,
+    rules_text: str | None,
+    family: bool,
+    splits: int,
+    seed: int,
+) -> None:
+    """Identify the learning rule from a recording protocol's statistics.
+
+    Records every network of a bank under the protocol the options describe (no re-simulation), computes the
+    unit statistics per layer group and session, and scores a classifier on splits over networks, next to the
+    task-performance control (the same classifier given only the learning curve).
+    """
+    if bank_dir is not None and preset is not None:
+        raise click.UsageError("--bank and --preset are mutually exclusive: give one")
+    from advisor.protocol import RecordingProtocol
+
+    protocol = RecordingProtocol(
+        observable=observable,
+        n_units=units,
+        layers=parse_list(layers) if layers is not None else LAYER_GROUPS,
+        n_sessions=sessions,
+        window=parse_window(window) if window is not None else (0.0, 1.0),
+        noise_model=noise_model,
+        noise=noise,
+        chronic=not acute,
+        n_probes=probes,
+        seed=seed,
+    )
+    wanted = parse_list(rules_text) if rules_text is not None else None
+    if wanted is not None and not wanted:
+        raise AdvisorError("--rules must name at least one rule (a comma list, e.g. sgdm,fa)")
+
+    if bank_dir is not None:
+        from simulator.bank import load_bank
+
+        bank = load_bank(bank_dir)
+    else:
+        bank = build_preset_bank(app, preset or "quick")[1].bank
+
+    import numpy as np
+
+    meta = bank.metadata.reset_index(drop=True)
+    in_bank = sorted(set(meta["rule"].astype(str)))
+    keep = np.ones(len(meta), dtype=bool)
+    if wanted is not None:
+        unknown = [r for r in wanted if r not in in_bank]
+        if unknown:
+            raise AdvisorError(
+                f"--rules: {', '.join(unknown)} not in the bank; its rules are {', '.join(in_bank)}"
+            )
+        keep = meta["rule"].astype(str).isin(wanted).to_numpy()
+
+    from advisor.evaluation import evaluate as run_evaluation
+    from advisor.features import featurize
+
+    target = "family" if family else "rule"
+    meta = meta[keep].reset_index(drop=True)
+    if heldout == "none":  # before the (slow) recording: scikit-learn would fail later with a ValueError
+        _check_stratified_splits(list(meta[target].astype(str)), target)
+    with app.consoles.err.status("recording and computing features", spinner="dots"):
+        features = featurize(bank, protocol)
+    X, curve = features.X[keep], features.curve[keep]
+    with app.consoles.err.status(f"evaluating {classifier} on {len(meta)} networks", spinner="dots"):
+        result = run_evaluation(
+            X, curve, meta, target=target, classifier=classifier, heldout=heldout, n_splits=splits, seed=seed,
+            importances=True,
+        )
+
+    scores, control = result.scores, result.control
+    top_features: list[tuple[str, float]] = []
+    top_sessions: list[tuple[int, float]] = []
+    if scores.feature_importance is not None and scores.session_importance is not None:
+        per_feature = dict(zip(features.names, (float(v) for v in scores.feature_importance), strict=True))
+        top_features = sorted(per_feature.items(), key=lambda kv: kv[1], reverse=True)[:TOP_FEATURES]
+        per_session = np.asarray(scores.session_importance, dtype=float)
+        order = np.argsort(-per_session, kind="stable")[:TOP_SESSIONS]
+        top_sessions = [(int(features.sessions[i]), float(per_session[i])) for i in order]
+    beyond = control is not None and scores.ci[0] > control.ci[1]
+    verdict = ("identified beyond the task-performance control" if beyond
+               else "not distinguishable from the learning-curve control")
+    nonfinite = int(features.nan_report.n_nonfinite)
+
+    if app.json_output:
+        app.consoles.emit_json(
+            {
+                "accuracy": float(scores.accuracy),
+                "ci": [float(v) for v in scores.ci],
+                "balanced_accuracy": float(scores.balanced_accuracy),
+                "chance": float(result.chance),
+                "control_accuracy": float(control.accuracy) if control is not None else None,
+                "control_ci": [float(v) for v in control.ci] if control is not None else None,
+                "beyond_control": bool(beyond),
+                "verdict": verdict,
+                "confusion_matrix": np.asarray(scores.confusion_matrix).astype(int).tolist(),
+                "labels": list(result.labels),
+                "n_networks": int(result.n_networks),
+                "protocol": _protocol_document(protocol),
+                "protocol_description": protocol.describe(),
+                "classifier": classifier,
+                "heldout": heldout,
+                "target": target,
+                "n_splits": len(scores.split_accuracies),
+                "sessions": [int(s) for s in features.sessions],
+                "top_features": [{"name": n, "importance": v} for n, v in top_features],
+                "top_sessions": [{"checkpoint": c, "importance": v} for c, v in top_sessions],
+                "nonfinite": nonfinite,
+            }
+        )
+        return
+    _render_evaluation(app.consoles.out, protocol, result, verdict, top_features, top_sessions, features)
+
+
+def _render_evaluation(
+    out: Console,
+    protocol: Any,
+    result: Any,
+    verdict: str,
+    top_features: list[tuple[str, float]],
+    top_sessions: list[tuple[int, float]],
+    features: Any,
+) -> None:
+    from rich.table import Table
+
+    scores, control = result.scores, result.control
+    out.print(f"[bold]Protocol[/bold]: {protocol.describe()}", highlight=False)
+    out.print(
+        f"[bold]Classifier[/bold]: {result.classifier} · [bold]held out[/bold]: {result.heldout} · "
+        f"[bold]networks[/bold]: {result.n_networks} · [bold]splits[/bold]: {len(scores.split_accuracies)}",
+        highlight=False,
+    )
+
+    table = Table(title="Identification", title_justify="left", title_style="bold")
+    table.add_column("measure", style="cyan", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("95% CI", justify="right", no_wrap=True)
+    table.add_row("accuracy", f"{scores.accuracy:.3f}", _ci_text(scores.ci))
+    table.add_row("balanced accuracy", f"{scores.balanced_accuracy:.3f}", "")
+    table.add_row("chance", f"{result.chance:.3f}", "")
+    if control is not None:
+        table.add_row("control accuracy (learning curve only)", f"{control.accuracy:.3f}", _ci_text(control.ci))
+    out.print(table)
+    out.print(f"[bold]Verdict[/bold]: {verdict}", highlight=False)
+
+    cm = Table(title="Confusion matrix", title_justify="left", title_style="bold")
+    cm.add_column("true \\ predicted", style="cyan", no_wrap=True)
+    for label in result.labels:
+        cm.add_column(label, justify="right", no_wrap=True)
+    for label, row in zip(result.labels, scores.confusion_matrix, strict=True):
+        cm.add_row(label, *(str(int(v)) for v in row))
+    out.print(cm)
+
+    if top_features:
+        feats = Table(title=f"Top {len(top_features)} features",
+                      title_justify="left", title_style="bold")
+        feats.add_column("feature", style="cyan", no_wrap=True)
+        feats.add_column("importance (channel permuted)", justify="right", no_wrap=True)
+        for name, value in top_features:
+            feats.add_row(name, f"{value:.4f}")
+        out.print(feats)
+    if top_sessions:
+        sess = Table(title="Most informative sessions",
+                     title_justify="left", title_style="bold")
+        sess.add_column("session", style="cyan", justify="right", no_wrap=True)
+        sess.add_column("checkpoint", justify="right", no_wrap=True)
+        sess.add_column("importance (session permuted)", justify="right", no_wrap=True)
+        positions = {int(c): i for i, c in enumerate(features.sessions)}
+        for checkpoint, value in top_sessions:
+            sess.add_row(str(positions[checkpoint] + 1), str(checkpoint), f"{value:.4f}")
+        out.print(sess)
+
+    report = features.nan_report
+    if report.n_nonfinite:
+        worst = sorted(report.by_feature.items(), key=lambda kv: kv[1], reverse=True)[:3]
+        detail = ", ".join(f"{name} ({count})" for name, count in worst)
+        out.print(
+            f"Note: {report.n_nonfinite} of {report.n_values} feature values were non-finite "
+            f"(policy: {getattr(report.policy, 'value', report.policy)})"
+            + (f" (most: {detail})" if detail else ""),
+            highlight=False,
+        )

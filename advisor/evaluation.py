@@ -17,10 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from advisor.classifiers import feature_importances, make_classifier
+from advisor.classifiers import make_classifier
 from advisor.errors import AdvisorError
 
 HELDOUT = {"none": None, "architecture": "arch_family", "task": "task"}
+IMPORTANCE_SPLITS = 3
+"""Permutation importances are averaged over the first splits only (they cost (F + S) x 3 predictions each)."""
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,8 @@ class Scores:
     balanced_accuracy: float
     split_accuracies: list[float]
     confusion_matrix: np.ndarray
-    importances: np.ndarray | None = None
+    feature_importance: np.ndarray | None = None
+    session_importance: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,31 @@ def bootstrap_ci(correct_per_network: np.ndarray, seed: int, n_boot: int = 2000)
     return float(lo), float(hi)
 
 
+def grouped_importances(
+    estimator: Any, X: np.ndarray, y: np.ndarray, seed: int, n_repeats: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """Permutation importance by feature channel (all sessions of a channel permuted together across networks)
+    and by session (all channels of a session permuted together): mean accuracy drops, shapes (F,) and (S,).
+
+    Grouping keeps the cost at (F + S) · n_repeats predictions instead of F · S · n_repeats, and answers the two
+    questions a protocol needs: which statistics matter, and which sessions.
+    """
+    rng = np.random.default_rng(seed)
+    base = float(np.mean(estimator.predict(X) == y))
+    n, s, f = X.shape
+    feat, sess = np.zeros(f), np.zeros(s)
+    for _ in range(n_repeats):
+        for j in range(f):
+            Xp = X.copy()
+            Xp[:, :, j] = X[rng.permutation(n), :, j]
+            feat[j] += base - float(np.mean(estimator.predict(Xp) == y))
+        for t in range(s):
+            Xp = X.copy()
+            Xp[:, t, :] = X[rng.permutation(n), t, :]
+            sess[t] += base - float(np.mean(estimator.predict(Xp) == y))
+    return feat / n_repeats, sess / n_repeats
+
+
 def score(
     X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], labels: list[str], *,
     classifier: str, seed: int, importances: bool = False,
@@ -93,7 +121,7 @@ def score(
     n = len(y)
     hits, tested = np.zeros(n), np.zeros(n)
     cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    accs, bal, imps = [], [], []
+    accs, bal, feat_imps, sess_imps = [], [], [], []
     for i, (train, test) in enumerate(splits):
         est = make_classifier(classifier, random_state=seed + i, n_sessions=X.shape[1])
         est.fit(X[train], y[train])
@@ -103,12 +131,15 @@ def score(
         accs.append(float(np.mean(pred == y[test])))
         bal.append(float(balanced_accuracy_score(y[test], pred)))
         cm += confusion_matrix(y[test], pred, labels=labels)
-        if importances:
-            imps.append(feature_importances(est, X[test], y[test], random_state=seed + i))
+        if importances and i < IMPORTANCE_SPLITS:
+            fi, si = grouped_importances(est, X[test], y[test], seed + i)
+            feat_imps.append(fi)
+            sess_imps.append(si)
     seen = tested > 0
     ci = bootstrap_ci(hits[seen] / tested[seen], seed)
     return Scores(float(np.mean(accs)), ci, float(np.mean(bal)), accs, cm,
-                  np.mean(imps, axis=0) if imps else None)
+                  np.mean(feat_imps, axis=0) if feat_imps else None,
+                  np.mean(sess_imps, axis=0) if sess_imps else None)
 
 
 def evaluate(

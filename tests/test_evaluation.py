@@ -82,3 +82,13 @@ def test_bootstrap_ci_brackets_the_mean_and_narrows_with_more_networks() -> None
     lo_l, hi_l = bootstrap_ci(large, seed=0)
     assert lo_s <= small.mean() <= hi_s and lo_l <= large.mean() <= hi_l
     assert hi_l - lo_l < (hi_s - lo_s) / 5
+
+
+def test_grouped_importances_find_the_informative_channel_and_sessions() -> None:
+    X, _curve, md = synthetic()
+    result = evaluate(X, None, md, classifier="svm", n_splits=3, seed=2, importances=True)
+    feat, sess = result.scores.feature_importance, result.scores.session_importance
+    assert feat is not None and sess is not None
+    assert feat.shape == (4,) and sess.shape == (6,)
+    assert feat[3] < min(feat[:3])  # channel 3 carries no signal
+    assert sess[-1] > sess[0]  # the ramps differ most at the last session (all start at 0)
