@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from cli_helpers import assert_one_error_line
 from click.testing import CliRunner, Result
 from rich.console import Console
 
@@ -35,19 +36,6 @@ def _consoles(width: int = 200) -> tuple[Consoles, io.StringIO, io.StringIO]:
 
 def _invoke(args: list[str], **kwargs: object) -> Result:
     return CliRunner().invoke(cli, args, catch_exceptions=False, **kwargs)  # type: ignore[arg-type]
-
-
-def _assert_one_error_line(result: Result, *parts: str) -> str:
-    """Exit code 2, nothing on stdout, exactly one ``Error:`` line on stderr containing every part."""
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
-    for part in parts:
-        assert part in lines[0]
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------------------------- help
@@ -176,7 +164,7 @@ def test_bad_input_gives_one_error_line_and_writes_nothing(
     if args[0] == "simulate":  # the shared options first, so a missing option value stays missing
         args = ["simulate", "--workspace", str(workspace), *json_flag, *args[1:]]
     result = _invoke(args)
-    _assert_one_error_line(result, *parts)
+    assert_one_error_line(result, *parts)
     assert not workspace.exists()
 
 
@@ -185,7 +173,7 @@ def test_malformed_preset_file(tmp_path: Path) -> None:
     preset.write_text("[population]\nrules = [\n")
     workspace = tmp_path / "ws"
     result = _invoke(["simulate", "--preset", str(preset), "--workspace", str(workspace), "--json"])
-    _assert_one_error_line(result, str(preset), "malformed TOML")
+    assert_one_error_line(result, str(preset), "malformed TOML")
     assert not workspace.exists()
 
 
@@ -196,7 +184,7 @@ def test_misspelt_key_in_a_preset_file(tmp_path: Path) -> None:
         "n_network_per_rule = 3\n"
     )
     result = _invoke(["simulate", "--preset", str(preset), "--workspace", str(tmp_path / "ws")])
-    _assert_one_error_line(
+    assert_one_error_line(
         result,
         "typo.toml",
         "unknown key 'population.n_network_per_rule' (did you mean 'n_networks_per_rule'?)",
@@ -210,7 +198,7 @@ def test_cuda_without_a_cuda_device(tmp_path: Path) -> None:
         pytest.skip("this machine has a CUDA device")
     workspace = tmp_path / "ws"
     result = _invoke(["simulate", "--preset", "tiny", "--device", "cuda", "--workspace", str(workspace)])
-    line = _assert_one_error_line(result, "--device cuda: no CUDA device is available")
+    line = assert_one_error_line(result, "--device cuda: no CUDA device is available")
     assert line.endswith("use --device cpu")
     assert not workspace.exists()
 
@@ -220,7 +208,7 @@ def test_workspace_under_a_regular_file_is_rejected(tmp_path: Path) -> None:
     blocker.write_text("not a directory")
     workspace = blocker / "ws"
     result = _invoke(["simulate", "--preset", "tiny", "--workspace", str(workspace), "--json"])
-    _assert_one_error_line(result, f"workspace {workspace} is not writable", "is a file, not a directory")
+    assert_one_error_line(result, f"workspace {workspace} is not writable", "is a file, not a directory")
     assert blocker.read_text() == "not a directory"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
@@ -229,7 +217,7 @@ def test_workspace_from_the_environment(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     result = _invoke(["simulate", "--preset", "tiny"], env={"ADVISOR_WORKSPACE": str(blocker / "ws")})
-    _assert_one_error_line(result, f"workspace {blocker / 'ws'} is not writable")
+    assert_one_error_line(result, f"workspace {blocker / 'ws'} is not writable")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from cli_helpers import assert_one_error_line
 from click.testing import CliRunner, Result
 
 from advisor.cli import (
@@ -57,18 +58,6 @@ def _json(bank: Path, *extra: str) -> dict[str, Any]:
     assert result.exit_code == 0, result.stderr
     doc: dict[str, Any] = json.loads(result.stdout)
     return doc
-
-
-def _assert_one_error_line(result: Result, *parts: str) -> str:
-    assert result.exit_code == 2, (result.stdout, result.stderr)
-    assert result.stdout == ""
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    assert "Traceback" not in result.stderr and "Usage:" not in result.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -139,7 +128,7 @@ def test_rules_restriction_and_other_classifier(eval_bank: Path) -> None:
 
 def test_single_rule_is_an_error(eval_bank: Path) -> None:
     result = _invoke(["evaluate", "--bank", str(eval_bank), *FAST, "--rules", "sgdm"])
-    _assert_one_error_line(result, "at least 2")
+    assert_one_error_line(result, "at least 2")
 
 
 def test_human_output(eval_bank: Path) -> None:
@@ -157,13 +146,13 @@ def test_human_output(eval_bank: Path) -> None:
 
 def test_tiny_bank_is_too_small_for_stratified_splits(tiny_bank: SimulationResult) -> None:
     result = _invoke(["evaluate", "--bank", str(tiny_bank.bank.path), *FAST])
-    _assert_one_error_line(result, "4 networks are too few")
+    assert_one_error_line(result, "4 networks are too few")
 
 
 def test_preset_bank_is_built_in_the_workspace(tiny_bank: SimulationResult, tiny_workspace: Path) -> None:
     """--preset reuses the workspace's cached bank (the tiny one: 4 networks, so the splits then fail cleanly)."""
     result = _invoke(["evaluate", "--preset", "tiny", "--workspace", str(tiny_workspace), *FAST])
-    _assert_one_error_line(result, "too few")
+    assert_one_error_line(result, "too few")
 
 
 # ----------------------------------------------------------------------------------------------- bad input
@@ -189,23 +178,23 @@ def test_preset_bank_is_built_in_the_workspace(tiny_bank: SimulationResult, tiny
 )
 def test_bad_input_gives_one_error_line(eval_bank: Path, args: list[str], parts: list[str]) -> None:
     result = _invoke(["evaluate", "--bank", str(eval_bank), *FAST, *args])
-    _assert_one_error_line(result, *parts)
+    assert_one_error_line(result, *parts)
 
 
 def test_nonexistent_bank(tmp_path: Path) -> None:
     result = _invoke(["evaluate", "--bank", str(tmp_path / "nonexistent"), *FAST])
-    _assert_one_error_line(result, "does not exist")
+    assert_one_error_line(result, "does not exist")
 
 
 def test_bank_and_preset_together(eval_bank: Path, tmp_path: Path) -> None:
     result = _invoke(["evaluate", "--bank", str(eval_bank), "--preset", "quick", "--workspace", str(tmp_path)])
-    _assert_one_error_line(result, "--bank", "--preset")
+    assert_one_error_line(result, "--bank", "--preset")
     assert not (tmp_path / "banks").exists()
 
 
 def test_bad_protocol_fails_before_any_simulation(tmp_path: Path) -> None:
     result = _invoke(["evaluate", "--preset", "quick", "--workspace", str(tmp_path), "--window", "0.9-0.1"])
-    _assert_one_error_line(result, "window")
+    assert_one_error_line(result, "window")
     assert not (tmp_path / "banks").exists()
 
 
