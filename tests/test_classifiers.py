@@ -11,7 +11,15 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
-from advisor.classifiers import CLASSIFIERS, Conv1DClassifier, Flatten, feature_importances, make_classifier
+from advisor.classifiers import (
+    CLASSIFIERS,
+    Conv1DClassifier,
+    Flatten,
+    ScaledRidge,
+    SignedLog,
+    feature_importances,
+    make_classifier,
+)
 from simulator.errors import ConfigError
 
 N_SESSIONS, N_FEATURES = 6, 8
@@ -159,7 +167,7 @@ def test_conv1d_rejects_bad_params(params: dict, message: str, ramps: tuple[np.n
         Conv1DClassifier(**params).fit(X_train, y_train)
 
 
-@parametrize_with_checks([Conv1DClassifier(max_epochs=20)])
+@parametrize_with_checks([Conv1DClassifier(max_epochs=20), ScaledRidge(), SignedLog()])
 def test_sklearn_estimator_checks(estimator, check) -> None:  # type: ignore[no-untyped-def]
     check(estimator)
 
@@ -179,11 +187,26 @@ def test_feature_importances_find_the_informative_feature(key: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_keys_and_unknown_key() -> None:
-    assert CLASSIFIERS.keys() == ["svm", "rf", "gbt", "conv1d"]
-    with pytest.raises(ConfigError, match=r"unknown classifier 'xgb'; allowed: conv1d, gbt, rf, svm"):
+    assert CLASSIFIERS.keys() == ["svm", "ridge", "lda", "logreg", "rf", "gbt", "conv1d"]
+    with pytest.raises(ConfigError, match=r"unknown classifier 'xgb'; allowed: conv1d, gbt, lda, logreg, rf, ridge, svm"):
         CLASSIFIERS.get("xgb")
-    with pytest.raises(ConfigError, match="allowed: conv1d, gbt, rf, svm"):
+    with pytest.raises(ConfigError, match="allowed: conv1d, gbt, lda, logreg, rf, ridge, svm"):
         make_classifier("knn")
+
+
+def test_signed_log_compresses_magnitudes_keeping_sign_and_order() -> None:
+    X = np.array([[-1e6, -1.0, 0.0, 1.0, 1e6]])
+    out = SignedLog().fit_transform(X)
+    np.testing.assert_allclose(out, [[-np.log1p(1e6), -np.log(2.0), 0.0, np.log(2.0), np.log1p(1e6)]])
+    assert np.all(np.diff(out[0]) > 0)
+
+
+def test_scaled_ridge_penalty_grows_with_the_number_of_features() -> None:
+    X, y = ramp_data(90, seed=3)
+    flat = X.reshape(len(X), -1)
+    model = ScaledRidge(alpha_per_feature=0.5).fit(flat, y)
+    assert model.ridge_.alpha == pytest.approx(0.5 * flat.shape[1])
+    assert set(model.predict(flat)) <= set(LABELS)
 
 
 def test_flatten() -> None:

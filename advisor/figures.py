@@ -1,0 +1,544 @@
+"""The figures of a plan or compare report, drawn from the result document alone.
+
+Each figure is a :class:`FigureSpec` in :data:`FIGURES`: a key, the document kind it belongs to, a title, a
+caption written from the document's numbers, a test of whether its data is present, and a function that draws
+it into any matplotlib container (a standalone :class:`~matplotlib.figure.Figure` for the PNGs, a subfigure of
+a letter-sized page for the PDF). No pyplot: figures are created with ``matplotlib.figure.Figure`` directly, so
+no global state and no display backend are involved. matplotlib is imported inside functions only, which keeps
+``advisor --help`` instant.
+
+The figures are meant to be pasted into a grant proposal unchanged: 7-inch wide (a page's text width), 8-10 pt
+fonts, axis labels with units, legends, 95% confidence intervals on every accuracy, chance and target levels
+drawn. :func:`png_bytes` renders one at any resolution (300 dpi for print).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from itertools import pairwise
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure, FigureBase
+
+Doc = Mapping[str, Any]
+
+RC: dict[Any, Any] = {
+    "font.size": 9,
+    "axes.titlesize": 9.5,
+    "axes.labelsize": 9,
+    "xtick.labelsize": 8,
+    "ytick.labelsize": 8,
+    "legend.fontsize": 8,
+    "figure.titlesize": 10.5,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "pdf.fonttype": 42,
+    "svg.fonttype": "none",
+}
+"""matplotlib settings of every report figure (42: TrueType fonts in PDFs, editable in journals' tools)."""
+
+OBSERVABLE_COLORS = {"activations": "#1f77b4", "activity_change": "#2ca02c", "weights": "#ff7f0e"}
+OBSERVABLE_LABELS = {"activations": "activations", "activity_change": "activity changes", "weights": "weights"}
+MODALITY_COLORS = ("#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
+TARGET_STYLE: dict[str, Any] = {"color": "#d62728", "linestyle": "--", "linewidth": 1.0}
+CHANCE_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": ":", "linewidth": 1.0}
+CONTROL_STYLE: dict[str, Any] = {"color": "black", "linestyle": "-.", "linewidth": 1.0}
+
+
+@contextmanager
+def style() -> Iterator[None]:
+    """Apply :data:`RC` while drawing or saving report figures (fonts are fixed when an artist is created)."""
+    import matplotlib
+
+    with matplotlib.rc_context(RC):
+        yield
+
+
+# ------------------------------------------------------------------------------------------ document access
+def ci_of(entry: Mapping[str, Any] | None) -> tuple[float, float] | None:
+    """The ``ci`` pair of a document entry, or None when the entry or either bound is missing."""
+    ci = (entry or {}).get("ci")
+    if not ci or len(ci) != 2 or ci[0] is None or ci[1] is None:
+        return None
+    return float(ci[0]), float(ci[1])
+
+
+def target_word(doc: Doc) -> str:
+    """``rule`` or ``family``: what the classifier identifies."""
+    return "family" if doc.get("question", {}).get("target") == "family" else "rule"
+
+
+def recommended(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The recommended protocol of a plan document or of one entry of a compare document's ``modalities``: its
+    ``recommendation`` when it is feasible, else None."""
+    return entry.get("recommendation") if entry.get("feasible") else None
+
+
+def protocol_of(entry: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
+    """The protocol whose numbers a plan (or a compare entry) reports: (the recommendation, True) when it is
+    feasible, else (the most accurate protocol found, False); (None, False) when there is neither."""
+    chosen = recommended(entry)
+    return (chosen, True) if chosen is not None else (entry.get("best"), False)
+
+
+def chance_of(doc: Doc) -> float | None:
+    """The chance accuracy: the document's ``chance``, else (compare documents, which have none) one over the
+    number of rules when rules are identified (every rule gets the same networks); None when unknown."""
+    if doc.get("chance") is not None:
+        return float(doc["chance"])
+    rules = doc.get("question", {}).get("rules") or doc.get("bank", {}).get("rules")
+    return 1.0 / len(rules) if rules and target_word(doc) == "rule" else None
+
+
+def cost_label(units: Sequence[str | None]) -> str:
+    """Axis label of a cost axis whose points come in ``units``."""
+    distinct = sorted({u for u in units if u})
+    if len(distinct) == 1:
+        return f"recording cost ({distinct[0]})"
+    return "recording cost (each modality's own unit)" if distinct else "recording cost"
+
+
+def _errorbars(points: Sequence[Mapping[str, Any]]) -> list[list[float]]:
+    """Asymmetric error-bar lengths of points with ``accuracy`` and ``ci`` (zero where a CI is missing)."""
+    lows, highs = [], []
+    for p in points:
+        ci = ci_of(p) or (p["accuracy"], p["accuracy"])
+        lows.append(max(p["accuracy"] - ci[0], 0.0))
+        highs.append(max(ci[1] - p["accuracy"], 0.0))
+    return [lows, highs]
+
+
+def _accuracy_axis(ax: Axes, lowest: float) -> None:
+    ax.set_ylim(max(0.0, math.floor(min(lowest, 0.9) * 10 - 0.5) / 10), 1.0)
+    ax.grid(axis="y", color="0.9", linewidth=0.6)
+    ax.set_axisbelow(True)
+
+
+def _levels(ax: Axes, doc: Doc, target: float | None, horizontal: bool = True) -> None:
+    """Draw the target (dashed red) and chance (dotted grey) accuracy levels."""
+    line = ax.axhline if horizontal else ax.axvline
+    if target is not None:
+        line(target, label=f"target {target:.2f}", **TARGET_STYLE)
+    chance = chance_of(doc)
+    if chance is not None:
+        line(chance, label=f"chance {chance:.2f}", **CHANCE_STYLE)
+
+
+def _level_handles(doc: Doc) -> list[Any]:
+    """Legend entries of the lines :func:`_levels` draws."""
+    from matplotlib.lines import Line2D
+
+    target, chance = _target(doc), chance_of(doc)
+    handles = [Line2D([], [], **TARGET_STYLE, label=f"target {target:.2f}")] if target is not None else []
+    return handles + ([Line2D([], [], **CHANCE_STYLE, label=f"chance {chance:.2f}")] if chance is not None else [])
+
+
+def _log_if_wide(ax: Axes, values: Sequence[float], ratio: float = 20.0) -> None:
+    """Use a log x axis, labelled with plain numbers (1, 2, 5, 10, 20, ...), when ``values`` span ``ratio`` or
+    more."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    positive = [v for v in values if v and v > 0]
+    if positive and max(positive) / min(positive) >= ratio:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+
+
+def _data_ticks(ax: Axes, xs: Sequence[float]) -> None:
+    """On a log x axis, tick exactly the measured values (plain numbers, not powers of ten)."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.xaxis.set_major_locator(FixedLocator(sorted(set(xs))))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_locator(NullLocator())
+
+
+def _target(doc: Doc) -> float | None:
+    value = doc.get("question", {}).get("target_accuracy")
+    return None if value is None else float(value)
+
+
+# ------------------------------------------------------------------------------------------------- pareto
+def _pareto_missing(doc: Doc) -> str | None:
+    return None if doc.get("trials") else "the result has no search trials"
+
+
+def _pareto_caption(doc: Doc) -> str:
+    target = _target(doc)
+    protocol, feasible = protocol_of(doc)
+    marked = "the star marks the recommended protocol" if feasible else (
+        "the diamond marks the most accurate protocol found (none met the target)" if protocol else "")
+    return (f"Recording cost against rule-identification accuracy for the {len(doc['trials'])} protocols the search "
+            f"tried, coloured by observable. Filled: meets the target ({target:.2f} for the lower 95% CI bound); "
+            f"open: does not. The black line joins the cost-accuracy Pareto front with its 95% bootstrap CIs over "
+            f"networks; {marked}. Dashed: target; dotted: chance.")
+
+
+def _draw_pareto(container: FigureBase, doc: Doc) -> None:
+    from matplotlib.lines import Line2D
+
+    ax = container.subplots()
+    trials, front = doc["trials"], doc.get("pareto") or []
+    for observable in dict.fromkeys(t["observable"] for t in trials):
+        color = OBSERVABLE_COLORS.get(observable, "0.3")
+        for feasible in (True, False):
+            pts = [t for t in trials if t["observable"] == observable and bool(t.get("feasible")) == feasible]
+            if pts:
+                ax.scatter([t["cost"] for t in pts], [t["accuracy"] for t in pts], s=18, linewidths=0.9,
+                           facecolors=color if feasible else "none", edgecolors=color, alpha=0.8, zorder=2)
+    if front:
+        ax.errorbar([t["cost"] for t in front], [t["accuracy"] for t in front], yerr=_errorbars(front), color="black",
+                    linewidth=1.0, elinewidth=0.8, capsize=2, marker="o", markersize=3, zorder=3)
+    _levels(ax, doc, _target(doc))
+    protocol, feasible = protocol_of(doc)
+    handles = [Line2D([], [], marker="o", linestyle="", color=OBSERVABLE_COLORS.get(o, "0.3"),
+                      label=OBSERVABLE_LABELS.get(o, o)) for o in dict.fromkeys(t["observable"] for t in trials)]
+    handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="0.3", label="below target"),
+                Line2D([], [], color="black", marker="o", markersize=3, label="Pareto front (95% CI)")]
+    if protocol and protocol.get("cost") is not None:
+        marker, label = ("*", "recommended") if feasible else ("D", "most accurate found")
+        ax.scatter([protocol["cost"]], [protocol["accuracy"]], marker=marker, s=190 if feasible else 70,
+                   color="#ffbf00", edgecolors="black", linewidths=0.9, zorder=4)
+        handles.append(Line2D([], [], marker=marker, linestyle="", markersize=11 if feasible else 7,
+                              markerfacecolor="#ffbf00", markeredgecolor="black", label=label))
+    handles += _level_handles(doc)
+    _log_if_wide(ax, [t["cost"] for t in trials])
+    _accuracy_axis(ax, min([t["accuracy"] for t in trials] + [(ci_of(t) or (1.0,))[0] for t in front]
+                           + [chance_of(doc) or 1.0]))
+    unit = (protocol or {}).get("cost_unit") or (doc.get("modality") or {}).get("cost_unit")
+    ax.set_xlabel(cost_label([unit]) + (", log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("identification accuracy (95% CI)")
+    ax.set_title(f"Cost vs. accuracy of {len(trials)} recording protocols")
+    container.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
+
+
+# ------------------------------------------------------------------------------------------------- curves
+CURVE_AXES = {
+    "units": ("units recorded per network", True),
+    "sessions": ("sessions over learning", True),
+    "noise": ("noise SD (relative to spread)", False),
+}
+"""Curve axis key → (x label, log scale)."""
+
+
+def _curve_panels(doc: Doc) -> list[str]:
+    curves = doc.get("curves") or {}
+    return [axis for axis in CURVE_AXES if any((curves.get(o) or {}).get(axis) for o in curves)]
+
+
+def _curves_missing(doc: Doc) -> str | None:
+    return None if _curve_panels(doc) else "the result has no accuracy curves"
+
+
+def _recommended_value(doc: Doc, axis: str) -> float | None:
+    protocol, feasible = protocol_of(doc)
+    key = {"units": "n_units", "sessions": "n_sessions", "noise": "noise"}[axis]
+    return protocol.get(key) if protocol and feasible else None
+
+
+def _curves_caption(doc: Doc) -> str:
+    control = doc.get("control") or {}
+    control_text = (f" Dash-dotted: the learning-curve control ({control['accuracy']:.2f}), a classifier that sees "
+                    f"only the training loss and accuracy." if control.get("accuracy") is not None else "")
+    return ("Identification accuracy as one property of the recording varies and the others stay as recommended, "
+            "one line per observable; bands are 95% bootstrap CIs over networks. The thin vertical line marks the "
+            f"recommended value. Dashed: target; dotted: chance.{control_text}")
+
+
+def _draw_curves(container: FigureBase, doc: Doc) -> None:
+    from matplotlib.lines import Line2D
+
+    panels = _curve_panels(doc)
+    curves = doc["curves"]
+    axes = container.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    noise_model = (protocol_of(doc)[0] or {}).get("noise_model", "gaussian")
+    lowest = [chance_of(doc) or 1.0]
+    for ax, axis in zip(axes, panels, strict=True):
+        label, log = CURVE_AXES[axis]
+        if axis == "noise" and noise_model == "poisson":
+            label, log = "mean spikes per stimulus", True
+        xs_all = []
+        for observable, by_axis in curves.items():
+            points = sorted((by_axis or {}).get(axis) or [], key=lambda p: p["x"])
+            if not points:
+                continue
+            xs = [p["x"] for p in points]
+            ys = [p["accuracy"] for p in points]
+            cis = [ci_of(p) or (p["accuracy"], p["accuracy"]) for p in points]
+            color = OBSERVABLE_COLORS.get(observable, "0.3")
+            ax.plot(xs, ys, marker="o", markersize=3.5, color=color, linewidth=1.3)
+            ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=color, alpha=0.18, linewidth=0)
+            xs_all += xs
+            lowest += [c[0] for c in cis]
+        if log and min(xs_all) > 0:
+            ax.set_xscale("log")
+            _data_ticks(ax, xs_all)
+        _levels(ax, doc, _target(doc))
+        if (doc.get("control") or {}).get("accuracy") is not None:
+            ax.axhline(doc["control"]["accuracy"], **CONTROL_STYLE)
+        recommended = _recommended_value(doc, axis)
+        if recommended is not None:
+            ax.axvline(recommended, color="0.6", linewidth=0.8)
+        ax.set_xlabel(label)
+        ax.set_title(f"accuracy vs. {axis}")
+    axes[0].set_ylabel("identification accuracy (95% CI)")
+    _accuracy_axis(axes[0], min(lowest))
+    handles = [Line2D([], [], color=OBSERVABLE_COLORS.get(o, "0.3"), marker="o", markersize=3.5,
+                      label=OBSERVABLE_LABELS.get(o, o)) for o in curves if curves[o]]
+    handles += _level_handles(doc)
+    if (doc.get("control") or {}).get("accuracy") is not None:
+        handles.append(Line2D([], [], **CONTROL_STYLE, label="learning-curve control"))
+    if protocol_of(doc)[1]:
+        handles.append(Line2D([], [], color="0.6", linewidth=0.8, label="recommended value"))
+    container.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
+
+
+# ---------------------------------------------------------------------------------------------- confusion
+def _confusion_missing(doc: Doc) -> str | None:
+    return None if doc.get("confusion_matrix") and doc.get("labels") else "the result has no confusion matrix"
+
+
+def _confusion_caption(doc: Doc) -> str:
+    total = sum(sum(row) for row in doc["confusion_matrix"])
+    word = target_word(doc)
+    return (f"Confusion matrix of the {'recommended' if protocol_of(doc)[1] else 'most accurate'} protocol: each "
+            f"row is a true {word}, normalised to 1, with the number of test predictions in brackets ({total} "
+            f"predictions pooled over the test splits; a network is tested once per split it is held out in).")
+
+
+def _draw_confusion(container: FigureBase, doc: Doc) -> None:
+    labels, counts = doc["labels"], doc["confusion_matrix"]
+    ax = container.subplots()
+    rows = [[c / max(sum(row), 1) for c in row] for row in counts]
+    image = ax.imshow(rows, cmap="Blues", vmin=0.0, vmax=1.0)
+    for i, row in enumerate(rows):
+        for j, value in enumerate(row):
+            ax.text(j, i, f"{value:.2f}\n({counts[i][j]})", ha="center", va="center", fontsize=8,
+                    color="white" if value > 0.6 else "black")
+    word = target_word(doc)
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel(f"predicted {word}")
+    ax.set_ylabel(f"true {word}")
+    ax.spines[:].set_visible(False)
+    ax.set_title(f"Which {word}s are confused (row-normalised)")
+    container.colorbar(image, ax=ax, shrink=0.85, label=f"fraction of the true {word}'s test predictions")
+
+
+# -------------------------------------------------------------------------------------------- importances
+def _importances_missing(doc: Doc) -> str | None:
+    imp = doc.get("importances") or {}
+    return None if imp.get("statistics") or imp.get("sessions") else "the result has no feature importances"
+
+
+def _importances_caption(doc: Doc) -> str:
+    return ("Permutation importance: the drop in held-out accuracy when one statistic (left; all its sessions "
+            "together) or one session (right; all statistics together) is shuffled across networks. Statistics "
+            "are named group.function_summary: deep.abs_mean is the mean absolute value in the deep layer group.")
+
+
+def _draw_importances(container: FigureBase, doc: Doc) -> None:
+    imp = doc["importances"]
+    stats = sorted(imp.get("statistics") or [], key=lambda s: -s["importance"])[:10]
+    sessions = sorted(imp.get("sessions") or [], key=lambda s: s["session"])
+    panels = [p for p in (("statistics", stats), ("sessions", sessions)) if p[1]]
+    axes = container.subplots(1, len(panels), squeeze=False, width_ratios=[1.5, 1][: len(panels)])[0]
+    for ax, (name, items) in zip(axes, panels, strict=True):
+        ax.grid(axis="x" if name == "statistics" else "y", color="0.9", linewidth=0.6)
+        ax.set_axisbelow(True)
+        if name == "statistics":
+            ax.barh(range(len(items)), [s["importance"] for s in items], color="#1f77b4")
+            ax.set_yticks(range(len(items)), [s["name"] for s in items])
+            ax.invert_yaxis()
+            ax.set_xlabel("accuracy drop when shuffled")
+            ax.set_title(f"Top {len(items)} statistics")
+            ax.axvline(0, color="0.3", linewidth=0.6)
+        else:
+            n_checkpoints = (doc.get("bank") or {}).get("n_checkpoints") or 41
+            xs = [100 * (s["fraction"] if s.get("fraction") is not None else s["session"] / max(n_checkpoints - 1, 1))
+                  for s in items]
+            step = min((right - left for left, right in pairwise(xs) if right > left), default=10.0)
+            ax.bar(xs, [s["importance"] for s in items], width=0.8 * step, color="#2ca02c")
+            ax.set_xlim(min(xs) - step, max(xs) + step)
+            ax.set_xlabel("session: point in learning (%)")
+            ax.set_ylabel("accuracy drop when shuffled")
+            ax.set_title("Sessions")
+            ax.axhline(0, color="0.3", linewidth=0.6)
+
+
+# ------------------------------------------------------------------------------------------------ compare
+def _compare_missing(doc: Doc) -> str | None:
+    return None if any(m.get("trials") for m in doc.get("modalities") or []) else "no modality has search trials"
+
+
+def _not_shown(doc: Doc) -> str:
+    absent = [f"{m['name']} ({m.get('reason') or 'no trials'})" for m in doc["modalities"] if not m.get("trials")]
+    return f" Not shown: {', '.join(absent)}." if absent else ""
+
+
+def _compare_caption(doc: Doc) -> str:
+    return ("Recording cost against rule-identification accuracy of every protocol tried, one colour per modality; "
+            "lines join each modality's Pareto front with 95% bootstrap CIs over networks; stars mark each "
+            "modality's cheapest protocol that meets the target with its lower 95% CI bound. Dashed: target; "
+            f"dotted: chance.{_not_shown(doc)}")
+
+
+def _draw_compare(container: FigureBase, doc: Doc) -> None:
+    from matplotlib.lines import Line2D
+
+    ax = container.subplots()
+    handles, costs, lowest, units = [], [], [chance_of(doc) or 1.0], []
+    for i, modality in enumerate(doc["modalities"]):
+        trials = modality.get("trials") or []
+        if not trials:
+            continue
+        color = MODALITY_COLORS[i % len(MODALITY_COLORS)]
+        ax.scatter([t["cost"] for t in trials], [t["accuracy"] for t in trials], s=12, color=color, alpha=0.35,
+                   linewidths=0)
+        front = modality.get("pareto") or []
+        if front:
+            ax.errorbar([t["cost"] for t in front], [t["accuracy"] for t in front], yerr=_errorbars(front),
+                        color=color, linewidth=1.2, elinewidth=0.7, capsize=2, marker="o", markersize=3)
+        chosen = recommended(modality)
+        if chosen is not None:
+            ax.scatter([chosen["cost"]], [chosen["accuracy"]], marker="*", s=190, color=color,
+                       edgecolors="black", linewidths=0.9, zorder=4)
+        unit = modality.get("cost_unit")
+        units.append(unit)
+        handles.append(Line2D([], [], color=color, marker="o", markersize=3, label=modality["name"]))
+        costs += [t["cost"] for t in trials]
+        lowest += [t["accuracy"] for t in trials] + [(ci_of(t) or (1.0,))[0] for t in front]
+    handles += [Line2D([], [], marker="*", linestyle="", markersize=11, color="0.6", markeredgecolor="black",
+                       label="cheapest sufficient"), *_level_handles(doc)]
+    _levels(ax, doc, _target(doc))
+    _log_if_wide(ax, costs)
+    _accuracy_axis(ax, min(lowest))
+    ax.set_xlabel(cost_label(units) + (", log scale" if ax.get_xscale() == "log" else ""))
+    ax.set_ylabel("identification accuracy (95% CI)")
+    ax.set_title("Cost vs. accuracy by recording modality")
+    container.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
+
+
+def _modalities_missing(doc: Doc) -> str | None:
+    return None if doc.get("modalities") else "the result has no modalities"
+
+
+def _modalities_caption(doc: Doc) -> str:
+    return ("Per modality: the accuracy of its cheapest sufficient protocol (solid bar) or, where none meets the "
+            "target, of the most accurate protocol found (pale bar), with 95% CIs. Dashed: target; dotted: chance.")
+
+
+def _draw_modalities(container: FigureBase, doc: Doc) -> None:
+    ax = container.subplots()
+    modalities = doc["modalities"]
+    labels = []
+    for i, modality in enumerate(modalities):
+        protocol, feasible = protocol_of(modality)
+        color = MODALITY_COLORS[i % len(MODALITY_COLORS)]
+        if protocol is None:
+            labels.append(f"{modality['name']}\n{modality.get('reason') or 'no protocol'}")
+            continue
+        cost = protocol.get("cost")
+        unit = protocol.get("cost_unit") or modality.get("cost_unit") or ""
+        status = f"{cost:g} {unit}".strip() if feasible and cost is not None else "below target"
+        labels.append(f"{modality['name']}\n{status}")
+        ax.barh(i, protocol["accuracy"], color=color, alpha=1.0 if feasible else 0.35, height=0.6,
+                xerr=_errorbars([protocol]), error_kw={"elinewidth": 1.0, "capsize": 3})
+    _levels(ax, doc, _target(doc), horizontal=False)
+    ax.set_yticks(range(len(modalities)), labels)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("identification accuracy (95% CI)")
+    ax.grid(axis="x", color="0.9", linewidth=0.6)
+    ax.set_axisbelow(True)
+    ax.set_title("Best protocol per modality")
+    container.legend(handles=_level_handles(doc), loc="outside lower center", ncol=2, frameon=False)
+
+
+# ------------------------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class FigureSpec:
+    """One report figure.
+
+    Attributes:
+        key: file stem and dictionary key (``pareto``, ``curves``, ...).
+        kind: the document kind it belongs to (``plan`` or ``compare``).
+        title: short title for headings and alt text.
+        size: (width, height) in inches of the standalone figure.
+        missing: ``missing(doc)`` says why the figure cannot be drawn, or returns None when it can.
+        caption: ``caption(doc)``, a legend-style paragraph with the document's numbers.
+        draw: ``draw(container, doc)`` draws into a figure or subfigure.
+    """
+
+    key: str
+    kind: str
+    title: str
+    size: tuple[float, float]
+    missing: Callable[[Doc], str | None]
+    caption: Callable[[Doc], str]
+    draw: Callable[[FigureBase, Doc], None]
+
+
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("pareto", "plan", "Cost vs. accuracy and the Pareto front", (7.0, 4.6), _pareto_missing,
+               _pareto_caption, _draw_pareto),
+    FigureSpec("curves", "plan", "Accuracy vs. units, sessions and noise", (7.0, 3.3), _curves_missing,
+               _curves_caption, _draw_curves),
+    FigureSpec("confusion", "plan", "Confusion matrix", (4.6, 3.8), _confusion_missing, _confusion_caption,
+               _draw_confusion),
+    FigureSpec("importances", "plan", "Most informative statistics and sessions", (7.0, 3.4), _importances_missing,
+               _importances_caption, _draw_importances),
+    FigureSpec("compare", "compare", "Cost vs. accuracy by modality", (7.0, 4.6), _compare_missing, _compare_caption,
+               _draw_compare),
+    FigureSpec("modalities", "compare", "Best protocol per modality", (7.0, 2.6), _modalities_missing,
+               _modalities_caption, _draw_modalities),
+)
+"""Every report figure, in report order."""
+
+
+def figure_specs(doc: Doc) -> list[tuple[FigureSpec, str | None]]:
+    """The figures of ``doc``'s kind, each with the reason it is absent (None when it can be drawn)."""
+    return [(spec, spec.missing(doc)) for spec in FIGURES if spec.kind == doc.get("kind")]
+
+
+def draw(spec: FigureSpec, container: FigureBase, doc: Doc) -> None:
+    """Draw ``spec`` into ``container`` with the report style."""
+    with style():
+        spec.draw(container, doc)
+
+
+def make_figures(doc: Doc) -> dict[str, Figure]:
+    """Draw every figure whose data the document has.
+
+    Args:
+        doc: a plan or compare result document (see ``advisor.reports``).
+
+    Returns:
+        Figure key → standalone :class:`~matplotlib.figure.Figure` with constrained layout, in report order.
+        Figures whose data is absent are left out (:func:`figure_specs` says why).
+    """
+    from matplotlib.figure import Figure
+
+    figures: dict[str, Figure] = {}
+    for spec, missing in figure_specs(doc):
+        if missing is None:
+            with style():
+                figure = Figure(figsize=spec.size, layout="constrained")
+                spec.draw(figure, doc)
+            figures[spec.key] = figure
+    return figures
+
+
+def png_bytes(figure: Figure, dpi: int = 300) -> bytes:
+    """Render ``figure`` as PNG at ``dpi`` (300 for print, 150 for screens)."""
+    buffer = io.BytesIO()
+    with style():
+        figure.savefig(buffer, format="png", dpi=dpi, metadata={"Software": "lr-advisor"})
+    return buffer.getvalue()

@@ -1,0 +1,303 @@
+"""A plan from question to document: search, re-check, controls, sensitivity curves.
+
+:func:`make_question` turns the user's bounds, the bank and a modality into a :class:`advisor.search.Question`
+(every bound checked against what the bank recorded and what the modality can do, one-line errors otherwise).
+:func:`plan` runs the search and then analyses the recommended protocol (or, if nothing is feasible, the most
+accurate one): a re-check with fresh seeds, the confusion matrix, feature importances, the task-performance
+control, the held-out-architecture score, and accuracy against units / sessions / noise for every observable.
+The result is one JSON-able document (the schema :mod:`advisor.reports` renders and MLflow stores).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from typing import Any
+
+import numpy as np
+
+from advisor.errors import AdvisorError
+from advisor.protocol import GROUPS, RecordingProtocol
+from advisor.search import (
+    LAYER_SUBSETS,
+    MIN_SESSIONS,
+    MIN_UNITS,
+    Question,
+    Scorer,
+    TrialResult,
+    make_scorer,
+    pareto_front,
+    recommend,
+    run_study,
+)
+
+VERIFY_SEEDS = 3
+UNIT_GRID = (5, 10, 25, 50, 100, 200, 400, 1000)
+SESSION_GRID = (2, 3, 5, 8, 13, 21, 41)
+REPEAT_GRID = (1, 2, 4, 8, 16)
+TOP = 10
+
+
+def bank_limits(bank: Any) -> dict[str, int]:
+    """The most units (synapses for weights) per network the bank recorded, per observable."""
+    return {
+        "weights": int(bank["weights"].shape[3]) * len(GROUPS),
+        "activations": int(bank["activations"].shape[3]) * len(GROUPS),
+        "activity_change": int(bank["activity_change"].shape[3]) * len(GROUPS),
+    }
+
+
+def make_question(
+    bank: Any, modality: Any, *, observable: str | None, max_units: int | None, max_sessions: int | None,
+    target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str, classifier: str,
+    n_trials: int, n_splits: int, seed: int,
+) -> Question:
+    """Check the user's bounds against the bank and the modality and return the search question."""
+    if not 0.0 < target_accuracy <= 1.0:
+        raise AdvisorError(f"--target-accuracy must be in (0, 1]; got {target_accuracy:g}")
+    if observable is not None and observable not in modality.observables:
+        raise AdvisorError(f"modality {modality.key!r} cannot measure {observable}; it measures "
+                           f"{', '.join(modality.observables)}")
+    observables = (observable,) if observable else tuple(modality.observables)
+    limits = bank_limits(bank)
+    n_checkpoints = int(bank["loss"].shape[1])
+    most = max(limits[o] for o in observables)
+    if max_units is not None and max_units > most:
+        raise AdvisorError(f"--max-units must be at most {most} for this bank ({'/'.join(observables)} recorded "
+                           f"per network); got {max_units}")
+    if max_units is not None and max_units < MIN_UNITS:
+        raise AdvisorError(f"--max-units must be at least {MIN_UNITS}; got {max_units}")
+    if max_sessions is not None and not MIN_SESSIONS <= max_sessions <= n_checkpoints:
+        raise AdvisorError(f"--max-sessions must be in [{MIN_SESSIONS}, {n_checkpoints}] for this bank "
+                           f"({n_checkpoints} checkpoints); got {max_sessions}")
+    unit_cap = {o: min(limits[o], modality.max_units, max_units or limits[o]) for o in observables}
+    session_cap = min(n_checkpoints, modality.max_sessions, max_sessions or n_checkpoints)
+    if session_cap < MIN_SESSIONS:
+        raise AdvisorError(f"modality {modality.key!r} allows {modality.max_sessions} sessions; the search needs "
+                           f"at least {MIN_SESSIONS}")
+    allowed_layers = tuple(s for s in LAYER_SUBSETS if set(s.split(",")) <= set(modality.layers))
+
+    meta = bank.metadata
+    in_bank = sorted(set(meta["rule"].astype(str)))
+    if rules:
+        unknown = [r for r in rules if r not in in_bank]
+        if unknown:
+            raise AdvisorError(f"--rules: {', '.join(unknown)} not in the bank; its rules are {', '.join(in_bank)}")
+    chosen = tuple(rules) if rules else tuple(in_bank)
+    target = "family" if family else "rule"
+    labels = set(meta[meta["rule"].astype(str).isin(chosen)][target].astype(str))
+    if len(labels) < 2:
+        raise AdvisorError(f"need at least 2 different {target}s to tell apart; got {', '.join(sorted(labels))}")
+    if heldout == "architecture" and meta["arch_family"].nunique() < 2:
+        raise AdvisorError("--heldout architecture needs a bank with at least 2 architecture families (mlp, "
+                           f"conv); this one has only {meta['arch_family'].iloc[0]}")
+    per_group = {o: limits[o] // len(GROUPS) for o in observables}
+    return Question(observables, unit_cap, per_group, session_cap, n_checkpoints, allowed_layers,
+                    float(target_accuracy), target, chosen, heldout, classifier, n_trials, n_splits, seed)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages a plan's numbers depend on."""
+    out = {"python": platform.python_version()}
+    for dist in ("lr-advisor", "torch", "numpy", "scikit-learn", "optuna", "mlflow"):
+        try:
+            out[dist] = importlib_metadata.version(dist)
+        except importlib_metadata.PackageNotFoundError:
+            out[dist] = "not installed"
+    return out
+
+
+def bank_document(bank: Any, preset: str | None) -> dict[str, Any]:
+    cfg = bank.config
+    meta = bank.metadata
+    return {"preset": preset or cfg.name, "hash": bank.hash, "path": str(bank.path), "n_networks": len(meta),
+            "rules": sorted(set(meta["rule"].astype(str))), "architectures": sorted(set(meta["architecture"])),
+            "tasks": sorted(set(meta["task"])), "n_steps": int(cfg.n_steps), "n_checkpoints": int(cfg.n_checkpoints)}
+
+
+def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any) -> RecordingProtocol:
+    repeats = changes.pop("repeats", trial.repeats)
+    params = {"observable": trial.observable, "n_units": trial.n_units, "layers": trial.layers,
+              "n_sessions": trial.n_sessions, "window": trial.window, "noise_model": modality.noise_model,
+              "noise": float(modality.noise_for(repeats)), "seed": seed, **changes}
+    return RecordingProtocol(**params)
+
+
+def sensitivity_curves(scorer: Scorer, trial: TrialResult, question: Question, modality: Any,
+                       tick: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Accuracy against units, sessions and noise, one factor at a time around ``trial``, per observable."""
+    curves: dict[str, Any] = {}
+    for obs in question.observables:
+        units_hi = question.max_units[obs]
+        units_hi = min(units_hi, question.per_group[obs] * len(trial.layers))
+        unit_grid = sorted({u for u in UNIT_GRID if len(trial.layers) <= u <= units_hi} | {units_hi})
+        lo, hi = trial.window
+        n_available = round(hi * (scorer.n_checkpoints - 1)) - round(lo * (scorer.n_checkpoints - 1)) + 1
+        session_grid = sorted({s for s in SESSION_GRID if s <= min(question.max_sessions, n_available)})
+        repeat_grid = sorted({r for r in REPEAT_GRID if r <= modality.max_repeats} | {1})
+        rows: dict[str, list[dict[str, Any]]] = {"units": [], "sessions": [], "noise": []}
+        for axis, grid in (("units", unit_grid), ("sessions", session_grid), ("noise", repeat_grid)):
+            for value in grid:
+                change = {"units": {"n_units": value}, "sessions": {"n_sessions": value},
+                          "noise": {"repeats": value}}[axis]
+                protocol = _protocol_with(trial, modality, question.seed, observable=obs, **change)
+                s = scorer.score(protocol)
+                x = float(protocol.noise) if axis == "noise" else value
+                rows[axis].append({"x": x, "accuracy": float(s.accuracy), "ci": [float(v) for v in s.ci],
+                                   **({"repeats": value} if axis == "noise" else {})})
+                if tick:
+                    tick()
+        curves[obs] = rows
+    return curves
+
+
+def curve_points(question: Question, modality: Any) -> int:
+    """How many evaluations :func:`sensitivity_curves` makes at most (for a progress bar)."""
+    reps = len({r for r in REPEAT_GRID if r <= modality.max_repeats} | {1})
+    return len(question.observables) * (len(UNIT_GRID) + 1 + len(SESSION_GRID) + reps)
+
+
+def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, modality: Any) -> dict[str, Any]:
+    """Confusion matrix, importances, the learning-curve control and the held-out-architecture score of
+    ``trial``'s protocol."""
+    from advisor.evaluation import score
+
+    protocol = trial.protocol(question.seed)
+    features = scorer.features(protocol)
+    X, curve = features.X[scorer.keep], features.curve[scorer.keep]
+    full = score(X, scorer.y, scorer.splits, scorer.labels, classifier=question.classifier, seed=question.seed,
+                 importances=True)
+    control = score(curve, scorer.y, scorer.splits, scorer.labels, classifier=question.classifier,
+                    seed=question.seed)
+    out: dict[str, Any] = {
+        "labels": scorer.labels,
+        "chance": float(max(np.mean(scorer.y == label) for label in scorer.labels)),
+        "confusion_matrix": full.confusion_matrix.tolist(),
+        "control": {"accuracy": float(control.accuracy), "ci": [float(v) for v in control.ci]},
+        "heldout_architecture": None,
+        "importances": None,
+    }
+    if full.feature_importance is not None and full.session_importance is not None:
+        order = np.argsort(-full.feature_importance, kind="stable")[:TOP]
+        fractions = features.sessions / max(1, scorer.n_checkpoints - 1)
+        out["importances"] = {
+            "statistics": [{"name": features.names[i], "importance": float(full.feature_importance[i])}
+                           for i in order],
+            "sessions": [{"session": int(features.sessions[t]), "fraction": float(fractions[t]),
+                          "importance": float(full.session_importance[t])} for t in range(len(features.sessions))],
+        }
+    meta = bank.metadata.reset_index(drop=True)[scorer.keep].reset_index(drop=True)
+    if question.heldout == "none" and meta["arch_family"].nunique() >= 2:
+        from advisor.evaluation import make_splits
+
+        groups = meta["arch_family"].astype(str).to_numpy()
+        splits = make_splits(scorer.y, "architecture", groups, 0, question.seed)
+        held = score(X, scorer.y, splits, scorer.labels, classifier=question.classifier, seed=question.seed)
+        held_control = score(curve, scorer.y, splits, scorer.labels, classifier=question.classifier,
+                             seed=question.seed)
+        out["heldout_architecture"] = {"accuracy": float(held.accuracy), "ci": [float(v) for v in held.ci],
+                                       "control_accuracy": float(held_control.accuracy)}
+    return out
+
+
+def insufficient(trials: Sequence[TrialResult], chosen: TrialResult | None, question: Question,
+                 n: int = 5) -> list[dict[str, Any]]:
+    """The most accurate infeasible protocols cheaper than the recommendation: what would not suffice."""
+    pool = [t for t in trials if not t.feasible and (chosen is None or t.cost < chosen.cost)]
+    seen, out = set(), []
+    for t in sorted(pool, key=lambda t: -t.accuracy):
+        if t.protocol(0) in seen:
+            continue
+        seen.add(t.protocol(0))
+        out.append({"description": t.describe(), "accuracy": t.accuracy, "ci": list(t.ci), "cost": t.cost,
+                    "why": f"accuracy lower bound {t.ci[0]:.2f} < target {question.target_accuracy:.2f}"})
+        if len(out) >= n:
+            break
+    return out
+
+
+def trial_document(t: TrialResult | None, cost_unit: str) -> dict[str, Any] | None:
+    if t is None:
+        return None
+    d = t.to_dict()
+    d["cost_unit"] = cost_unit
+    d["trial"] = t.number
+    d["chronic"] = True
+    d["description"] = t.describe()
+    return d
+
+
+class Progress:
+    """Callbacks the CLI passes to draw progress: ``start(label, total)``, ``advance()``."""
+
+    def __init__(self, start: Callable[[str, int], None] | None = None,
+                 advance: Callable[[], None] | None = None) -> None:
+        self.start = start or (lambda label, total: None)
+        self.advance = advance or (lambda: None)
+
+
+def plan(
+    bank: Any, question: Question, modality: Any, *, storage: str, study_name: str, timeout: float | None = None,
+    curves: bool = True, progress: Progress | None = None,
+    on_trial: Callable[[TrialResult, bool], None] | None = None,
+) -> dict[str, Any]:
+    """Search, re-check and analyse; return the plan document (without run id, command or bank)."""
+    progress = progress or Progress()
+    started = time.perf_counter()
+    scorer = make_scorer(bank, question)
+    progress.start("searching protocols", question.n_trials)
+
+    def trial_done(result: TrialResult, new: bool) -> None:
+        progress.advance()
+        if on_trial:
+            on_trial(result, new)
+
+    trials = run_study(scorer, question, modality, storage=storage, study_name=study_name, on_trial=trial_done,
+                       timeout=timeout)
+    if not trials:
+        raise AdvisorError("the search finished no trial (is --timeout too short?)")
+    seeds = [question.seed * 1000 + 1001 + i for i in range(VERIFY_SEEDS)]
+    progress.start("re-checking with fresh seeds", 1)
+    chosen, verification, rejected = recommend(trials, bank, question, seeds)
+    progress.advance()
+    best = max(trials, key=lambda t: (t.ci[0], t.accuracy, -t.cost))
+    focus = chosen or best
+    progress.start("controls and importances", 1)
+    analysis = analyse(bank, scorer, focus, question, modality)
+    progress.advance()
+    curve_doc = None
+    if curves:
+        progress.start("accuracy vs units, sessions, noise", curve_points(question, modality))
+        curve_doc = sensitivity_curves(scorer, focus, question, modality, tick=progress.advance)
+    unit = modality.cost_unit
+    recommendation = trial_document(chosen, unit)
+    if recommendation is not None and verification is not None:
+        recommendation["verified_accuracy"] = verification["accuracy"]
+    return {
+        "kind": "plan",
+        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "question": {
+            "observable": question.observables[0] if len(question.observables) == 1 else None,
+            "observables": list(question.observables), "modality": modality.key,
+            "max_units": max(question.max_units.values()), "max_sessions": question.max_sessions,
+            "target_accuracy": question.target_accuracy, "rules": list(question.rules), "target": question.target,
+            "heldout": question.heldout, "classifier": question.classifier, "trials": question.n_trials,
+            "n_splits": question.n_splits, "seed": question.seed, "study": study_name,
+        },
+        "modality": modality.to_dict(),
+        "feasible": chosen is not None,
+        "recommendation": recommendation,
+        "best": trial_document(best, unit),
+        "verification": verification,
+        "rejected_by_recheck": rejected,
+        **analysis,
+        "trials": [trial_document(t, unit) for t in trials],
+        "pareto": [trial_document(t, unit) for t in pareto_front(trials)],
+        "insufficient": insufficient(trials, chosen, question),
+        "curves": curve_doc,
+        "versions": versions(),
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }

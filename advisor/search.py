@@ -1,0 +1,347 @@
+"""The design search: the cheapest recording protocol that still identifies the learning rule.
+
+An Optuna study over recording protocols (observable, units, layer groups, sessions and their placement, repeats
+and hence noise) with two objectives, cost (minimised) and accuracy (maximised), and one constraint: the lower end
+of the accuracy's 95% confidence interval must reach the target (``trial.set_constraint``; feasible when
+``target - ci_low <= 0``). The recommendation is the cheapest feasible protocol, and the trials give the
+cost-accuracy Pareto front.
+
+Every trial re-reads the bank (no re-simulation): record the networks under the protocol
+(:func:`advisor.features.featurize`), then score a classifier on the same splits over networks for every trial,
+so trials differ only in the protocol. Protocols the sampler proposes twice (after clamping) are scored once.
+
+The study lives in an Optuna storage (a journal file in the workspace by default, or any RDB URL), named after
+the question, so running the same command again resumes it: a study that already holds the requested number of
+finished trials runs none and gives the same answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+
+from advisor.errors import AdvisorError
+from advisor.protocol import GROUPS, RecordingProtocol
+
+WINDOWS = (0.3, 0.5, 1.0)
+"""Session placements the search explores: evenly spaced within the first 30%, 50% or all of learning."""
+LAYER_SUBSETS = tuple(",".join(c) for k in (1, 2, 3) for c in combinations(GROUPS, k))
+"""Every non-empty subset of the layer groups, as comma lists."""
+MIN_SESSIONS = 2
+"""Fewest sessions searched: one session evenly placed would sit at the start of learning."""
+MIN_UNITS = 3
+
+
+@dataclass(frozen=True)
+class Question:
+    """What the user asked: the bounds of the search and the confidence required.
+
+    Attributes:
+        observables: observables the search may choose among (already intersected with the modality's).
+        max_units: most units (synapses, for weights) per network, per observable.
+        per_group: most units the bank recorded per layer group, per observable.
+        max_sessions: most sessions.
+        n_checkpoints: checkpoints in the bank (sessions within a window are capped by those it spans).
+        layers: layer-group subsets the search may choose among (comma lists).
+        target_accuracy: the lower 95% confidence bound of the accuracy must reach this.
+        target: ``rule`` or ``family``.
+        rules: the rules considered (the bank's, or the user's subset).
+        heldout: ``none`` (repeated stratified splits) or ``architecture`` (leave one architecture family out).
+        classifier: classifier key (``advisor.classifiers.CLASSIFIERS``).
+        n_trials: finished trials the study should hold.
+        n_splits: train/test splits per trial (with ``heldout == "none"``).
+        seed: seeds the sampler, the recording (unit subsets, noise) and the splits.
+    """
+
+    observables: tuple[str, ...]
+    max_units: dict[str, int]
+    per_group: dict[str, int]
+    max_sessions: int
+    n_checkpoints: int
+    layers: tuple[str, ...]
+    target_accuracy: float
+    target: str
+    rules: tuple[str, ...]
+    heldout: str
+    classifier: str
+    n_trials: int
+    n_splits: int
+    seed: int
+
+    def key(self, bank_hash: str, modality: str) -> str:
+        """A short hash naming the study: the same question on the same bank and modality → the same study."""
+        blob = json.dumps({"bank": bank_hash, "modality": modality, **asdict(self), "n_trials": None},
+                          sort_keys=True, default=list)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class TrialResult:
+    """One evaluated protocol."""
+
+    number: int
+    observable: str
+    n_units: int
+    layers: tuple[str, ...]
+    n_sessions: int
+    window: tuple[float, float]
+    repeats: int
+    noise_model: str
+    noise: float
+    cost: float
+    accuracy: float
+    ci: tuple[float, float]
+    balanced_accuracy: float
+    feasible: bool
+
+    def protocol(self, seed: int) -> RecordingProtocol:
+        """The recording protocol of this trial, with the given recording seed."""
+        return RecordingProtocol(observable=self.observable, n_units=self.n_units, layers=self.layers,
+                                 n_sessions=self.n_sessions, window=self.window, noise_model=self.noise_model,
+                                 noise=self.noise, seed=seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["layers"], d["window"], d["ci"] = list(self.layers), list(self.window), list(self.ci)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialResult:
+        return cls(**{**d, "layers": tuple(d["layers"]), "window": tuple(d["window"]), "ci": tuple(d["ci"])})
+
+    def describe(self) -> str:
+        what = "synapses" if self.observable == "weights" else "units"
+        span = "spread over all of learning" if self.window[1] >= 1.0 else \
+            f"within the first {self.window[1]:.0%} of learning"
+        return (f"{self.n_units} {what} of {self.observable} ({', '.join(self.layers)}) at {self.n_sessions} "
+                f"sessions {span}, {self.noise_model} noise {self.noise:.3g} ({self.repeats} repeat"
+                f"{'s' if self.repeats != 1 else ''})")
+
+
+@dataclass
+class Scorer:
+    """Scores protocols on one bank with fixed splits: the expensive, shared part of every trial.
+
+    Attributes:
+        bank: the trajectory bank.
+        keep: which networks take part (the question's rules).
+        y: their labels.
+        labels: the label set, sorted.
+        splits: train/test indices over the kept networks.
+        classifier: classifier key.
+        seed: seeds the classifiers and the bootstrap.
+        n_checkpoints: checkpoints in the bank.
+        cache: scores by protocol.
+    """
+
+    bank: Any
+    keep: np.ndarray
+    y: np.ndarray
+    labels: list[str]
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    classifier: str
+    seed: int
+    n_checkpoints: int
+    cache: dict[RecordingProtocol, Any] = field(default_factory=dict)
+
+    def features(self, protocol: RecordingProtocol) -> Any:
+        from advisor.features import featurize
+
+        return featurize(self.bank, protocol)
+
+    def score(self, protocol: RecordingProtocol, *, importances: bool = False,
+              splits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Any:
+        """Accuracy of the classifier on ``protocol``'s features (cached by protocol, without importances)."""
+        from advisor.evaluation import score
+
+        if not importances and splits is None and protocol in self.cache:
+            return self.cache[protocol]
+        X = self.features(protocol).X[self.keep]
+        result = score(X, self.y, splits or self.splits, self.labels, classifier=self.classifier,
+                       seed=self.seed, importances=importances)
+        if not importances and splits is None:
+            self.cache[protocol] = result
+        return result
+
+
+def make_scorer(bank: Any, question: Question, seed: int | None = None) -> Scorer:
+    """The scorer of ``question`` on ``bank`` (splits drawn from ``seed``, default the question's)."""
+    from advisor.evaluation import HELDOUT, make_splits
+
+    seed = question.seed if seed is None else seed
+    meta = bank.metadata.reset_index(drop=True)
+    keep = meta["rule"].astype(str).isin(question.rules).to_numpy()
+    meta = meta[keep].reset_index(drop=True)
+    y = meta[question.target].astype(str).to_numpy()
+    column = HELDOUT[question.heldout]
+    groups = meta[column].astype(str).to_numpy() if column else None
+    splits = make_splits(y, question.heldout, groups, question.n_splits, seed)
+    return Scorer(bank, keep, y, sorted(set(y)), splits, question.classifier, seed, int(bank["loss"].shape[1]))
+
+
+def pareto_front(trials: Sequence[TrialResult]) -> list[TrialResult]:
+    """Trials no other trial beats on both cost (lower) and accuracy (higher), sorted by cost; ties in both
+    keep the earliest trial."""
+    ordered = sorted(trials, key=lambda t: (t.cost, -t.accuracy, t.number))
+    front: list[TrialResult] = []
+    best = -math.inf
+    for t in ordered:
+        if t.accuracy > best:
+            front.append(t)
+            best = t.accuracy
+    return front
+
+
+def storage_for(url: str) -> Any:
+    """An Optuna storage from a URL: ``journal:PATH`` (or a path ending in .log / .journal) → a journal file;
+    anything with ``://`` → RDB storage (e.g. ``postgresql+psycopg://...``, ``sqlite:///...``)."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    if url.startswith("journal:"):
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if "://" in url:
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except Exception as e:  # SQLAlchemy and driver errors vary; the user gets one line
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise AdvisorError(f"--storage {url!r} cannot be opened: {reason}") from None
+    if url.endswith((".log", ".journal")):
+        return JournalStorage(JournalFileBackend(url))
+    raise AdvisorError(f"--storage must be journal:PATH, a .log/.journal file or a database URL such as "
+                       f"postgresql+psycopg://user@host/db; got {url!r}")
+
+
+def _suggest(trial: Any, question: Question, modality: Any) -> dict[str, Any]:
+    """Sample one protocol; ranges are fixed per study so TPE sees consistent distributions."""
+    observable = trial.suggest_categorical("observable", list(question.observables)) \
+        if len(question.observables) > 1 else question.observables[0]
+    layers = tuple(trial.suggest_categorical("layers", list(question.layers)).split(",")) \
+        if len(question.layers) > 1 else tuple(question.layers[0].split(","))
+    hi_units = max(question.max_units.values())
+    units = trial.suggest_int("n_units", MIN_UNITS, hi_units, log=True) if hi_units > MIN_UNITS else hi_units
+    units = max(len(layers), min(units, question.max_units[observable], question.per_group[observable] * len(layers)))
+    sessions = trial.suggest_int("n_sessions", MIN_SESSIONS, question.max_sessions) \
+        if question.max_sessions > MIN_SESSIONS else question.max_sessions
+    window = trial.suggest_categorical("window", list(WINDOWS))
+    sessions = min(sessions, round(window * (question.n_checkpoints - 1)) + 1)
+    repeats = trial.suggest_int("repeats", 1, modality.max_repeats, log=True) if modality.max_repeats > 1 else 1
+    return {"observable": observable, "n_units": int(units), "layers": layers, "n_sessions": int(sessions),
+            "window": (0.0, float(window)), "repeats": int(repeats)}
+
+
+def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, question: Question,
+                    number: int) -> TrialResult:
+    """Score one protocol choice under ``modality``'s noise and cost."""
+    noise = float(modality.noise_for(choice["repeats"]))
+    protocol = RecordingProtocol(observable=choice["observable"], n_units=choice["n_units"], layers=choice["layers"],
+                                 n_sessions=choice["n_sessions"], window=choice["window"],
+                                 noise_model=modality.noise_model, noise=noise, seed=question.seed)
+    scores = scorer.score(protocol)
+    cost = float(modality.cost(choice["n_units"], choice["n_sessions"], choice["repeats"]))
+    ci = (float(scores.ci[0]), float(scores.ci[1]))
+    return TrialResult(number, choice["observable"], choice["n_units"], tuple(choice["layers"]),
+                       choice["n_sessions"], tuple(choice["window"]), choice["repeats"], modality.noise_model, noise,
+                       cost, float(scores.accuracy), ci, float(scores.balanced_accuracy),
+                       ci[0] >= question.target_accuracy)
+
+
+def run_study(
+    scorer: Scorer, question: Question, modality: Any, *, storage: str, study_name: str,
+    on_trial: Callable[[TrialResult, bool], None] | None = None,
+    timeout: float | None = None,
+) -> list[TrialResult]:
+    """Run (or resume) the study until it holds ``question.n_trials`` finished trials; return all of them.
+
+    Args:
+        on_trial: called after every trial of this call as ``on_trial(result, new)``; ``new`` is False for the
+            trials a resumed study already held (they are reported first, in order).
+        timeout: stop starting trials after this many seconds (the answer then rests on fewer trials).
+    """
+    import optuna
+    from optuna.samplers import TPESampler
+    from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=storage_for(storage), directions=["minimize", "maximize"],
+        sampler=TPESampler(seed=question.seed, n_startup_trials=min(20, max(5, question.n_trials // 4)),
+                           multivariate=True),
+        load_if_exists=True,
+    )
+    if study.user_attrs.get("question") not in (None, question.key("", "")):
+        raise AdvisorError(f"study {study_name!r} in {storage} was made for a different question; "
+                           f"pass another --study name")
+    study.set_user_attr("question", question.key("", ""))
+    done: list[TrialResult] = []
+    for frozen in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "result" in frozen.user_attrs:
+            result = TrialResult.from_dict(frozen.user_attrs["result"])
+            done.append(result)
+            if on_trial:
+                on_trial(result, False)
+
+    def objective(trial: optuna.Trial) -> tuple[float, float]:
+        choice = _suggest(trial, question, modality)
+        result = evaluate_choice(choice, scorer, modality, question, trial.number)
+        trial.set_constraint("accuracy", question.target_accuracy - result.ci[0])
+        trial.set_user_attr("result", result.to_dict())
+        done.append(result)
+        if on_trial:
+            on_trial(result, True)
+        return result.cost, result.accuracy
+
+    remaining = question.n_trials - len(done)
+    if remaining > 0:
+        study.optimize(objective, n_trials=remaining, timeout=timeout, gc_after_trial=False)
+    return sorted(done, key=lambda t: t.number)
+
+
+def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[int]) -> dict[str, Any]:
+    """Re-evaluate ``trial``'s protocol with fresh seeds: new unit subsets, noise, splits and classifier seeds.
+
+    The accuracy and CI pool every fresh seed's out-of-split predictions (networks × seeds); ``meets_target``
+    asks that the pooled accuracy reach the target.
+    """
+    accs, lows, highs = [], [], []
+    for s in seeds:
+        scorer = make_scorer(bank, question, seed=s)
+        scores = scorer.score(trial.protocol(seed=s))
+        accs.append(float(scores.accuracy))
+        lows.append(float(scores.ci[0]))
+        highs.append(float(scores.ci[1]))
+    accuracy = float(np.mean(accs))
+    return {"accuracy": accuracy, "ci": [float(np.mean(lows)), float(np.mean(highs))],
+            "per_seed": accs, "seeds": list(seeds), "meets_target": accuracy >= question.target_accuracy}
+
+
+def recommend(trials: Sequence[TrialResult], bank: Any, question: Question, seeds: Sequence[int],
+              max_checks: int = 5) -> tuple[TrialResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
+    """The cheapest feasible trial whose protocol still meets the target with fresh seeds.
+
+    Cheapest-of-many is optimistic (the winner's curse), so feasible trials are re-checked in order of cost
+    and the first that holds up is recommended. Returns (recommendation, its verification, the candidates that
+    failed the re-check with their verification).
+    """
+    feasible = sorted((t for t in trials if t.feasible), key=lambda t: (t.cost, -t.accuracy, t.number))
+    rejected: list[dict[str, Any]] = []
+    seen: set[RecordingProtocol] = set()
+    for t in feasible:
+        key = t.protocol(0)
+        if key in seen:
+            continue
+        seen.add(key)
+        check = verify(t, bank, question, seeds)
+        if check["meets_target"]:
+            return t, check, rejected
+        rejected.append({"trial": t.to_dict(), "verification": check})
+        if len(rejected) >= max_checks:
+            break
+    return None, None, rejected

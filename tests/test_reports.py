@@ -1,0 +1,394 @@
+"""Reports: Markdown, self-contained HTML and PDF rendered from hand-written plan and compare documents.
+
+The fixtures in ``tests/data`` follow the document schema that ``advisor.planning`` produces (a feasible plan
+whose cheapest feasible protocol failed the re-check; a compare of three modalities: one sufficient, one not,
+one that cannot measure the observable).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import html
+import json
+import re
+import struct
+import subprocess
+import sys
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from advisor import figures as figures_module
+from advisor.errors import AdvisorError
+from advisor.figures import make_figures
+from advisor.reports import (
+    methods_paragraph,
+    pdf_pages,
+    recommendation_sentence,
+    render_html,
+    render_markdown,
+    render_pdf,
+    write_reports,
+)
+
+DATA = Path(__file__).parent / "data"
+PLAN_FIGURES = ("pareto", "curves", "confusion", "importances")
+COMPARE_FIGURES = ("compare", "modalities")
+PLAN_HEADINGS = ("# Recording plan", "## Recommendation", "## Protocol", "## Predicted accuracy", "## Controls",
+                 "## Pareto front", "## What would not suffice", "## Figures", "## Caveats", "## Methods",
+                 "## How to reproduce")
+PLAN_PAGES = 9
+"""Two summary pages (title to controls; Pareto front and insufficient protocols), four figure pages, the caveats
+and methods page, and the reproduction page (the last table runs over)."""
+
+
+def load(name: str) -> dict[str, Any]:
+    with open(DATA / f"{name}_document.json", encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def pdf_page_count(data: bytes) -> int:
+    return len(re.findall(rb"/Type\s*/Page\b", data))
+
+
+def png_width(data: bytes) -> int:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">I", data[16:20])[0]
+
+
+@pytest.fixture(scope="module")
+def plan_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], dict[str, Any]]:
+    doc = load("plan")
+    return write_reports(doc, tmp_path_factory.mktemp("plan-report")), doc
+
+
+@pytest.fixture(scope="module")
+def compare_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Path], dict[str, Any]]:
+    doc = load("compare")
+    return write_reports(doc, tmp_path_factory.mktemp("compare-report")), doc
+
+
+@pytest.fixture
+def infeasible() -> dict[str, Any]:
+    """The plan fixture as if no protocol had met the target (the re-check rejected them all)."""
+    doc = load("plan")
+    doc.update(feasible=False, recommendation=None, verification=None)
+    return doc
+
+
+# ------------------------------------------------------------------------------------------------ sentences
+def test_recommendation_sentence_feasible_plan() -> None:
+    assert recommendation_sentence(load("plan")) == (
+        "Record ≥ 141 units of activations in the middle and deep layers at 12 sessions spread evenly over "
+        "learning, with noise ≤ 0.38 (7 repeats): the learning rule (one of sgdm, adam, fa, ia) is identified "
+        "with 0.93 accuracy (95% CI 0.90-0.96; chance 0.25).")
+
+
+def test_recommendation_sentence_matches_the_documented_wording() -> None:
+    doc = load("plan")
+    doc["recommendation"].update(n_units=150, layers=["deep"], n_sessions=6, noise=0.35, repeats=3, accuracy=0.93,
+                                 ci=[0.89, 0.96])
+    assert recommendation_sentence(doc) == (
+        "Record ≥ 150 units of activations in the deep layers at 6 sessions spread evenly over learning, with "
+        "noise ≤ 0.35 (3 repeats): the learning rule (one of sgdm, adam, fa, ia) is identified with 0.93 accuracy "
+        "(95% CI 0.89-0.96; chance 0.25).")
+
+
+def test_recommendation_sentence_variants_of_the_protocol() -> None:
+    doc = load("plan")
+    doc["recommendation"].update(observable="weights", window=[0.0, 0.3], repeats=1, chronic=False, n_sessions=1)
+    doc["question"]["target"] = "family"
+    doc["labels"] = ["backprop", "feedback_alignment"]
+    assert recommendation_sentence(doc).startswith(
+        "Record ≥ 141 synapses of weights in the middle and deep layers at 1 session spread evenly over the first "
+        "30% of learning, with noise ≤ 0.38, new units each session: the learning-rule family (one of backprop, "
+        "feedback_alignment) is identified with 0.93 accuracy")
+
+
+def test_recommendation_sentence_infeasible_gives_the_best_reachable(infeasible: dict[str, Any]) -> None:
+    best = infeasible["best"]
+    sentence = recommendation_sentence(infeasible)
+    assert sentence.startswith("No protocol within the bounds (≤ 500 units, ≤ 41 sessions, modality generic) "
+                               "identifies the learning rule (one of sgdm, adam, fa, ia) with accuracy ≥ 0.90 at "
+                               "the lower 95% CI bound; the best reachable is ")
+    assert f"{best['accuracy']:.2f} accuracy (95% CI {best['ci'][0]:.2f}-{best['ci'][1]:.2f}; chance 0.25)" in sentence
+    assert f"recording ≥ {best['n_units']} units" not in sentence  # the best is described, not recommended
+    assert f"recording {best['n_units']} units of activations in the middle and deep layers at 13 sessions" in sentence
+
+
+def test_recommendation_sentence_compare() -> None:
+    doc = load("compare")
+    sentence = recommendation_sentence(doc)
+    assert sentence.startswith("The cheapest modality that identifies the learning rule (one of sgdm, adam, fa, ia) "
+                               "with accuracy ≥ 0.90 at the lower 95% CI bound is ephys: record ≥ 166 units of "
+                               "activations in the early, middle and deep layers at 6 sessions spread evenly over "
+                               "learning, with ≥ 30 spikes per stimulus (15 repeats), for 29.5 hours")
+    doc["modalities"][0].update(feasible=False, recommendation=None, reason="best accuracy 0.89 < target")
+    doc["modalities"][0]["best"]["accuracy"] = 0.89
+    assert recommendation_sentence(doc).startswith(
+        "None of the modalities compared (ephys, two_photon and spine_imaging) identifies the learning rule (one of "
+        "sgdm, adam, fa, ia) with accuracy ≥ 0.90 at the lower 95% CI bound; the most accurate is two_photon, with "
+        "0.92 accuracy (95% CI 0.88-0.95; chance 0.25)")
+
+
+def test_methods_paragraph_has_every_number() -> None:
+    doc = load("plan")
+    text = methods_paragraph(doc)
+    rec, bank = doc["recommendation"], doc["bank"]
+    for fragment in (
+        f"We simulated {bank['n_networks']} artificial neural networks", "preset quick, bank 28a02cc9c7b6",
+        "4 candidate rules (adam, fa, ia, sgdm)", "conv2_relu and mlp3_relu architectures",
+        "digits and gaussian_mixture tasks", "600 training steps each", "41 checkpoints",
+        f"{rec['n_units']} units of activations", f"{rec['n_sessions']} sessions", "noise ≤ 0.38 (7 repeats)",
+        "21 statistics", "raw, absolute and squared values", "mean, median, third quartile, variance, L2 norm",
+        "skewness coefficient and kurtosis", "linear support-vector machine", "ten stratified 75/25 train/test splits",
+        "no network was on both sides", "percentile bootstrap over networks",
+        "0.93 accuracy (95% CI 0.90-0.96; balanced accuracy 0.93; chance 0.25)",
+        "learning curve", "reached 0.55 (95% CI 0.49-0.61)", "0.71 (95% CI 0.65-0.77; learning-curve control 0.50)",
+        "Optuna search (TPE sampler, 100 trials, seed 0)", "lower 95% CI bound", "target accuracy 0.90",
+        "fresh seeds (1001, 1002, 1003) gave 0.93 (95% CI 0.90-0.96)",
+        "Nayebi, Srivastava, Ganguli & Yamins", "NeurIPS 2020 (arXiv:2010.11765)",
+    ):
+        assert fragment in text, fragment
+
+
+def test_methods_paragraph_compare_names_every_modality() -> None:
+    text = methods_paragraph(load("compare"))
+    assert "Modality ephys: cheapest sufficient protocol 166 units" in text
+    assert "Modality two_photon: most accurate protocol 292 units" in text
+    assert "Modality spine_imaging: cannot measure activations." in text
+    assert "Optuna search (TPE sampler, 40 trials, seed 0)" in text
+
+
+# --------------------------------------------------------------------------------------------- all formats
+def test_plan_reports_are_written(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
+    paths, _ = plan_reports
+    assert set(paths) == {"md", "html", "pdf"}
+    for fmt, path in paths.items():
+        assert path.name == f"report.{fmt}" and path.stat().st_size > 1000
+    out = paths["md"].parent
+    assert sorted(p.name for p in out.iterdir()) == ["figures", "report.html", "report.md", "report.pdf"]
+    assert sorted(p.name for p in (out / "figures").iterdir()) == sorted(f"{k}.png" for k in PLAN_FIGURES)
+
+
+def test_plan_pdf(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
+    data = plan_reports[0]["pdf"].read_bytes()
+    assert data.startswith(b"%PDF")
+    assert pdf_page_count(data) == PLAN_PAGES
+    assert b"/Title (Recording plan: which learning rule, from what recording?)" in data
+    assert b"/Author (lr-advisor)" in data
+    assert b"/CreationDate (D:20261128100000Z)" in data
+
+
+def test_pdf_is_reproducible(tmp_path: Path) -> None:
+    doc = load("compare")
+    assert render_pdf(doc, tmp_path / "a.pdf") == render_pdf(doc, tmp_path / "b.pdf") == 6
+    assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
+
+
+def test_plan_html_is_self_contained(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
+    paths, doc = plan_reports
+    text = paths["html"].read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>") and "<style>" in text
+    for needle in ('src="http', "href=", "<script", "<link", "http://", "https://", "url("):
+        assert needle not in text, needle
+    images = re.findall(r'<img alt="Figure (\d)\. [^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
+    assert [n for n, _ in images] == ["1", "2", "3", "4"]
+    for _, data in images:
+        assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert html.escape(recommendation_sentence(doc)) in text
+    assert "<td>units per network</td><td>141</td>" in text
+
+
+def test_plan_markdown(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
+    paths, doc = plan_reports
+    text = paths["md"].read_text(encoding="utf-8")
+    positions = [text.index(f"{heading}") for heading in PLAN_HEADINGS]
+    assert positions == sorted(positions)
+    assert f"**{recommendation_sentence(doc)}**" in text
+    for row in ("| property | value |", "| units per network | 141 |", "| layer groups | middle, deep |",
+                "| sessions | 12 |", "| measurement noise | Gaussian, SD 0.38 × the observable's spread |",
+                "| repeats averaged per stimulus | 7 |", "| cost | 40.8 hours |"):
+        assert row in text, row
+    assert "| 97 | 36.2 | 0.94 | 0.90-0.96 | yes, failed re-check |" in text
+    assert "The recommended protocol (trial 78) is not on the front" in text
+    assert "| task-performance control: learning curve only | 0.55 | 0.49-0.61 |" in text
+    assert "Here it does: 0.93 (95% CI 0.90-0.96) against 0.55 (95% CI 0.49-0.61)" in text
+    assert "Only the simulated rules were considered (sgdm, adam, fa, ia)" in text
+    assert "```bash\nadvisor plan --max-units 500" in text
+    assert "| MLflow run id | 7f3c2a9e41b04d2c8e5a1f6b9d0c3e27 |" in text
+    links = re.findall(r"!\[Figure \d\. [^\]]+\]\((figures/[a-z]+\.png)\)", text)
+    assert links == [f"figures/{key}.png" for key in PLAN_FIGURES]
+    for link in links:
+        png = (paths["md"].parent / link).read_bytes()
+        assert png_width(png) == round(figures_module.FIGURES[0].size[0] * 300) or link.endswith("confusion.png")
+    assert png_width((paths["md"].parent / "figures/confusion.png").read_bytes()) == round(4.6 * 300)
+
+
+def test_compare_reports(compare_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
+    paths, doc = compare_reports
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "## Modalities side by side" in md and "## Per modality" in md
+    assert "| modality | meets target | cost | accuracy (95% CI) | protocol |" in md
+    assert "| ephys | yes | 29.5 hours | 0.96 (0.93-0.98) | activations, 166 units, early+middle+deep" in md
+    assert "| two_photon | no: best accuracy 0.92 < target | 82.9 hours |" in md
+    assert "| spine_imaging | no: cannot measure activations | n/a | n/a | - |" in md
+    assert "- spine_imaging: not sufficient (cannot measure activations)." in md
+    assert "### Pareto front: ephys" in md and "### Pareto front: spine_imaging\n\nNo trials." in md
+    assert re.findall(r"\]\((figures/[a-z]+\.png)\)", md) == [f"figures/{k}.png" for k in COMPARE_FIGURES]
+    page = paths["html"].read_text(encoding="utf-8")
+    assert page.count("data:image/png;base64,") == 2 and 'src="http' not in page
+    assert html.escape(recommendation_sentence(doc)) in page
+    assert pdf_page_count(paths["pdf"].read_bytes()) == 6
+
+
+# ------------------------------------------------------------------------------------ infeasible and absent
+def test_infeasible_plan_says_so(infeasible: dict[str, Any]) -> None:
+    figures = make_figures(infeasible)
+    md = render_markdown(infeasible, {key: f"figures/{key}.png" for key in figures})
+    assert "**No protocol within the bounds" in md
+    assert "No protocol meets the target; the most accurate one found:" in md
+    assert f"| units per network | {infeasible['best']['n_units']} |" in md
+    assert "No independent re-check with fresh seeds was run." in md
+    assert "the diamond marks the most accurate protocol found (none met the target)" in md
+    assert "Virtual recordings followed the most accurate protocol" in methods_paragraph(infeasible)
+
+
+def test_absent_optional_sections(tmp_path: Path) -> None:
+    doc = load("plan")
+    for key in ("curves", "importances", "heldout_architecture", "control", "verification", "modality"):
+        doc[key] = None
+    doc["insufficient"] = []
+    del doc["rejected_by_recheck"]
+    assert list(make_figures(doc)) == ["pareto", "confusion"]
+    paths = write_reports(doc, tmp_path)
+    md = paths["md"].read_text(encoding="utf-8")
+    assert "*Figure 2. Accuracy vs. units, sessions and noise: not shown, the result has no accuracy curves.*" in md
+    assert "*Figure 4. Most informative statistics and sessions: not shown, the result has no feature importances.*" \
+        in md
+    assert "No task-performance control was computed" in md
+    assert "No held-out-architecture score was computed." in md
+    assert "No independent re-check with fresh seeds was run." in md
+    assert "The result lists no insufficient alternatives." in md
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["confusion.png", "pareto.png"]
+    assert paths["html"].read_text(encoding="utf-8").count("data:image/png;base64,") == 2
+    # one summary page (less text), two figure pages, caveats and methods, reproduction
+    assert pdf_page_count(paths["pdf"].read_bytes()) == 6
+
+
+def test_markdown_without_a_figure_path_says_not_rendered() -> None:
+    md = render_markdown(load("compare"), {})
+    assert "*Figure 1. Cost vs. accuracy by modality: not rendered.*" in md
+    assert "![" not in md
+
+
+def test_markdown_escapes_table_cells() -> None:
+    doc = load("plan")
+    doc["insufficient"][0]["description"] = "a | b"
+    assert "| a \\| b |" in render_markdown(doc, {})
+
+
+def test_html_renders_given_figures_only() -> None:
+    doc = load("compare")
+    page = render_html(doc, figures={})
+    assert "data:image/png" not in page
+    assert "Figure 1. Cost vs. accuracy by modality: not shown, not rendered." in page
+
+
+# ------------------------------------------------------------------------------------------ errors, atomic
+def test_unknown_format(tmp_path: Path) -> None:
+    with pytest.raises(AdvisorError, match=r"^format must be one of md, html, pdf; got 'docx'$"):
+        write_reports(load("plan"), tmp_path / "out", formats=("md", "docx"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(AdvisorError, match=r"^document kind must be one of plan, compare; got 'sweep'$"):
+        recommendation_sentence({"kind": "sweep"})
+
+
+def test_only_requested_formats(tmp_path: Path) -> None:
+    paths = write_reports(load("compare"), tmp_path, formats=["html"])
+    assert paths == {"html": tmp_path / "report.html"}
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
+
+
+def test_failed_rendering_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The importances figure draws once for the PNGs and fails when the PDF draws it again: the Markdown,
+    figures and HTML were already rendered, yet no file (and no temporary file) may appear, and an older report
+    stays untouched."""
+    calls = []
+
+    def fail_second_time(container: Any, doc: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("boom")
+        original.draw(container, doc)
+
+    original = next(s for s in figures_module.FIGURES if s.key == "importances")
+    patched = tuple(dataclasses.replace(s, draw=fail_second_time) if s is original else s
+                    for s in figures_module.FIGURES)
+    monkeypatch.setattr(figures_module, "FIGURES", patched)
+    (tmp_path / "report.md").write_text("older report\n", encoding="utf-8")
+    with pytest.raises(RuntimeError, match="boom"):
+        write_reports(load("plan"), tmp_path)
+    assert len(calls) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
+    assert (tmp_path / "report.md").read_text(encoding="utf-8") == "older report\n"
+
+
+# ----------------------------------------------------------------------------------------------- layout
+def _texts(figure: Any) -> list[Any]:
+    """The texts matplotlib draws: visible, non-empty, and (tick labels) at a tick inside the axis' view."""
+    from matplotlib.text import Text
+
+    hidden: set[int] = set()
+    for ax in figure.get_axes():
+        for axis in (ax.xaxis, ax.yaxis):
+            lo, hi = sorted(axis.get_view_interval())
+            span = hi - lo
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not lo - 1e-9 * span <= tick.get_loc() <= hi + 1e-9 * span:
+                    hidden.update((id(tick.label1), id(tick.label2)))
+    return [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
+
+
+@pytest.mark.parametrize("name", ["plan", "compare"])
+def test_nothing_runs_off_the_page_or_overlaps(name: str) -> None:
+    """Every text of every PDF page and figure lies inside its page; tick labels of one axis do not overlap."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    doc = load(name)
+    for figure in [*pdf_pages(doc), *make_figures(doc).values()]:
+        canvas = FigureCanvasAgg(figure)
+        with figures_module.style():
+            canvas.draw()
+        renderer = canvas.get_renderer()
+        page = figure.bbox
+        for text in _texts(figure):
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= page.x0 - 1 and box.x1 <= page.x1 + 1, text.get_text()
+            assert box.y0 >= page.y0 - 1 and box.y1 <= page.y1 + 1, text.get_text()
+        drawn = {id(t) for t in _texts(figure)}
+        for ax in figure.get_axes():
+            labels = [t for t in ax.get_xticklabels() if id(t) in drawn]
+            boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+            for left, right in pairwise(boxes):
+                assert left.x1 <= right.x0 + 0.5, [t.get_text() for t in labels]
+
+
+def test_report_module_imports_no_matplotlib() -> None:
+    code = "import sys, advisor.reports; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_documents_are_not_modified() -> None:
+    doc = load("plan")
+    before = copy.deepcopy(doc)
+    render_markdown(doc, {})
+    methods_paragraph(doc)
+    assert doc == before
