@@ -201,8 +201,12 @@ def cli() -> None:
 
     \b
     Start with:
-      advisor catalog                  what can be simulated
+      advisor catalog                  what can be simulated and recorded
       advisor simulate --preset quick  the default bank (minutes on a laptop)
+      advisor plan --observable activations --max-units 500
+                                       the cheapest protocol that tells the rules apart
+      advisor compare                  recording modalities side by side
+      advisor runs list                past plans (MLflow)
     """
 
 
@@ -544,7 +548,7 @@ def simulate(app: App, preset: str, seed: int | None, device: str) -> None:
 # because importing those modules would load torch and scikit-learn at start-up.
 OBSERVABLE_CHOICES = ("weights", "activations", "activity_change")
 NOISE_MODEL_CHOICES = ("none", "gaussian", "poisson")
-CLASSIFIER_CHOICES = ("rf", "svm", "gbt", "conv1d")
+CLASSIFIER_CHOICES = ("rf", "svm", "ridge", "lda", "logreg", "gbt", "conv1d")
 HELDOUT_CHOICES = ("none", "architecture", "task")
 LAYER_GROUPS = ("early", "middle", "deep")
 TOP_FEATURES = 8
@@ -845,3 +849,11 @@ def _render_evaluation(
             + (f" (most: {detail})" if detail else ""),
             highlight=False,
         )
+
+
+# ------------------------------------------------------------------------------------------ plan and friends
+from advisor.cli_plan import compare, plan, report, runs  # noqa: E402 - registered last: it imports this module
+
+for _command in (plan, compare, runs, report):
+    cli.add_command(_command)
+del _command

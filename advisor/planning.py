@@ -37,7 +37,7 @@ from advisor.search import (
 VERIFY_SEEDS = 3
 UNIT_GRID = (5, 10, 25, 50, 100, 200, 400, 1000)
 SESSION_GRID = (2, 3, 5, 8, 13, 21, 41)
-REPEAT_GRID = (1, 2, 4, 8, 16)
+REPEAT_GRID = (1, 2, 4, 8, 16, 32, 64)
 TOP = 10
 
 
@@ -111,11 +111,12 @@ def versions() -> dict[str, str]:
 
 
 def bank_document(bank: Any, preset: str | None) -> dict[str, Any]:
-    cfg = bank.config
+    cfg = bank.config  # the bank's stored config, a dict
     meta = bank.metadata
-    return {"preset": preset or cfg.name, "hash": bank.hash, "path": str(bank.path), "n_networks": len(meta),
+    return {"preset": preset or cfg.get("name"), "hash": bank.hash, "path": str(bank.path), "n_networks": len(meta),
             "rules": sorted(set(meta["rule"].astype(str))), "architectures": sorted(set(meta["architecture"])),
-            "tasks": sorted(set(meta["task"])), "n_steps": int(cfg.n_steps), "n_checkpoints": int(cfg.n_checkpoints)}
+            "tasks": sorted(set(meta["task"])), "n_steps": int(cfg["n_steps"]),
+            "n_checkpoints": int(cfg["n_checkpoints"])}
 
 
 def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any) -> RecordingProtocol:
@@ -126,24 +127,28 @@ def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any)
     return RecordingProtocol(**params)
 
 
+def _grids(trial: TrialResult, question: Question, modality: Any, observable: str) -> dict[str, list[int]]:
+    """The values each curve visits: fixed grids clipped to the bank and bounds, plus the trial's own value."""
+    units_hi = min(question.max_units[observable], question.per_group[observable] * len(trial.layers))
+    lo, hi = trial.window
+    n_available = round(hi * (question.n_checkpoints - 1)) - round(lo * (question.n_checkpoints - 1)) + 1
+    sessions_hi = min(question.max_sessions, n_available)
+    units = {u for u in UNIT_GRID if len(trial.layers) <= u <= units_hi} | {units_hi, min(trial.n_units, units_hi)}
+    sessions = {s for s in SESSION_GRID if s <= sessions_hi} | {min(trial.n_sessions, sessions_hi)}
+    repeats = {r for r in REPEAT_GRID if r <= modality.max_repeats} | {1, trial.repeats, modality.max_repeats}
+    return {"units": sorted(units), "sessions": sorted(sessions), "noise": sorted(repeats)}
+
+
 def sensitivity_curves(scorer: Scorer, trial: TrialResult, question: Question, modality: Any,
                        tick: Callable[[], None] | None = None) -> dict[str, Any]:
     """Accuracy against units, sessions and noise, one factor at a time around ``trial``, per observable."""
     curves: dict[str, Any] = {}
     for obs in question.observables:
-        units_hi = question.max_units[obs]
-        units_hi = min(units_hi, question.per_group[obs] * len(trial.layers))
-        unit_grid = sorted({u for u in UNIT_GRID if len(trial.layers) <= u <= units_hi} | {units_hi})
-        lo, hi = trial.window
-        n_available = round(hi * (scorer.n_checkpoints - 1)) - round(lo * (scorer.n_checkpoints - 1)) + 1
-        session_grid = sorted({s for s in SESSION_GRID if s <= min(question.max_sessions, n_available)})
-        repeat_grid = sorted({r for r in REPEAT_GRID if r <= modality.max_repeats} | {1})
         rows: dict[str, list[dict[str, Any]]] = {"units": [], "sessions": [], "noise": []}
-        for axis, grid in (("units", unit_grid), ("sessions", session_grid), ("noise", repeat_grid)):
+        for axis, grid in _grids(trial, question, modality, obs).items():
             for value in grid:
-                change = {"units": {"n_units": value}, "sessions": {"n_sessions": value},
-                          "noise": {"repeats": value}}[axis]
-                protocol = _protocol_with(trial, modality, question.seed, observable=obs, **change)
+                key = {"units": "n_units", "sessions": "n_sessions", "noise": "repeats"}[axis]
+                protocol = _protocol_with(trial, modality, question.seed, observable=obs, **{key: value})
                 s = scorer.score(protocol)
                 x = float(protocol.noise) if axis == "noise" else value
                 rows[axis].append({"x": x, "accuracy": float(s.accuracy), "ci": [float(v) for v in s.ci],
@@ -154,10 +159,9 @@ def sensitivity_curves(scorer: Scorer, trial: TrialResult, question: Question, m
     return curves
 
 
-def curve_points(question: Question, modality: Any) -> int:
-    """How many evaluations :func:`sensitivity_curves` makes at most (for a progress bar)."""
-    reps = len({r for r in REPEAT_GRID if r <= modality.max_repeats} | {1})
-    return len(question.observables) * (len(UNIT_GRID) + 1 + len(SESSION_GRID) + reps)
+def curve_points(trial: TrialResult, question: Question, modality: Any) -> int:
+    """How many evaluations :func:`sensitivity_curves` makes (for a progress bar)."""
+    return sum(len(g) for obs in question.observables for g in _grids(trial, question, modality, obs).values())
 
 
 def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, modality: Any) -> dict[str, Any]:
@@ -270,7 +274,7 @@ def plan(
     progress.advance()
     curve_doc = None
     if curves:
-        progress.start("accuracy vs units, sessions, noise", curve_points(question, modality))
+        progress.start("accuracy vs units, sessions, noise", curve_points(focus, question, modality))
         curve_doc = sensitivity_curves(scorer, focus, question, modality, tick=progress.advance)
     unit = modality.cost_unit
     recommendation = trial_document(chosen, unit)

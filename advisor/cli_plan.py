@@ -1,0 +1,580 @@
+"""``advisor plan``, ``advisor compare``, ``advisor runs`` and ``advisor report``: the design search, tracked in
+MLflow, ending in reports.
+
+Registered on the :data:`advisor.cli.cli` group by :mod:`advisor.cli`. The same conventions apply (one-line errors
+with exit code 2, ``--json`` on stdout, progress on stderr, heavy imports inside the commands). Every check that
+needs no bank (options, modality files, the tracking store, the study storage) runs before the bank is built, so a
+typo never costs a simulation.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from advisor.cli import (
+    CLASSIFIER_CHOICES,
+    OBSERVABLE_CHOICES,
+    App,
+    build_preset_bank,
+    common_options,
+    parse_list,
+)
+from advisor.errors import AdvisorError
+
+PLAN_HELDOUT = ("none", "architecture")
+REPORT_FORMATS = ("md", "html", "pdf")
+DEFAULT_TARGET = 0.8
+
+
+# ------------------------------------------------------------------------------------------ helpers
+class _Bar:
+    """A rich progress bar on stderr with one task at a time (``start(label, total)``, ``advance()``)."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.task: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.task = self.progress.add_task(label, total=max(1, total))
+
+    def advance(self) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+
+@contextmanager
+def _bar(console: Any) -> Iterator[_Bar]:
+    bar = _Bar(console)
+    bar.progress.start()
+    try:
+        yield bar
+    finally:
+        bar.progress.stop()
+
+
+def _open_bank(app: App, preset: str | None, bank_dir: Path | None) -> tuple[Any, str | None]:
+    if bank_dir is not None and preset is not None:
+        raise click.UsageError("--bank and --preset are mutually exclusive: give one")
+    if bank_dir is not None:
+        from simulator.bank import load_bank
+
+        return load_bank(bank_dir), None
+    return build_preset_bank(app, preset or "quick")[1].bank, preset or "quick"
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as typed, rebuilt from the options that differ from their defaults (for reproducing)."""
+    parts = [ctx.command_path]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or param.name in ("json_output", "workspace"):
+            continue
+        value = ctx.params.get(param.name or "")
+        if value is None or value == param.default or (param.is_flag and not value):
+            continue
+        flag = param.opts[0]
+        parts.append(flag if param.is_flag else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)
+
+
+def _storage(app: App, storage: str | None) -> str:
+    if storage:
+        return storage
+    workspace = app.open_workspace()
+    (workspace.root / "studies").mkdir(parents=True, exist_ok=True)
+    return f"journal:{workspace.root / 'studies' / 'journal.log'}"
+
+
+def _trial_params(result: Any) -> dict[str, Any]:
+    return {"observable": result.observable, "n_units": result.n_units, "layers": ",".join(result.layers),
+            "n_sessions": result.n_sessions, "window": f"{result.window[0]:g}-{result.window[1]:g}",
+            "repeats": result.repeats, "noise": round(result.noise, 6), "noise_model": result.noise_model}
+
+
+def _trial_metrics(result: Any) -> dict[str, float]:
+    return {"accuracy": result.accuracy, "ci_low": result.ci[0], "ci_high": result.ci[1], "cost": result.cost,
+            "balanced_accuracy": result.balanced_accuracy, "feasible": float(result.feasible)}
+
+
+def _finish(app: App, run: Any, tracker: Any, doc: dict[str, Any], out_dir: Path) -> dict[str, str]:
+    """Write the reports, log figures, tables and reports as artifacts, store the document; return the paths."""
+    from advisor.reports import make_figures, write_reports
+
+    doc["run_id"] = run.run_id
+    doc["tracking_uri"] = tracker.uri
+    doc["run_url"] = tracker.run_url(run.run_id)
+    with app.consoles.err.status("writing reports", spinner="dots"):
+        paths = write_reports(doc, out_dir)
+        reports = {fmt: str(path) for fmt, path in paths.items()}
+        doc["reports"] = reports
+        for name, fig in make_figures(doc).items():
+            run.log_figure(fig, f"figures/{name}.png")
+        for path in paths.values():
+            run.log_artifact(str(path), "reports")
+        run.log_dict(doc, "summary.json")
+    return reports
+
+
+# ------------------------------------------------------------------------------------------ plan
+def _plan_options(command: Any) -> Any:
+    """Bounds shared by ``plan`` and ``compare``."""
+    options = [
+        click.option("--preset", default=None, show_default="quick", metavar="NAME|PATH",
+                     help="Plan on this preset's bank (built with a progress bar if missing)."),
+        click.option("--bank", "bank_dir", type=click.Path(path_type=Path), default=None, metavar="PATH",
+                     help="Plan on this bank directory instead of a preset's (not with --preset)."),
+        click.option("--observable", type=click.Choice(OBSERVABLE_CHOICES), default=None,
+                     help="Fix what is recorded [default: searched among what the modality measures]."),
+        click.option("--max-units", type=click.IntRange(min=1), default=None, metavar="N",
+                     help="Most units (synapses, for weights) per network [default: what the bank recorded]."),
+        click.option("--max-sessions", type=click.IntRange(min=1), default=None, metavar="S",
+                     help="Most recording sessions [default: the bank's checkpoints]."),
+        click.option("--target-accuracy", type=click.FloatRange(min=0.0, max=1.0, min_open=True),
+                     default=DEFAULT_TARGET, show_default=True, metavar="A",
+                     help="The lower end of the accuracy's 95% CI must reach A (chance: 1 / number of rules)."),
+        click.option("--rules", "rules_text", default=None, metavar="LIST",
+                     help="Only these rules, a comma list [default: every rule in the bank]."),
+        click.option("--family", is_flag=True, help="Tell rule families apart instead of rules."),
+        click.option("--heldout", type=click.Choice(PLAN_HELDOUT), default="none", show_default=True,
+                     help="none: stratified 75/25 splits; architecture: leave one architecture family out."),
+        click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="ridge", show_default=True,
+                     help="Classifier that identifies the rule in every trial."),
+        click.option("--splits", type=click.IntRange(min=2), default=10, show_default=True, metavar="N",
+                     help="Train/test splits per trial (with --heldout none)."),
+        click.option("--timeout", type=click.FloatRange(min=0.0, min_open=True), default=None, metavar="SEC",
+                     help="Stop starting trials after SEC seconds."),
+        click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+                     help="Seeds the sampler, the recording and the splits: same command, same answer."),
+        click.option("--storage", default=None, metavar="URL",
+                     help="Optuna storage: journal:PATH or a database URL [default: a journal in the workspace]."),
+        click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+                     help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow]."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _rules(rules_text: str | None) -> tuple[str, ...] | None:
+    if rules_text is None:
+        return None
+    rules = parse_list(rules_text)
+    if not rules:
+        raise AdvisorError("--rules must name at least one rule (a comma list, e.g. sgdm,fa)")
+    return rules
+
+
+def _tracker(app: App, tracking_uri: str | None) -> Any:
+    from advisor.tracking import Tracker
+
+    tracker = Tracker(app.open_workspace(), tracking_uri)
+    tracker.check()
+    return tracker
+
+
+def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str, study: str,
+              timeout: float | None, curves: bool, run: Any, bar: _Bar) -> dict[str, Any]:
+    from advisor.planning import Progress, plan
+
+    def on_trial(result: Any, new: bool) -> None:
+        run.log_trial(result.number, _trial_params(result), _trial_metrics(result),
+                      {"advisor.modality": modality.key, "advisor.resumed": str(not new).lower()})
+
+    return plan(bank, question, modality, storage=storage, study_name=study, timeout=timeout, curves=curves,
+                progress=Progress(bar.start, bar.advance), on_trial=on_trial)
+
+
+@click.command()
+@_plan_options
+@click.option("--modality", default=None, metavar="NAME|PATH",
+              help="Recording modality (see `advisor catalog`) or a modality .toml file [default: generic].")
+@click.option("--trials", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+              help="Protocols the search evaluates (a resumed study runs only the missing ones).")
+@click.option("--study", default=None, metavar="NAME",
+              help="Optuna study name: start or join it [default: derived from the question].")
+@click.option("--no-curves", is_flag=True, help="Skip the accuracy-vs-units/sessions/noise curves (faster).")
+@common_options
+def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
+         max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
+         classifier: str, splits: int, timeout: float | None, seed: int, storage: str | None,
+         tracking_uri: str | None, modality: str | None, trials: int, study: str | None, no_curves: bool) -> None:
+    """Find the cheapest recording protocol that identifies the learning rule.
+
+    Searches recording protocols (units, layer groups, sessions and their placement, repeats and hence noise,
+    the observable where not fixed) with Optuna: minimise cost subject to the lower end of the accuracy's 95% CI
+    reaching --target-accuracy. The recommended protocol is re-checked with fresh seeds, compared with the
+    task-performance control and a held-out architecture, and written up as Markdown, HTML and PDF reports.
+    Every plan is an MLflow run with its trials nested.
+
+    \b
+    Example:
+      advisor plan --observable activations --max-units 500
+    """
+    from advisor.cost import DEFAULT_MODALITY, load_modality
+    from advisor.planning import bank_document, make_question
+
+    ctx = click.get_current_context()
+    command = _command_line(ctx)
+    rules = _rules(rules_text)
+    mod = load_modality(modality or DEFAULT_MODALITY)
+    if observable is not None and observable not in mod.observables:
+        raise AdvisorError(f"modality {mod.key!r} cannot measure {observable}; it measures "
+                           f"{', '.join(mod.observables)}")
+    tracker = _tracker(app, tracking_uri)
+    storage_url = _storage(app, storage)
+    from advisor.search import storage_for
+
+    storage_for(storage_url)  # a bad URL fails here, before the bank is built
+    bank, preset_name = _open_bank(app, preset, bank_dir)
+    question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
+                             target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
+                             classifier=classifier, n_trials=trials, n_splits=splits, seed=seed)
+    study_name = study or f"plan-{question.key(bank.hash, mod.key)}"
+    workspace = app.open_workspace()
+    params = {"command": command, "preset": preset_name or "", "bank_hash": bank.hash, "modality": mod.key,
+              "observables": ",".join(question.observables), "max_units": max(question.max_units.values()),
+              "max_sessions": question.max_sessions, "target_accuracy": target_accuracy,
+              "rules": ",".join(question.rules), "target": question.target, "heldout": heldout,
+              "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
+              "storage": storage_url}
+    with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
+        with _bar(app.consoles.err) as bar:
+            doc = _run_plan(app, bank, question, mod, storage=storage_url, study=study_name, timeout=timeout,
+                            curves=not no_curves, run=run, bar=bar)
+        doc.update(title="Recording plan: which learning rule, from what recording?", command=command,
+                   bank=bank_document(bank, preset_name), storage=storage_url)
+        rec = doc["recommendation"] or doc["best"]
+        run.log_metrics({"feasible": float(doc["feasible"]), "accuracy": rec["accuracy"], "ci_low": rec["ci"][0],
+                         "ci_high": rec["ci"][1], "cost": rec["cost"],
+                         "control_accuracy": doc["control"]["accuracy"], "elapsed_s": doc["elapsed_s"]})
+        reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
+    if app.json_output:
+        app.consoles.emit_json(doc)
+        return
+    _render_plan(app.consoles.out, doc, reports)
+
+
+def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
+    from rich.panel import Panel
+    from rich.table import Table
+
+    from advisor.reports import recommendation_sentence
+
+    out.print(Panel(recommendation_sentence(doc), title="Recommendation" if doc["feasible"] else "No protocol "
+                    "within the bounds reaches the target", border_style="green" if doc["feasible"] else "red"))
+    rec = doc["recommendation"] or doc["best"]
+    unit = rec.get("cost_unit", "")
+    table = Table(title="Protocol" if doc["feasible"] else "Most accurate protocol found", title_justify="left",
+                  title_style="bold")
+    table.add_column("setting", style="cyan", no_wrap=True)
+    table.add_column("value")
+    what = "synapses" if rec["observable"] == "weights" else "units"
+    for key, value in (
+        ("observable", rec["observable"]), (what, str(rec["n_units"])), ("layer groups", ", ".join(rec["layers"])),
+        ("sessions", f"{rec['n_sessions']} within {rec['window'][0]:.0%}-{rec['window'][1]:.0%} of learning"),
+        ("noise", f"{rec['noise_model']} {rec['noise']:.3g} ({rec['repeats']} repeats)"),
+        ("cost", f"{rec['cost']:.1f} {unit} per network ({doc['modality']['key']})"),
+        ("accuracy", f"{rec['accuracy']:.3f} (95% CI {rec['ci'][0]:.3f}-{rec['ci'][1]:.3f}), chance "
+                     f"{doc['chance']:.3f}"),
+    ):
+        table.add_row(key, value)
+    ver = doc.get("verification")
+    if ver:
+        table.add_row("re-checked, fresh seeds", f"{ver['accuracy']:.3f} (95% CI {ver['ci'][0]:.3f}-"
+                                                   f"{ver['ci'][1]:.3f})")
+    control = doc["control"]
+    table.add_row("control: learning curve only", f"{control['accuracy']:.3f} (95% CI {control['ci'][0]:.3f}-"
+                                                  f"{control['ci'][1]:.3f})")
+    held = doc.get("heldout_architecture")
+    if held:
+        table.add_row("held-out architecture family",
+                      f"{held['accuracy']:.3f} (control {held['control_accuracy']:.3f})")
+    out.print(table)
+
+    out.print(_protocol_table("Cost-accuracy Pareto front", doc["pareto"], with_trial=True))
+    if doc["insufficient"]:
+        cheaper = [t for t in doc["trials"] if t["description"] in {r["description"] for r in doc["insufficient"]}]
+        out.print(_protocol_table("Would not suffice: cheaper protocols below the target", cheaper,
+                                  with_trial=False, target=doc["question"]["target_accuracy"]))
+    out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
+    out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
+
+
+_OBS_SHORT = {"weights": "W", "activations": "A", "activity_change": "dA"}
+_LAYER_SHORT = {"early": "E", "middle": "M", "deep": "D"}
+
+
+def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: bool, target: float | None = None) -> Any:
+    """One row per protocol, one short column per setting (fits an 80-column terminal)."""
+    from rich.table import Table
+
+    several = len({t["observable"] for t in trials}) > 1
+    table = Table(title=title, title_justify="left", title_style="bold", caption_justify="left")
+    columns = (["#"] if with_trial else []) + ["cost", "acc.", "95% CI"] + (["obs."] if several else []) + [
+        "units", "groups", "sessions", "noise (repeats)"]
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("obs.", "groups") else "right", no_wrap=True)
+    rows = sorted(trials, key=lambda t: (t["cost"], -t["accuracy"])) if target is not None else trials
+    for t in rows:
+        span = "" if t["window"][1] >= 1.0 else f" in {t['window'][1]:.0%}"
+        cells = ([str(t["number"])] if with_trial else []) + [
+            f"{t['cost']:.1f}", f"{t['accuracy']:.3f}", f"{t['ci'][0]:.2f}-{t['ci'][1]:.2f}"] + (
+            [_OBS_SHORT[t["observable"]]] if several else []) + [
+            str(t["n_units"]), "".join(_LAYER_SHORT[g] for g in t["layers"]), f"{t['n_sessions']}{span}",
+            f"{t['noise']:.2g} ({t['repeats']})"]
+        table.add_row(*cells, style="green" if t["feasible"] else None)
+    table.caption = ("groups: E early, M middle, D deep; sessions 'in 30%': within the first 30% of learning"
+                     + ("; obs.: W weights, A activations, dA activity changes" if several else "")
+                     + ("; green: CI lower bound reaches the target" if with_trial else ""))
+    return table
+
+
+# ------------------------------------------------------------------------------------------ compare
+@click.command()
+@_plan_options
+@click.option("--modalities", "modalities_text", default="ephys,two_photon,spine_imaging,paired_patch",
+              show_default=True, metavar="LIST", help="Modalities to compare (keys or .toml paths), a comma list.")
+@click.option("--trials", type=click.IntRange(min=1), default=60, show_default=True, metavar="N",
+              help="Protocols evaluated per modality.")
+@common_options
+def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
+            max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
+            classifier: str, splits: int, timeout: float | None, seed: int, storage: str | None,
+            tracking_uri: str | None, modalities_text: str, trials: int) -> None:
+    """Compare recording modalities: the cheapest sufficient protocol of each, side by side.
+
+    One search per modality (its observables, limits, noise and cost), one MLflow parent run with every trial
+    nested, and a figure of accuracy against cost per modality.
+    """
+    from advisor.cost import load_modality
+    from advisor.planning import bank_document, make_question, versions
+
+    ctx = click.get_current_context()
+    command = _command_line(ctx)
+    rules = _rules(rules_text)
+    keys = parse_list(modalities_text)
+    if not keys:
+        raise AdvisorError("--modalities must name at least one modality (a comma list, e.g. ephys,two_photon)")
+    modalities = [load_modality(key) for key in keys]
+    tracker = _tracker(app, tracking_uri)
+    storage_url = _storage(app, storage)
+    from advisor.search import storage_for
+
+    storage_for(storage_url)
+    bank, preset_name = _open_bank(app, preset, bank_dir)
+    workspace = app.open_workspace()
+    entries: list[dict[str, Any]] = []
+    params = {"command": command, "preset": preset_name or "", "bank_hash": bank.hash,
+              "modalities": ",".join(m.key for m in modalities), "observable": observable or "",
+              "target_accuracy": target_accuracy, "trials": trials, "seed": seed, "classifier": classifier}
+    import time
+
+    started = time.perf_counter()
+    with tracker.start_run("compare", "compare-" + "-".join(m.key for m in modalities), params,
+                           {"advisor.bank": bank.hash}) as run:
+        with _bar(app.consoles.err) as bar:
+            for mod in modalities:
+                entry: dict[str, Any] = {"name": mod.key, "title": mod.name, "cost_unit": mod.cost_unit,
+                                         "feasible": False, "cost": None, "recommendation": None, "best": None,
+                                         "reason": None, "trials": [], "pareto": []}
+                try:
+                    question = make_question(bank, mod, observable=observable, max_units=max_units,
+                                             max_sessions=max_sessions, target_accuracy=target_accuracy,
+                                             rules=rules, family=family, heldout=heldout, classifier=classifier,
+                                             n_trials=trials, n_splits=splits, seed=seed)
+                except AdvisorError as e:
+                    entry["reason"] = str(e)
+                    entries.append(entry)
+                    continue
+                doc = _run_plan(app, bank, question, mod, storage=storage_url,
+                                study=f"compare-{question.key(bank.hash, mod.key)}", timeout=timeout, curves=False,
+                                run=run, bar=bar)
+                rec = doc["recommendation"]
+                entry.update(feasible=doc["feasible"], cost=rec["cost"] if rec else None, recommendation=rec,
+                             best=doc["best"], trials=doc["trials"], pareto=doc["pareto"],
+                             control=doc["control"], verification=doc["verification"], chance=doc["chance"],
+                             modality=doc["modality"])
+                if not doc["feasible"]:
+                    best = doc["best"]
+                    entry["reason"] = (f"best accuracy {best['accuracy']:.2f} (95% CI lower bound "
+                                       f"{best['ci'][0]:.2f}) < target {target_accuracy:.2f}")
+                entries.append(entry)
+                run.log_metrics({f"{mod.key}.feasible": float(doc["feasible"]),
+                                 **({f"{mod.key}.cost": rec["cost"], f"{mod.key}.accuracy": rec["accuracy"]}
+                                    if rec else {})})
+        doc = {
+            "kind": "compare", "title": "Which recording modality can tell the learning rule?",
+            "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "elapsed_s": round(time.perf_counter() - started, 1),
+            "question": {"observable": observable, "observables": [observable] if observable else None,
+                         "modality": None, "max_units": max_units, "max_sessions": max_sessions,
+                         "target_accuracy": target_accuracy, "rules": list(rules) if rules else
+                         sorted(set(bank.metadata["rule"].astype(str))), "target": "family" if family else "rule",
+                         "heldout": heldout, "classifier": classifier, "trials": trials, "n_splits": splits,
+                         "seed": seed, "modalities": [m.key for m in modalities]},
+            "bank": bank_document(bank, preset_name), "modalities": entries, "versions": versions(),
+            "storage": storage_url,
+        }
+        reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
+    if app.json_output:
+        app.consoles.emit_json(doc)
+        return
+    _render_compare(app.consoles.out, doc, reports)
+
+
+def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
+    from rich.table import Table
+
+    from advisor.reports import recommendation_sentence
+
+    out.print(recommendation_sentence(doc), highlight=False)
+    table = Table(title="Modalities side by side", title_justify="left", title_style="bold")
+    for col in ("modality", "sufficient", "cost", "accuracy", "95% CI", "protocol / reason"):
+        table.add_column(col, no_wrap=col not in ("protocol / reason",))
+    for m in sorted(doc["modalities"], key=lambda m: (not m["feasible"], m["cost"] or 0.0)):
+        rec = m["recommendation"]
+        if rec:
+            table.add_row(m["name"], "yes", f"{rec['cost']:.1f} {m['cost_unit']}", f"{rec['accuracy']:.3f}",
+                          f"{rec['ci'][0]:.3f}-{rec['ci'][1]:.3f}", rec["description"], style="green")
+        else:
+            best = m.get("best")
+            table.add_row(m["name"], "no", "—", f"{best['accuracy']:.3f}" if best else "—",
+                          f"{best['ci'][0]:.3f}-{best['ci'][1]:.3f}" if best else "—", m["reason"] or "")
+    out.print(table)
+    out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
+    out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------ runs, report
+@click.group()
+def runs() -> None:
+    """Review past plans and comparisons (MLflow runs)."""
+
+
+def _run_row(summary: Any) -> dict[str, Any]:
+    doc = summary.summary or {}
+    rec = doc.get("recommendation") or {}
+    return {"run_id": summary.run_id, "kind": summary.kind, "name": summary.name, "status": summary.status,
+            "start_time": summary.start_time.isoformat() if summary.start_time else None,
+            "end_time": summary.end_time.isoformat() if summary.end_time else None,
+            "command": summary.params.get("command"), "modality": summary.params.get("modality"),
+            "target_accuracy": summary.params.get("target_accuracy"),
+            "feasible": bool(summary.metrics["feasible"]) if "feasible" in summary.metrics else None,
+            "accuracy": summary.metrics.get("accuracy"), "cost": summary.metrics.get("cost"),
+            "recommendation": rec or None}
+
+
+@runs.command("list")
+@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
+              help="Newest N runs.")
+@common_options
+def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
+    """List past plans and comparisons, newest first."""
+    from advisor.tracking import Tracker
+
+    tracker = Tracker(app.open_workspace(), tracking_uri)
+    tracker.check()
+    rows = [_run_row(s) for s in tracker.list_runs(max_results=limit)]
+    if app.json_output:
+        app.consoles.emit_json({"runs": rows, "tracking_uri": tracker.uri})
+        return
+    from rich.table import Table
+
+    if not rows:
+        app.consoles.out.print("No runs yet: start one with `advisor plan`.", highlight=False)
+        return
+    table = Table(title=f"Runs in {tracker.uri}", title_justify="left", title_style="bold")
+    for col in ("run id", "kind", "when (UTC)", "status", "feasible", "accuracy", "cost", "command"):
+        table.add_column(col, no_wrap=col != "command")
+    for r in rows:
+        table.add_row(r["run_id"], r["kind"] or "", (r["start_time"] or "")[:19].replace("T", " "), r["status"],
+                      {True: "yes", False: "no", None: "—"}[r["feasible"]],
+                      f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "—",
+                      f"{r['cost']:.1f}" if r["cost"] is not None else "—", r["command"] or "")
+    app.consoles.out.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@common_options
+def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
+    """Show one past plan: question, bounds, recommendation, accuracy, cost, when."""
+    from advisor.tracking import Tracker
+
+    tracker = Tracker(app.open_workspace(), tracking_uri)
+    tracker.check()
+    summary = tracker.get_run(run_id)
+    row = _run_row(summary)
+    doc = summary.summary
+    if app.json_output:
+        app.consoles.emit_json({**row, "params": summary.params, "metrics": summary.metrics,
+                                "question": (doc or {}).get("question"), "reports": (doc or {}).get("reports"),
+                                "run_url": tracker.run_url(run_id)})
+        return
+    from rich.table import Table
+
+    from advisor.reports import recommendation_sentence
+
+    out = app.consoles.out
+    table = Table(title=f"Run {run_id}", title_justify="left", title_style="bold", show_header=False)
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("value")
+    for key in ("kind", "status", "start_time", "end_time", "command"):
+        table.add_row(key, str(row[key] or "—"))
+    for key in ("bank_hash", "modality", "modalities", "observables", "max_units", "max_sessions",
+                "target_accuracy", "rules", "classifier", "trials", "seed", "study"):
+        if key in summary.params:
+            table.add_row(key, summary.params[key])
+    out.print(table)
+    if doc:
+        out.print(recommendation_sentence(doc), highlight=False)
+        if doc.get("reports"):
+            out.print(f"[bold]Reports[/bold]: {', '.join(doc['reports'].values())}", highlight=False, soft_wrap=True)
+    else:
+        out.print("This run has no summary (it did not finish).", highlight=False)
+    out.print(f"[bold]MLflow[/bold]: {tracker.run_url(run_id)}", highlight=False, soft_wrap=True)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--format", "formats", type=click.Choice(REPORT_FORMATS), multiple=True,
+              help="Report format; repeat for several [default: md, html and pdf].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Directory for the report files [default: WORKSPACE/reports/RUN_ID].")
+@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@common_options
+def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None, tracking_uri: str | None) -> None:
+    """Render the report of a past plan or comparison (Markdown, self-contained HTML, PDF)."""
+    from advisor.reports import write_reports
+    from advisor.tracking import Tracker
+    from advisor.workspace import Workspace
+
+    workspace = app.open_workspace()
+    tracker = Tracker(workspace, tracking_uri)
+    tracker.check()
+    summary = tracker.get_run(run_id)
+    if not summary.summary:
+        raise AdvisorError(f"run {run_id!r} has no summary to report (status {summary.status}); rerun the plan")
+    target = Workspace.open(out_dir).root if out_dir is not None else workspace.reports / run_id
+    with app.consoles.err.status("writing reports", spinner="dots"):
+        paths = write_reports(summary.summary, target, formats or REPORT_FORMATS)
+    if app.json_output:
+        app.consoles.emit_json({"run_id": run_id, "reports": {k: str(v) for k, v in paths.items()}})
+        return
+    for fmt, path in paths.items():
+        app.consoles.out.print(f"{fmt}: {path}", highlight=False, soft_wrap=True)
