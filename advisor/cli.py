@@ -475,23 +475,27 @@ def _render_summary(out: Console, config: SimulationConfig, result: SimulationRe
 
 
 def build_preset_bank(
-    app: App, preset: str, *, seed: int | None = None, device: str = "cpu"
+    app: App, preset: str, *, seed: int | None = None, device: str = "cpu", scheduler: str | None = None
 ) -> tuple[SimulationConfig, SimulationResult]:
     """Build (or read the cached) bank of ``preset`` in the app's workspace, drawing the progress bar on the
-    stderr console. Shared by ``simulate`` and ``evaluate``."""
+    stderr console. Shared by ``simulate`` and ``evaluate``.
+
+    With a ``scheduler`` (``local:N`` or ``tcp://HOST:PORT``) the shards train on a Dask cluster, whose workers
+    check the device; the bank is the same."""
     from simulator.presets import load_preset
 
     config = load_preset(preset)
     if seed is not None:
         config = config.with_seed(seed)
-    check_device(device)
+    if scheduler is None:
+        check_device(device)
     workspace = app.open_workspace()
 
     from simulator.pipeline import simulate as run_simulation
 
     workspace.banks.mkdir(parents=True, exist_ok=True)
     with progress_bar(app.consoles.err, f"simulating {config.name}") as progress:
-        result = run_simulation(config, workspace.banks, device=device, progress=progress)
+        result = run_simulation(config, workspace.banks, device=device, progress=progress, scheduler=scheduler)
     return config, result
 
 
@@ -517,15 +521,23 @@ def build_preset_bank(
     show_default=True,
     help="Where networks train.",
 )
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Train the shards on a Dask cluster: local:N starts N worker processes on this machine, "
+    "tcp://HOST:PORT uses a running `dask scheduler` (needs the lr-advisor[cluster] extra). The bank is the "
+    "same as without it [default: train in this process].",
+)
 @common_options
-def simulate(app: App, preset: str, seed: int | None, device: str) -> None:
+def simulate(app: App, preset: str, seed: int | None, device: str, scheduler: str | None) -> None:
     """Simulate a population of networks into a trajectory bank.
 
     The bank is stored in the workspace's banks/ folder, content-addressed by the preset's settings: running
     the same preset and seed again reads the cached bank instead of training, and an interrupted run resumes
-    where it stopped.
+    where it stopped. With --scheduler, the shards train on a Dask cluster and this process writes the bank.
     """
-    config, result = build_preset_bank(app, preset, seed=seed, device=device)
+    config, result = build_preset_bank(app, preset, seed=seed, device=device, scheduler=scheduler)
     bank = result.bank
     if app.json_output:
         app.consoles.emit_json(
@@ -852,8 +864,13 @@ def _render_evaluation(
 
 
 # ------------------------------------------------------------------------------------------ plan and friends
-from advisor.cli_plan import compare, plan, report, runs  # noqa: E402 - registered last: it imports this module
+def _register_plan_commands() -> None:
+    """``plan``, ``compare``, ``worker``, ``runs`` and ``report`` live in :mod:`advisor.cli_plan` (which imports
+    this module's helpers, so it is imported last)."""
+    from advisor import cli_plan
 
-for _command in (plan, compare, runs, report):
-    cli.add_command(_command)
-del _command
+    for command in (cli_plan.plan, cli_plan.compare, cli_plan.worker, cli_plan.runs, cli_plan.report):
+        cli.add_command(command)
+
+
+_register_plan_commands()

@@ -88,11 +88,18 @@ def _command_line(ctx: click.Context) -> str:
 
 
 def _storage(app: App, storage: str | None) -> str:
-    if storage:
-        return storage
-    workspace = app.open_workspace()
-    (workspace.root / "studies").mkdir(parents=True, exist_ok=True)
-    return f"journal:{workspace.root / 'studies' / 'journal.log'}"
+    """The storage URL (checked; nothing created yet): the user's, or a journal file in the workspace."""
+    from advisor.search import check_storage
+
+    url = storage or f"journal:{app.workspace_dir.resolve() / 'studies' / 'journal.log'}"
+    check_storage(url)
+    return url
+
+
+def _prepare_storage(url: str) -> None:
+    """Create the journal file's directory (just before the study starts)."""
+    if url.startswith("journal:"):
+        Path(url.removeprefix("journal:")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def _trial_params(result: Any) -> dict[str, Any]:
@@ -183,15 +190,17 @@ def _tracker(app: App, tracking_uri: str | None) -> Any:
 
 
 def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str, study: str,
-              timeout: float | None, curves: bool, run: Any, bar: _Bar) -> dict[str, Any]:
+              timeout: float | None, curves: bool, run: Any, bar: _Bar, tracking_uri: str) -> dict[str, Any]:
     from advisor.planning import Progress, plan
 
     def on_trial(result: Any, new: bool) -> None:
         run.log_trial(result.number, _trial_params(result), _trial_metrics(result),
                       {"advisor.modality": modality.key, "advisor.resumed": str(not new).lower()})
 
+    context = {"bank_path": str(bank.path), "modality_source": modality.source or modality.key,
+               "parent_run_id": run.run_id, "tracking_uri": tracking_uri}
     return plan(bank, question, modality, storage=storage, study_name=study, timeout=timeout, curves=curves,
-                progress=Progress(bar.start, bar.advance), on_trial=on_trial)
+                progress=Progress(bar.start, bar.advance), on_trial=on_trial, context=context)
 
 
 @click.command()
@@ -231,16 +240,14 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
         raise AdvisorError(f"modality {mod.key!r} cannot measure {observable}; it measures "
                            f"{', '.join(mod.observables)}")
     tracker = _tracker(app, tracking_uri)
-    storage_url = _storage(app, storage)
-    from advisor.search import storage_for
-
-    storage_for(storage_url)  # a bad URL fails here, before the bank is built
+    storage_url = _storage(app, storage)  # a bad URL fails here, before the bank is built
     bank, preset_name = _open_bank(app, preset, bank_dir)
     question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
                              target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
                              classifier=classifier, n_trials=trials, n_splits=splits, seed=seed)
     study_name = study or f"plan-{question.key(bank.hash, mod.key)}"
     workspace = app.open_workspace()
+    _prepare_storage(storage_url)
     params = {"command": command, "preset": preset_name or "", "bank_hash": bank.hash, "modality": mod.key,
               "observables": ",".join(question.observables), "max_units": max(question.max_units.values()),
               "max_sessions": question.max_sessions, "target_accuracy": target_accuracy,
@@ -250,7 +257,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
         with _bar(app.consoles.err) as bar:
             doc = _run_plan(app, bank, question, mod, storage=storage_url, study=study_name, timeout=timeout,
-                            curves=not no_curves, run=run, bar=bar)
+                            curves=not no_curves, run=run, bar=bar, tracking_uri=tracker.uri)
         doc.update(title="Recording plan: which learning rule, from what recording?", command=command,
                    bank=bank_document(bank, preset_name), storage=storage_url)
         rec = doc["recommendation"] or doc["best"]
@@ -368,11 +375,9 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     modalities = [load_modality(key) for key in keys]
     tracker = _tracker(app, tracking_uri)
     storage_url = _storage(app, storage)
-    from advisor.search import storage_for
-
-    storage_for(storage_url)
     bank, preset_name = _open_bank(app, preset, bank_dir)
     workspace = app.open_workspace()
+    _prepare_storage(storage_url)
     entries: list[dict[str, Any]] = []
     params = {"command": command, "preset": preset_name or "", "bank_hash": bank.hash,
               "modalities": ",".join(m.key for m in modalities), "observable": observable or "",
@@ -387,18 +392,17 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                 entry: dict[str, Any] = {"name": mod.key, "title": mod.name, "cost_unit": mod.cost_unit,
                                          "feasible": False, "cost": None, "recommendation": None, "best": None,
                                          "reason": None, "trials": [], "pareto": []}
-                try:
-                    question = make_question(bank, mod, observable=observable, max_units=max_units,
-                                             max_sessions=max_sessions, target_accuracy=target_accuracy,
-                                             rules=rules, family=family, heldout=heldout, classifier=classifier,
-                                             n_trials=trials, n_splits=splits, seed=seed)
-                except AdvisorError as e:
-                    entry["reason"] = str(e)
+                if observable is not None and observable not in mod.observables:
+                    entry["reason"] = f"cannot measure {observable}; it measures {', '.join(mod.observables)}"
                     entries.append(entry)
                     continue
+                question = make_question(bank, mod, observable=observable, max_units=max_units,
+                                         max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
+                                         family=family, heldout=heldout, classifier=classifier, n_trials=trials,
+                                         n_splits=splits, seed=seed)
                 doc = _run_plan(app, bank, question, mod, storage=storage_url,
                                 study=f"compare-{question.key(bank.hash, mod.key)}", timeout=timeout, curves=False,
-                                run=run, bar=bar)
+                                run=run, bar=bar, tracking_uri=tracker.uri)
                 rec = doc["recommendation"]
                 entry.update(feasible=doc["feasible"], cost=rec["cost"] if rec else None, recommendation=rec,
                              best=doc["best"], trials=doc["trials"], pareto=doc["pareto"],
@@ -453,6 +457,49 @@ def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> N
     out.print(table)
     out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
     out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
+
+
+# ------------------------------------------------------------------------------------------ worker
+@click.command()
+@click.option("--study", required=True, metavar="NAME", help="The study of a running `advisor plan` to join.")
+@click.option("--storage", default=None, metavar="URL",
+              help="The plan's Optuna storage [default: the journal in the workspace].")
+@click.option("--timeout", type=click.FloatRange(min=0.0, min_open=True), default=None, metavar="SEC",
+              help="Stop starting trials after SEC seconds.")
+@common_options
+def worker(app: App, study: str, storage: str | None, timeout: float | None) -> None:
+    """Add a worker to a running plan's search: it evaluates trials until the study holds enough.
+
+    Start it in a second terminal (or on another machine sharing the storage and the bank) with the study name
+    `advisor plan` printed; the plan finishes sooner and reports every worker's trials. Trials are logged to the
+    plan's MLflow run.
+    """
+    from advisor.search import join_study
+    from advisor.tracking import Tracker
+
+    storage_url = _storage(app, storage)
+    parent: dict[str, Any] = {}
+
+    def on_trial(result: Any, new: bool) -> None:
+        if "run" not in parent:
+            context = parent["context"]
+            tracker = Tracker(app.open_workspace(), context.get("tracking_uri"))
+            parent["run"] = tracker.attach(context["parent_run_id"])
+        parent["run"].log_trial(result.number, _trial_params(result), _trial_metrics(result),
+                                {"advisor.worker": "true"})
+        app.consoles.err.print(f"trial {result.number}: accuracy {result.accuracy:.3f}, cost {result.cost:.1f}",
+                               highlight=False)
+
+    from advisor.search import study_context
+
+    parent["context"] = study_context(storage_url, study)
+    context, n = join_study(storage_url, study, on_trial=on_trial, timeout=timeout)
+    if app.json_output:
+        app.consoles.emit_json({"study": study, "storage": storage_url, "trials": n,
+                                "parent_run_id": context.get("parent_run_id")})
+        return
+    app.consoles.out.print(f"worker finished: {n} trial{'s' if n != 1 else ''} added to study {study}",
+                           highlight=False)
 
 
 # ------------------------------------------------------------------------------------------ runs, report

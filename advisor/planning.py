@@ -246,7 +246,7 @@ class Progress:
 def plan(
     bank: Any, question: Question, modality: Any, *, storage: str, study_name: str, timeout: float | None = None,
     curves: bool = True, progress: Progress | None = None,
-    on_trial: Callable[[TrialResult, bool], None] | None = None,
+    on_trial: Callable[[TrialResult, bool], None] | None = None, context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Search, re-check and analyse; return the plan document (without run id, command or bank)."""
     progress = progress or Progress()
@@ -260,7 +260,7 @@ def plan(
             on_trial(result, new)
 
     trials = run_study(scorer, question, modality, storage=storage, study_name=study_name, on_trial=trial_done,
-                       timeout=timeout)
+                       timeout=timeout, context=context)
     if not trials:
         raise AdvisorError("the search finished no trial (is --timeout too short?)")
     seeds = [question.seed * 1000 + 1001 + i for i in range(VERIFY_SEEDS)]

@@ -20,8 +20,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from typing import Any
 
@@ -219,6 +220,14 @@ def storage_for(url: str) -> Any:
                        f"postgresql+psycopg://user@host/db; got {url!r}")
 
 
+def check_storage(url: str) -> None:
+    """Validate a storage URL before any work: a journal's syntax only (nothing is created), a database by
+    connecting to it (so an unreachable server fails in seconds, before a bank is built)."""
+    if url.startswith("journal:") or ("://" not in url and url.endswith((".log", ".journal"))):
+        return
+    storage_for(url)
+
+
 def _suggest(trial: Any, question: Question, modality: Any) -> dict[str, Any]:
     """Sample one protocol; ranges are fixed per study so TPE sees consistent distributions."""
     observable = trial.suggest_categorical("observable", list(question.observables)) \
@@ -253,55 +262,126 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, quest
                        ci[0] >= question.target_accuracy)
 
 
-def run_study(
-    scorer: Scorer, question: Question, modality: Any, *, storage: str, study_name: str,
-    on_trial: Callable[[TrialResult, bool], None] | None = None,
-    timeout: float | None = None,
-) -> list[TrialResult]:
-    """Run (or resume) the study until it holds ``question.n_trials`` finished trials; return all of them.
-
-    Args:
-        on_trial: called after every trial of this call as ``on_trial(result, new)``; ``new`` is False for the
-            trials a resumed study already held (they are reported first, in order).
-        timeout: stop starting trials after this many seconds (the answer then rests on fewer trials).
-    """
-    import optuna
+def _sampler(question: Question) -> Any:
     from optuna.samplers import TPESampler
+
+    return TPESampler(seed=question.seed, n_startup_trials=min(20, max(5, question.n_trials // 4)),
+                      multivariate=True)
+
+
+def _finished(study: Any) -> list[TrialResult]:
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name, storage=storage_for(storage), directions=["minimize", "maximize"],
-        sampler=TPESampler(seed=question.seed, n_startup_trials=min(20, max(5, question.n_trials // 4)),
-                           multivariate=True),
-        load_if_exists=True,
-    )
-    if study.user_attrs.get("question") not in (None, question.key("", "")):
-        raise AdvisorError(f"study {study_name!r} in {storage} was made for a different question; "
-                           f"pass another --study name")
-    study.set_user_attr("question", question.key("", ""))
-    done: list[TrialResult] = []
-    for frozen in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if "result" in frozen.user_attrs:
-            result = TrialResult.from_dict(frozen.user_attrs["result"])
-            done.append(result)
-            if on_trial:
-                on_trial(result, False)
+    return sorted((TrialResult.from_dict(t.user_attrs["result"])
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if "result" in t.user_attrs), key=lambda t: t.number)
+
+
+def _optimize(study: Any, scorer: Scorer, question: Question, modality: Any, timeout: float | None,
+              on_trial: Callable[[TrialResult, bool], None] | None) -> None:
+    """Add trials until the study holds ``question.n_trials`` finished ones, counting every process's."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
 
     def objective(trial: optuna.Trial) -> tuple[float, float]:
         choice = _suggest(trial, question, modality)
         result = evaluate_choice(choice, scorer, modality, question, trial.number)
         trial.set_constraint("accuracy", question.target_accuracy - result.ci[0])
         trial.set_user_attr("result", result.to_dict())
-        done.append(result)
         if on_trial:
             on_trial(result, True)
         return result.cost, result.accuracy
 
-    remaining = question.n_trials - len(done)
+    remaining = question.n_trials - len(_finished(study))
     if remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout, gc_after_trial=False)
-    return sorted(done, key=lambda t: t.number)
+        stop = MaxTrialsCallback(question.n_trials, states=(TrialState.COMPLETE,))
+        study.optimize(objective, n_trials=remaining, timeout=timeout, gc_after_trial=False, callbacks=[stop])
+
+
+def run_study(
+    scorer: Scorer, question: Question, modality: Any, *, storage: str, study_name: str,
+    on_trial: Callable[[TrialResult, bool], None] | None = None,
+    timeout: float | None = None, context: dict[str, Any] | None = None,
+) -> list[TrialResult]:
+    """Run (or resume, or join) the study until it holds ``question.n_trials`` finished trials; return them all.
+
+    Several processes may run the same study at once (``advisor worker``): each stops when the study as a whole
+    holds enough finished trials, and the result includes every process's trials.
+
+    Args:
+        on_trial: called as ``on_trial(result, new)``: for the trials a resumed study already held first
+            (``new=False``, in order), then for each trial this process runs (``new=True``).
+        timeout: stop starting trials after this many seconds (the answer then rests on fewer trials).
+        context: stored in the study (bank path, modality source, MLflow parent run) so workers can join.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=study_name, storage=storage_for(storage),
+                                directions=["minimize", "maximize"], sampler=_sampler(question), load_if_exists=True)
+    if study.user_attrs.get("question_key") not in (None, question.key("", "")):
+        raise AdvisorError(f"study {study_name!r} in {storage} was made for a different question; "
+                           f"pass another --study name")
+    study.set_user_attr("question_key", question.key("", ""))
+    study.set_user_attr("question", asdict(question))
+    for key, value in (context or {}).items():
+        study.set_user_attr(key, value)
+    for result in _finished(study):
+        if on_trial:
+            on_trial(result, False)
+    _optimize(study, scorer, question, modality, timeout, on_trial)
+    return _finished(study)
+
+
+def question_from_dict(d: dict[str, Any]) -> Question:
+    """The inverse of ``asdict(question)`` (tuples restored)."""
+    return Question(**{**d, "observables": tuple(d["observables"]), "layers": tuple(d["layers"]),
+                       "rules": tuple(d["rules"])})
+
+
+def study_context(storage: str, study_name: str) -> dict[str, Any]:
+    """The context a plan stored in its study (question, bank path, modality, MLflow parent run).
+
+    Raises:
+        AdvisorError: the study does not exist (the message lists those that do) or was not made by a plan.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    backend = storage_for(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
+    if study_name not in names:
+        raise AdvisorError(f"no study {study_name!r} in {storage}; its studies: {', '.join(names) or '(none)'}")
+    attrs = dict(optuna.load_study(study_name=study_name, storage=backend).user_attrs)
+    if "question" not in attrs or "bank_path" not in attrs:
+        raise AdvisorError(f"study {study_name!r} was not started by `advisor plan`; a worker cannot join it")
+    return attrs
+
+
+def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult, bool], None] | None = None,
+               timeout: float | None = None) -> tuple[dict[str, Any], int]:
+    """Add trials to a running study as a worker (``advisor worker``); return its context and the trial count.
+
+    Raises:
+        AdvisorError: the study does not exist (the message lists those that do) or was not made by a plan.
+    """
+    import optuna
+
+    from advisor.cost import load_modality
+    from simulator.bank import load_bank
+
+    attrs = study_context(storage, study_name)
+    study = optuna.load_study(study_name=study_name, storage=storage_for(storage))
+    question = question_from_dict(attrs["question"])
+    # Not the plan's seed: the same seed would propose the plan's own random start-up trials again.
+    study.sampler = _sampler(replace(question, seed=question.seed + 1 + os.getpid()))
+    modality = load_modality(attrs["modality_source"])
+    bank = load_bank(attrs["bank_path"])
+    scorer = make_scorer(bank, question)
+    before = len(_finished(study))
+    _optimize(study, scorer, question, modality, timeout, on_trial)
+    return dict(attrs), len(_finished(study)) - before
 
 
 def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[int]) -> dict[str, Any]:

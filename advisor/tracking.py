@@ -554,6 +554,15 @@ class Tracker:
             raise
         _retry_locked(self._client.set_terminated, parent.run_id, "FINISHED")
 
+    def attach(self, run_id: str) -> ParentRun:
+        """The parent run ``run_id`` (another process's plan), for a worker that adds its trials to it.
+
+        Raises:
+            AdvisorError: ``run_id`` is unknown (one line).
+        """
+        self.get_run(run_id)
+        return ParentRun(self._client, self._experiment_id(), run_id)
+
     def fail_stale_runs(self) -> list[str]:
         """Mark FAILED the runs of this experiment left RUNNING by a process of this host that no longer exists.
 

@@ -1,0 +1,258 @@
+"""`advisor plan`, `compare`, `runs` and `report` end to end on a small bank: JSON, files, MLflow, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cli_helpers import assert_one_error_line
+from click.testing import CliRunner, Result
+
+from advisor.cli import cli
+
+FAST = ["--trials", "8", "--splits", "3", "--no-curves"]
+REC_KEYS = {"observable", "n_units", "n_sessions", "noise", "layers", "cost", "accuracy", "ci"}
+
+
+@pytest.fixture(autouse=True)
+def _no_tracking_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+def _invoke(args: list[str]) -> Result:
+    return CliRunner().invoke(cli, args, catch_exceptions=False)
+
+
+def _plan(bank: Any, workspace: Path, *extra: str) -> dict[str, Any]:
+    result = _invoke(["plan", "--bank", str(bank.path), "--workspace", str(workspace), *FAST,
+                      "--target-accuracy", "0.6", *extra, "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def planned(plan_bank: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    workspace = tmp_path_factory.mktemp("plan-ws")
+    return workspace, _plan(plan_bank, workspace, "--observable", "activations")
+
+
+def test_plan_json_has_the_documented_keys_and_writes_reports(planned: tuple[Path, dict[str, Any]]) -> None:
+    workspace, doc = planned
+    assert {"feasible", "recommendation", "run_id", "reports", "best", "pareto", "trials", "control"} <= set(doc)
+    assert isinstance(doc["feasible"], bool)
+    rec = doc["recommendation"] or doc["best"]
+    assert REC_KEYS <= set(rec)
+    assert rec["observable"] == "activations"
+    assert rec["ci"][0] <= rec["accuracy"] <= rec["ci"][1]
+    assert len(doc["trials"]) == 8
+    assert set(doc["reports"]) == {"md", "html", "pdf"}
+    for path in doc["reports"].values():
+        assert Path(path).is_file() and Path(path).stat().st_size > 0
+        assert Path(path).is_relative_to(workspace / "reports" / doc["run_id"])
+    assert Path(doc["reports"]["pdf"]).read_bytes().startswith(b"%PDF")
+    assert (workspace / "mlflow" / "mlflow.db").is_file()
+    assert (workspace / "studies" / "journal.log").is_file()
+
+
+def test_a_feasible_plan_was_rechecked_and_meets_the_target(planned: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = planned
+    assert doc["feasible"], "the plan bank is built so that target 0.6 is reachable"
+    rec = doc["recommendation"]
+    assert rec["ci"][0] >= 0.6
+    assert doc["verification"]["meets_target"] is True
+    assert doc["verification"]["accuracy"] >= 0.6
+    cheaper_feasible = [t for t in doc["trials"] if t["feasible"] and t["cost"] < rec["cost"]]
+    rejected = {json.dumps(r["trial"], sort_keys=True) for r in doc["rejected_by_recheck"]}
+    for t in cheaper_feasible:  # any cheaper feasible protocol must have failed the fresh-seed re-check
+        assert any(r["trial"]["number"] == t["number"] for r in doc["rejected_by_recheck"]), (t, rejected)
+
+
+def test_same_command_same_recommendation(plan_bank: Any, planned: tuple[Path, dict[str, Any]],
+                                          tmp_path: Path) -> None:
+    workspace, first = planned
+    again = _plan(plan_bank, workspace, "--observable", "activations")  # resumes the study: no new trial
+    fresh = _plan(plan_bank, tmp_path, "--observable", "activations")  # a new study with the same seed
+    for doc in (again, fresh):
+        assert doc["recommendation"] == first["recommendation"]
+        assert [t["accuracy"] for t in doc["trials"]] == [t["accuracy"] for t in first["trials"]]
+    assert again["run_id"] != first["run_id"]
+
+
+def test_runs_list_show_and_report(planned: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
+    workspace, doc = planned
+    listed = _invoke(["runs", "list", "--workspace", str(workspace), "--json"])
+    assert listed.exit_code == 0, listed.stderr
+    rows = json.loads(listed.stdout)["runs"]
+    row = next(r for r in rows if r["run_id"] == doc["run_id"])
+    assert row["kind"] == "plan" and row["status"] == "FINISHED"
+    assert row["accuracy"] == pytest.approx((doc["recommendation"] or doc["best"])["accuracy"])
+    assert row["command"].startswith("advisor plan --bank ")
+
+    shown = _invoke(["runs", "show", doc["run_id"], "--workspace", str(workspace), "--json"])
+    assert shown.exit_code == 0, shown.stderr
+    detail = json.loads(shown.stdout)
+    assert detail["question"]["target_accuracy"] == 0.6
+    assert detail["recommendation"] == doc["recommendation"]
+
+    human = _invoke(["runs", "show", doc["run_id"], "--workspace", str(workspace)])
+    assert human.exit_code == 0 and doc["run_id"] in human.stdout
+
+    out = tmp_path / "out"
+    rendered = _invoke(["report", doc["run_id"], "--format", "html", "--out", str(out), "--workspace",
+                        str(workspace), "--json"])
+    assert rendered.exit_code == 0, rendered.stderr
+    html = Path(json.loads(rendered.stdout)["reports"]["html"])
+    assert html == out / "report.html" and "data:image/png;base64," in html.read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]
+
+
+def test_plan_human_output_names_the_recommendation_and_the_files(plan_bank: Any, tmp_path: Path) -> None:
+    result = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), *FAST,
+                      "--target-accuracy", "0.6"])
+    assert result.exit_code == 0, result.stderr
+    assert "Recommendation" in result.stdout or "No protocol" in result.stdout
+    assert "Cost-accuracy Pareto front" in result.stdout
+    assert "report.pdf" in result.stdout and "MLflow run" in result.stdout
+
+
+def test_unreachable_target_says_so_with_the_best_accuracy(plan_bank: Any, tmp_path: Path) -> None:
+    result = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), *FAST,
+                      "--target-accuracy", "1.0", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["feasible"] is False and doc["recommendation"] is None
+    assert doc["best"]["accuracy"] > 0.0
+
+
+def test_compare_modalities_side_by_side(plan_bank: Any, tmp_path: Path) -> None:
+    result = _invoke(["compare", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), "--modalities",
+                      "ephys,spine_imaging", "--observable", "activations", "--trials", "6", "--splits", "3",
+                      "--target-accuracy", "0.6", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    by_name = {m["name"]: m for m in doc["modalities"]}
+    assert set(by_name) == {"ephys", "spine_imaging"}
+    assert by_name["spine_imaging"]["feasible"] is False
+    assert "cannot measure activations" in by_name["spine_imaging"]["reason"]
+    assert len(by_name["ephys"]["trials"]) == 6
+    assert {"name", "feasible", "cost", "recommendation"} <= set(by_name["ephys"])
+    assert doc["run_id"] and Path(doc["reports"]["html"]).is_file()
+
+
+# ------------------------------------------------------------------------------------------- bad input
+BAD = [
+    (["--target-accuracy", "1.5"], ["--target-accuracy", "1.5"]),
+    (["--target-accuracy", "0"], ["--target-accuracy", "0"]),
+    (["--trials", "0"], ["--trials", "0"]),
+    (["--max-units", "100000"], ["--max-units must be at most", "100000"]),
+    (["--max-sessions", "1"], ["--max-sessions must be in [2,", "got 1"]),
+    (["--modality", "nope"], ["nope"]),
+    (["--modality", "spine_imaging", "--observable", "activations"],
+     ["modality 'spine_imaging' cannot measure activations; it measures weights"]),
+    (["--rules", "sgdm,xx"], ["--rules: xx not in the bank"]),
+    (["--rules", ","], ["--rules must name at least one rule"]),
+    (["--heldout", "task"], ["--heldout", "task"]),
+    (["--classifier", "knn"], ["--classifier", "knn"]),
+    (["--storage", "nonsense"], ["--storage must be journal:PATH", "nonsense"]),
+]
+
+
+@pytest.mark.parametrize(("extra", "parts"), BAD, ids=[" ".join(b[0]) for b in BAD])
+def test_plan_bad_input_is_one_line_and_writes_nothing(plan_bank: Any, tmp_path: Path, extra: list[str],
+                                                       parts: list[str]) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    result = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(workspace), *FAST, *extra])
+    assert_one_error_line(result, *parts)
+    assert not (workspace / "reports").exists()
+    assert not list((workspace / "mlflow").glob("artifacts/*")) if (workspace / "mlflow").exists() else True
+
+
+def test_unreachable_tracking_server_fails_fast_before_the_bank(plan_bank: Any, tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    start = time.monotonic()
+    result = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), *FAST,
+                      "--tracking-uri", f"http://127.0.0.1:{port}"])
+    assert time.monotonic() - start < 10
+    assert_one_error_line(result, f"tracking server http://127.0.0.1:{port} is unreachable")
+
+
+@pytest.mark.parametrize("command", [["runs", "show", "0123abcd"], ["report", "0123abcd"]])
+def test_unknown_run_id(tmp_path: Path, command: list[str]) -> None:
+    result = _invoke([*command, "--workspace", str(tmp_path)])
+    assert_one_error_line(result, "unknown run id '0123abcd'")
+
+
+def test_report_unknown_format(tmp_path: Path) -> None:
+    result = _invoke(["report", "abc", "--format", "docx", "--workspace", str(tmp_path)])
+    assert_one_error_line(result, "docx")
+
+
+def test_runs_list_on_an_empty_workspace(tmp_path: Path) -> None:
+    result = _invoke(["runs", "list", "--workspace", str(tmp_path)])
+    assert result.exit_code == 0
+    assert "No runs yet" in result.stdout
+    assert not (tmp_path / "mlflow").exists()
+
+
+# ------------------------------------------------------------------------------------------- mlflow ui
+def test_mlflow_server_on_the_workspace_store_serves_the_plan(planned: tuple[Path, dict[str, Any]]) -> None:
+    """`mlflow ui`/`mlflow server` on the same store shows the same run, read here through its REST API."""
+    workspace, doc = planned
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mlflow_cli = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    command = [mlflow_cli, "server", "--backend-store-uri", f"sqlite:///{workspace / 'mlflow' / 'mlflow.db'}",
+               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        run = None
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                url = f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/get?run_id={doc['run_id']}"
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    run = json.load(response)["run"]
+                break
+            except OSError:
+                time.sleep(0.3)
+        if run is None:
+            pytest.skip(f"mlflow server did not start (exit code {process.poll()})")
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert run["info"]["status"] == "FINISHED"
+        assert params["target_accuracy"] == "0.6" and params["trials"] == "8"
+        assert metrics["accuracy"] == pytest.approx((doc["recommendation"] or doc["best"])["accuracy"])
+        assert tags["advisor.kind"] == "plan"
+        search = urllib.request.Request(
+            f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", method="POST",
+            data=json.dumps({"experiment_ids": [run["info"]["experiment_id"]],
+                             "filter": f"tags.mlflow.parentRunId = '{doc['run_id']}'",
+                             "max_results": 100}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(search, timeout=10) as response:
+            children = json.load(response).get("runs", [])
+        assert len(children) == 8
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
