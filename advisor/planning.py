@@ -123,7 +123,7 @@ def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any)
     repeats = changes.pop("repeats", trial.repeats)
     params = {"observable": trial.observable, "n_units": trial.n_units, "layers": trial.layers,
               "n_sessions": trial.n_sessions, "window": trial.window, "noise_model": modality.noise_model,
-              "noise": float(modality.noise_for(repeats)), "seed": seed, **changes}
+              "noise": float(modality.noise_for(repeats)), "chronic": trial.chronic, "seed": seed, **changes}
     return RecordingProtocol(**params)
 
 
@@ -229,7 +229,6 @@ def trial_document(t: TrialResult | None, cost_unit: str) -> dict[str, Any] | No
     d = t.to_dict()
     d["cost_unit"] = cost_unit
     d["trial"] = t.number
-    d["chronic"] = True
     d["description"] = t.describe()
     return d
 

@@ -101,12 +101,13 @@ class TrialResult:
     ci: tuple[float, float]
     balanced_accuracy: float
     feasible: bool
+    chronic: bool = True
 
     def protocol(self, seed: int) -> RecordingProtocol:
         """The recording protocol of this trial, with the given recording seed."""
         return RecordingProtocol(observable=self.observable, n_units=self.n_units, layers=self.layers,
                                  n_sessions=self.n_sessions, window=self.window, noise_model=self.noise_model,
-                                 noise=self.noise, seed=seed)
+                                 noise=self.noise, chronic=self.chronic, seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -123,7 +124,7 @@ class TrialResult:
             f"within the first {self.window[1]:.0%} of learning"
         return (f"{self.n_units} {what} of {self.observable} ({', '.join(self.layers)}) at {self.n_sessions} "
                 f"sessions {span}, {self.noise_model} noise {self.noise:.3g} ({self.repeats} repeat"
-                f"{'s' if self.repeats != 1 else ''})")
+                f"{'s' if self.repeats != 1 else ''}){'' if self.chronic else ', new units each session'}")
 
 
 @dataclass
@@ -250,16 +251,17 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, quest
                     number: int) -> TrialResult:
     """Score one protocol choice under ``modality``'s noise and cost."""
     noise = float(modality.noise_for(choice["repeats"]))
+    chronic = "chronic" in getattr(modality, "sampling", ("chronic",))  # chronic where the modality can
     protocol = RecordingProtocol(observable=choice["observable"], n_units=choice["n_units"], layers=choice["layers"],
                                  n_sessions=choice["n_sessions"], window=choice["window"],
-                                 noise_model=modality.noise_model, noise=noise, seed=question.seed)
+                                 noise_model=modality.noise_model, noise=noise, chronic=chronic, seed=question.seed)
     scores = scorer.score(protocol)
     cost = float(modality.cost(choice["n_units"], choice["n_sessions"], choice["repeats"]))
     ci = (float(scores.ci[0]), float(scores.ci[1]))
     return TrialResult(number, choice["observable"], choice["n_units"], tuple(choice["layers"]),
                        choice["n_sessions"], tuple(choice["window"]), choice["repeats"], modality.noise_model, noise,
                        cost, float(scores.accuracy), ci, float(scores.balanced_accuracy),
-                       ci[0] >= question.target_accuracy)
+                       ci[0] >= question.target_accuracy, chronic)
 
 
 def _sampler(question: Question) -> Any:
