@@ -410,8 +410,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                              modality=doc["modality"])
                 if not doc["feasible"]:
                     best = doc["best"]
-                    entry["reason"] = (f"best accuracy {best['accuracy']:.2f} (95% CI lower bound "
-                                       f"{best['ci'][0]:.2f}) < target {target_accuracy:.2f}")
+                    entry["reason"] = f"CI lower bound {best['ci'][0]:.2f} < target {target_accuracy:.2f} at best"
                 entries.append(entry)
                 run.log_metrics({f"{mod.key}.feasible": float(doc["feasible"]),
                                  **({f"{mod.key}.cost": rec["cost"], f"{mod.key}.accuracy": rec["accuracy"]}

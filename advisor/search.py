@@ -24,6 +24,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -351,6 +352,10 @@ def study_context(storage: str, study_name: str) -> dict[str, Any]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = storage.removeprefix("journal:") if storage.startswith("journal:") else None
+    if journal is not None and not Path(journal).is_file():
+        raise AdvisorError(f"no study {study_name!r} in {storage}: the journal file does not exist (start the "
+                           f"plan first, with the same workspace or --storage)")
     backend = storage_for(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
     if study_name not in names:
