@@ -526,8 +526,8 @@ def build_preset_bank(
     default=None,
     metavar="ADDRESS",
     help="Train the shards on a Dask cluster: local:N starts N worker processes on this machine, "
-    "tcp://HOST:PORT uses a running `dask scheduler` (needs the lr-advisor[cluster] extra). The bank is the "
-    "same as without it [default: train in this process].",
+    "tcp://HOST:PORT uses a running `dask scheduler` (both need the `cluster` extra, dask[distributed]). The "
+    "bank is the same as without it [default: train in this process].",
 )
 @common_options
 def simulate(app: App, preset: str, seed: int | None, device: str, scheduler: str | None) -> None:
@@ -864,13 +864,6 @@ def _render_evaluation(
 
 
 # ------------------------------------------------------------------------------------------ plan and friends
-def _register_plan_commands() -> None:
-    """``plan``, ``compare``, ``worker``, ``runs`` and ``report`` live in :mod:`advisor.cli_plan` (which imports
-    this module's helpers, so it is imported last)."""
-    from advisor import cli_plan
-
-    for command in (cli_plan.plan, cli_plan.compare, cli_plan.worker, cli_plan.runs, cli_plan.report):
-        cli.add_command(command)
-
-
-_register_plan_commands()
+# ``plan``, ``compare``, ``worker``, ``runs`` and ``report`` live in advisor.cli_plan, which imports this module's
+# helpers and registers its commands on ``cli`` when it finishes loading (whichever module is imported first).
+import advisor.cli_plan  # noqa: E402, F401

@@ -22,6 +22,7 @@ from advisor.cli import (
     OBSERVABLE_CHOICES,
     App,
     build_preset_bank,
+    cli,
     common_options,
     parse_list,
 )
@@ -310,7 +311,8 @@ def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
 
     out.print(_protocol_table("Cost-accuracy Pareto front", doc["pareto"], with_trial=True))
     if doc["insufficient"]:
-        cheaper = [t for t in doc["trials"] if t["description"] in {r["description"] for r in doc["insufficient"]}]
+        numbers = {r["trial"] for r in doc["insufficient"]}
+        cheaper = [t for t in doc["trials"] if t["number"] in numbers]
         out.print(_protocol_table("Would not suffice: cheaper protocols below the target", cheaper,
                                   with_trial=False, target=doc["question"]["target_accuracy"]))
     out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
@@ -441,19 +443,31 @@ def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> N
     from advisor.reports import recommendation_sentence
 
     out.print(recommendation_sentence(doc), highlight=False)
-    table = Table(title="Modalities side by side", title_justify="left", title_style="bold")
-    for col in ("modality", "sufficient", "cost", "accuracy", "95% CI", "protocol / reason"):
-        table.add_column(col, no_wrap=col not in ("protocol / reason",))
+    table = Table(title="Modalities side by side (cheapest sufficient protocol, else the most accurate found)",
+                  title_justify="left", title_style="bold", caption_justify="left")
+    for col in ("modality", "enough", "cost", "acc.", "95% CI", "obs.", "units", "groups", "sessions",
+                "noise (repeats)"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("modality", "enough", "obs.", "groups")
+                         else "right")
+    reasons = []
     for m in sorted(doc["modalities"], key=lambda m: (not m["feasible"], m["cost"] or 0.0)):
-        rec = m["recommendation"]
-        if rec:
-            table.add_row(m["name"], "yes", f"{rec['cost']:.1f} {m['cost_unit']}", f"{rec['accuracy']:.3f}",
-                          f"{rec['ci'][0]:.3f}-{rec['ci'][1]:.3f}", rec["description"], style="green")
+        p = m["recommendation"] or m.get("best")
+        if p is None:
+            table.add_row(m["name"], "no", *(["—"] * 8))
         else:
-            best = m.get("best")
-            table.add_row(m["name"], "no", "—", f"{best['accuracy']:.3f}" if best else "—",
-                          f"{best['ci'][0]:.3f}-{best['ci'][1]:.3f}" if best else "—", m["reason"] or "")
+            span = "" if p["window"][1] >= 1.0 else f" in {p['window'][1]:.0%}"
+            table.add_row(m["name"], "yes" if m["feasible"] else "no", f"{p['cost']:.1f}", f"{p['accuracy']:.3f}",
+                          f"{p['ci'][0]:.2f}-{p['ci'][1]:.2f}", _OBS_SHORT[p["observable"]], str(p["n_units"]),
+                          "".join(_LAYER_SHORT[g] for g in p["layers"]), f"{p['n_sessions']}{span}",
+                          f"{p['noise']:.2g} ({p['repeats']})", style="green" if m["feasible"] else None)
+        if m["reason"]:
+            reasons.append(f"{m['name']}: {m['reason']}")
+    units = sorted({m["cost_unit"] for m in doc["modalities"]})
+    table.caption = (f"cost in {', '.join(units)} per animal; obs.: W weights, A activations, dA activity changes; "
+                     "groups: E early, M middle, D deep")
     out.print(table)
+    for reason in reasons:
+        out.print(f"[bold]Not enough[/bold] {reason}", highlight=False)
     out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
     out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
 
@@ -624,3 +638,8 @@ def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None
         return
     for fmt, path in paths.items():
         app.consoles.out.print(f"{fmt}: {path}", highlight=False, soft_wrap=True)
+
+
+for _command in (plan, compare, worker, runs, report):
+    cli.add_command(_command)
+del _command

@@ -66,7 +66,10 @@ def featurize_recording(recording: Recording, nan_policy: NanPolicy | str = NanP
                              "use nan_policy 'zero' or 'propagate'")
         if policy is NanPolicy.ZERO:
             X = np.where(np.isfinite(X), X, np.float32(0.0))
-    return Features(X, names, recording.curve, recording.sessions, report)
+    curve = recording.curve  # a diverged network's loss is NaN: the control sees it under the same policy
+    if policy is NanPolicy.ZERO:
+        curve = np.where(np.isfinite(curve), curve, np.float32(0.0))
+    return Features(X, names, curve, recording.sessions, report)
 
 
 def featurize(bank: Any, protocol: RecordingProtocol, nan_policy: NanPolicy | str = NanPolicy.ZERO) -> Features:

@@ -70,14 +70,17 @@ def make_question(
                            f"per network); got {max_units}")
     if max_units is not None and max_units < MIN_UNITS:
         raise AdvisorError(f"--max-units must be at least {MIN_UNITS}; got {max_units}")
+    if modality.max_units < MIN_UNITS:
+        raise AdvisorError(f"modality {modality.key!r} records at most {modality.max_units} units; the search needs "
+                           f"at least {MIN_UNITS}")
     if max_sessions is not None and not MIN_SESSIONS <= max_sessions <= n_checkpoints:
         raise AdvisorError(f"--max-sessions must be in [{MIN_SESSIONS}, {n_checkpoints}] for this bank "
                            f"({n_checkpoints} checkpoints); got {max_sessions}")
     unit_cap = {o: min(limits[o], modality.max_units, max_units or limits[o]) for o in observables}
     session_cap = min(n_checkpoints, modality.max_sessions, max_sessions or n_checkpoints)
     if session_cap < MIN_SESSIONS:
-        raise AdvisorError(f"modality {modality.key!r} allows {modality.max_sessions} sessions; the search needs "
-                           f"at least {MIN_SESSIONS}")
+        raise AdvisorError(f"modality {modality.key!r} allows {modality.max_sessions} session"
+                           f"{'s' if modality.max_sessions != 1 else ''}; the search needs at least {MIN_SESSIONS}")
     allowed_layers = tuple(s for s in LAYER_SUBSETS if set(s.split(",")) <= set(modality.layers))
 
     meta = bank.metadata
@@ -90,7 +93,8 @@ def make_question(
     target = "family" if family else "rule"
     labels = set(meta[meta["rule"].astype(str).isin(chosen)][target].astype(str))
     if len(labels) < 2:
-        raise AdvisorError(f"need at least 2 different {target}s to tell apart; got {', '.join(sorted(labels))}")
+        plural = {"rule": "rules", "family": "families"}[target]
+        raise AdvisorError(f"need at least 2 different {plural} to tell apart; got {', '.join(sorted(labels))}")
     if heldout == "architecture" and meta["arch_family"].nunique() < 2:
         raise AdvisorError("--heldout architecture needs a bank with at least 2 architecture families (mlp, "
                            f"conv); this one has only {meta['arch_family'].iloc[0]}")
@@ -145,10 +149,12 @@ def sensitivity_curves(scorer: Scorer, trial: TrialResult, question: Question, m
     curves: dict[str, Any] = {}
     for obs in question.observables:
         rows: dict[str, list[dict[str, Any]]] = {"units": [], "sessions": [], "noise": []}
+        most = min(question.max_units[obs], question.per_group[obs] * len(trial.layers))
         for axis, grid in _grids(trial, question, modality, obs).items():
             for value in grid:
                 key = {"units": "n_units", "sessions": "n_sessions", "noise": "repeats"}[axis]
-                protocol = _protocol_with(trial, modality, question.seed, observable=obs, **{key: value})
+                changes = {"n_units": min(trial.n_units, most), key: value}
+                protocol = _protocol_with(trial, modality, question.seed, observable=obs, **changes)
                 s = scorer.score(protocol)
                 x = float(protocol.noise) if axis == "noise" else value
                 rows[axis].append({"x": x, "accuracy": float(s.accuracy), "ci": [float(v) for v in s.ci],
@@ -209,15 +215,19 @@ def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, m
 
 def insufficient(trials: Sequence[TrialResult], chosen: TrialResult | None, question: Question,
                  n: int = 5) -> list[dict[str, Any]]:
-    """The most accurate infeasible protocols cheaper than the recommendation: what would not suffice."""
+    """What would not suffice: the best protocols money below the recommendation buys (the infeasible part of the
+    Pareto front, most expensive first), then the most accurate other cheaper ones."""
     pool = [t for t in trials if not t.feasible and (chosen is None or t.cost < chosen.cost)]
+    front = [t for t in reversed(pareto_front(pool))]
+    rest = sorted((t for t in pool if t not in front), key=lambda t: -t.accuracy)
     seen, out = set(), []
-    for t in sorted(pool, key=lambda t: -t.accuracy):
+    for t in front + rest:
         if t.protocol(0) in seen:
             continue
         seen.add(t.protocol(0))
         out.append({"description": t.describe(), "accuracy": t.accuracy, "ci": list(t.ci), "cost": t.cost,
-                    "why": f"accuracy lower bound {t.ci[0]:.2f} < target {question.target_accuracy:.2f}"})
+                    "trial": t.number,
+                    "why": f"accuracy lower bound {t.ci[0]:.3f} < target {question.target_accuracy:.3f}"})
         if len(out) >= n:
             break
     return out

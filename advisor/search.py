@@ -208,16 +208,18 @@ def storage_for(url: str) -> Any:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    if url.startswith("journal:"):
-        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    if url.startswith("journal:") or ("://" not in url and url.endswith((".log", ".journal"))):
+        path = url.removeprefix("journal:")
+        try:
+            return JournalStorage(JournalFileBackend(path))
+        except OSError as e:
+            raise AdvisorError(f"--storage {url!r} cannot be opened: {e.strerror or e}: {path}") from None
     if "://" in url:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except Exception as e:  # SQLAlchemy and driver errors vary; the user gets one line
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise AdvisorError(f"--storage {url!r} cannot be opened: {reason}") from None
-    if url.endswith((".log", ".journal")):
-        return JournalStorage(JournalFileBackend(url))
     raise AdvisorError(f"--storage must be journal:PATH, a .log/.journal file or a database URL such as "
                        f"postgresql+psycopg://user@host/db; got {url!r}")
 
@@ -323,10 +325,12 @@ def run_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=study_name, storage=storage_for(storage),
                                 directions=["minimize", "maximize"], sampler=_sampler(question), load_if_exists=True)
-    if study.user_attrs.get("question_key") not in (None, question.key("", "")):
+    modality_blob = json.dumps({k: v for k, v in modality.to_dict().items() if k != "source"}, sort_keys=True)
+    identity = question.key(str(getattr(scorer.bank, "hash", "")), modality_blob)
+    if study.user_attrs.get("question_key") not in (None, identity):
         raise AdvisorError(f"study {study_name!r} in {storage} was made for a different question; "
                            f"pass another --study name")
-    study.set_user_attr("question_key", question.key("", ""))
+    study.set_user_attr("question_key", identity)
     study.set_user_attr("question", asdict(question))
     for key, value in (context or {}).items():
         study.set_user_attr(key, value)
@@ -394,8 +398,8 @@ def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult
 def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[int]) -> dict[str, Any]:
     """Re-evaluate ``trial``'s protocol with fresh seeds: new unit subsets, noise, splits and classifier seeds.
 
-    The accuracy and CI pool every fresh seed's out-of-split predictions (networks × seeds); ``meets_target``
-    asks that the pooled accuracy reach the target.
+    The accuracy and the CI bounds are means over the fresh seeds; ``meets_target`` asks what the search asked:
+    that the lower CI bound reach the target.
     """
     accs, lows, highs = [], [], []
     for s in seeds:
@@ -404,9 +408,9 @@ def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[in
         accs.append(float(scores.accuracy))
         lows.append(float(scores.ci[0]))
         highs.append(float(scores.ci[1]))
-    accuracy = float(np.mean(accs))
-    return {"accuracy": accuracy, "ci": [float(np.mean(lows)), float(np.mean(highs))],
-            "per_seed": accs, "seeds": list(seeds), "meets_target": accuracy >= question.target_accuracy}
+    low = float(np.mean(lows))
+    return {"accuracy": float(np.mean(accs)), "ci": [low, float(np.mean(highs))],
+            "per_seed": accs, "seeds": list(seeds), "meets_target": low >= question.target_accuracy}
 
 
 def recommend(trials: Sequence[TrialResult], bank: Any, question: Question, seeds: Sequence[int],

@@ -1,26 +1,42 @@
-"""Config → population → batched training per shard → trajectory bank on disk (cached, resumable)."""
+"""Config → population → batched training per shard → trajectory bank on disk (cached, resumable).
+
+Shards train in this process, or on a Dask cluster (``scheduler=``, see :mod:`simulator.distributed`); either
+way this process alone writes the bank, shard by shard, and the bank's bytes are the same.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from simulator.bank import BankWriter, TrajectoryBank, bank_is_complete, load_bank
-from simulator.config import GROUPS, SCHEMA_VERSION, SimulationConfig, plan_shards, sample_population
+from simulator.config import GROUPS, SCHEMA_VERSION, ShardSpec, SimulationConfig, plan_shards, sample_population
+from simulator.distributed import connect, parse_scheduler, train_shards
 from simulator.ensemble import train_shard
 from simulator.errors import ConfigError
 from simulator.recording import recording_layout
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(networks_done, networks_total, description)``."""
+
+TORCH_THREADS = 1
+"""Torch intra-op CPU threads while shards train, in this process and on Dask workers alike. It is fixed
+because it is part of the bank's bytes: torch's CPU reductions sum in an order that depends on the thread count,
+so a 2-thread and a 1-thread build differ in the last bits of losses and weights. Parallelism comes from
+training several shards at once (``scheduler="local:N"``), not from threads inside one small ensemble."""
 
 
 @dataclass(frozen=True)
@@ -37,15 +53,41 @@ def bank_path(config: SimulationConfig, banks_dir: Path) -> Path:
     return Path(banks_dir) / f"{config.name}-{config.content_hash()[:12]}"
 
 
-def resolve_device(device: str) -> torch.device:
-    """Check a ``--device`` value. Raises ConfigError for an unknown or unavailable device."""
+def _check_device_name(device: str) -> None:
     if device not in ("cpu", "cuda"):
         raise ConfigError(f"device must be one of cpu, cuda; got {device!r}")
+
+
+def resolve_device(device: str) -> torch.device:
+    """Check a ``--device`` value. Raises ConfigError for an unknown or unavailable device."""
+    _check_device_name(device)
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError(
             "--device cuda: no CUDA device is available (torch.cuda.is_available() is False); use --device cpu"
         )
     return torch.device(device)
+
+
+@contextmanager
+def training_threads() -> Iterator[None]:
+    """Run the body with :data:`TORCH_THREADS` torch CPU threads, restoring the previous count on exit."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _cluster(scheduler: str | None) -> AbstractContextManager[Client | None]:
+    """A Dask client for ``scheduler``, or None (train here) when there is none."""
+    if scheduler is None:
+        return nullcontext()
+    return connect(scheduler)
+
+
+def _label(shard: ShardSpec) -> str:
+    return f"{shard.rule} · {shard.architecture} · {shard.task}"
 
 
 def simulate(
@@ -54,6 +96,7 @@ def simulate(
     *,
     device: str = "cpu",
     progress: ProgressCallback | None = None,
+    scheduler: str | None = None,
 ) -> SimulationResult:
     """Train the population of ``config`` and record it into a bank under ``banks_dir``.
 
@@ -64,11 +107,22 @@ def simulate(
     Args:
         config: the population to simulate.
         banks_dir: the workspace's bank folder.
-        device: ``"cpu"`` or ``"cuda"``.
+        device: ``"cpu"`` or ``"cuda"``; with a ``scheduler``, resolved on each worker.
         progress: called as shards finish.
+        scheduler: train the shards on a Dask cluster instead of in this process: ``"local:N"`` (N worker
+            processes here) or ``"tcp://HOST:PORT"`` (a running scheduler); see :mod:`simulator.distributed`.
+            The bank is byte-identical; its manifest records the scheduler under ``extra``.
+
+    Raises:
+        ConfigError: a bad device or scheduler, an unreachable scheduler, or (from a worker) no CUDA device.
     """
     start = time.perf_counter()
-    dev = resolve_device(device)
+    if scheduler is None:
+        dev = resolve_device(device)
+    else:
+        parse_scheduler(scheduler)  # a bad value fails before anything is read or written
+        _check_device_name(device)  # availability is the workers' to check
+        dev = torch.device(device)
     path = bank_path(config, banks_dir)
     config_hash = config.content_hash()
     if bank_is_complete(path, config_hash):
@@ -79,33 +133,44 @@ def simulate(
 
     specs = sample_population(config)
     shards = plan_shards(config, specs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with BankWriter(path, config.to_dict(), config_hash, len(specs), recording_layout(config)) as writer:
-        done = writer.done_shards()
-        n_done = sum(len(s.networks) for s in shards if s.index in done)
-        if done:
-            log.info("resuming %s: %d of %d shards already built", path, len(done), len(shards))
-        if progress is not None:
-            progress(n_done, len(specs), "resuming" if done else "starting")
-        for shard in shards:
-            if shard.index in done:
-                continue
-            label = f"{shard.rule} · {shard.architecture} · {shard.task}"
+    with _cluster(scheduler) as client:  # connected before anything is written
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with BankWriter(path, config.to_dict(), config_hash, len(specs), recording_layout(config)) as writer:
+            done = writer.done_shards()
+            n_done = sum(len(s.networks) for s in shards if s.index in done)
+            if done:
+                log.info("resuming %s: %d of %d shards already built", path, len(done), len(shards))
             if progress is not None:
-                progress(n_done, len(specs), label)
-            trained = train_shard(config, shard, specs, dev)
-            writer.write_shard(shard.index, shard.networks, trained.arrays, trained.rows)
-            n_done += len(shard.networks)
-            if progress is not None:
-                progress(n_done, len(specs), label)
-        extra = {
-            "checkpoint_steps": [int(s) for s in config.checkpoint_steps()],
-            "groups": list(GROUPS),
-            "schema_version": SCHEMA_VERSION,
-            "device": str(dev),
-            "torch": torch.__version__,
-            "numpy": np.__version__,
-            "n_shards": len(shards),
-        }
-        bank = writer.finalize(time.perf_counter() - start, extra)
+                progress(n_done, len(specs), "resuming" if done else "starting")
+            todo = [shard for shard in shards if shard.index not in done]
+            if client is None:
+                for shard in todo:
+                    if progress is not None:
+                        progress(n_done, len(specs), _label(shard))
+                    with training_threads():
+                        trained = train_shard(config, shard, specs, dev)
+                    writer.write_shard(shard.index, shard.networks, trained.arrays, trained.rows)
+                    n_done += len(shard.networks)
+                    if progress is not None:
+                        progress(n_done, len(specs), _label(shard))
+            else:
+                if progress is not None:
+                    progress(n_done, len(specs), f"training on {scheduler}")
+                for shard, trained in train_shards(client, config, todo, specs, device):
+                    writer.write_shard(shard.index, shard.networks, trained.arrays, trained.rows)
+                    n_done += len(shard.networks)
+                    if progress is not None:
+                        progress(n_done, len(specs), _label(shard))
+            extra = {
+                "checkpoint_steps": [int(s) for s in config.checkpoint_steps()],
+                "groups": list(GROUPS),
+                "schema_version": SCHEMA_VERSION,
+                "device": str(dev),
+                "torch": torch.__version__,
+                "numpy": np.__version__,
+                "n_shards": len(shards),
+            }
+            if scheduler is not None:
+                extra["scheduler"] = scheduler
+            bank = writer.finalize(time.perf_counter() - start, extra)
     return SimulationResult(bank, False, time.perf_counter() - start)

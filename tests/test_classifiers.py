@@ -188,7 +188,8 @@ def test_feature_importances_find_the_informative_feature(key: str) -> None:
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_keys_and_unknown_key() -> None:
     assert CLASSIFIERS.keys() == ["svm", "ridge", "lda", "logreg", "rf", "gbt", "conv1d"]
-    with pytest.raises(ConfigError, match=r"unknown classifier 'xgb'; allowed: conv1d, gbt, lda, logreg, rf, ridge, svm"):
+    allowed = "allowed: conv1d, gbt, lda, logreg, rf, ridge, svm"
+    with pytest.raises(ConfigError, match=rf"unknown classifier 'xgb'; {allowed}"):
         CLASSIFIERS.get("xgb")
     with pytest.raises(ConfigError, match="allowed: conv1d, gbt, lda, logreg, rf, ridge, svm"):
         make_classifier("knn")
