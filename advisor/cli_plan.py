@@ -30,7 +30,7 @@ from advisor.errors import AdvisorError
 
 PLAN_HELDOUT = ("none", "architecture")
 REPORT_FORMATS = ("md", "html", "pdf")
-DEFAULT_TARGET = 0.8
+DEFAULT_TARGET = 0.75
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -255,6 +255,8 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
               "rules": ",".join(question.rules), "target": question.target, "heldout": heldout,
               "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
               "storage": storage_url}
+    join = f"advisor worker --study {study_name}" + (f" --storage {shlex.quote(storage)}" if storage else "")
+    app.consoles.err.print(f"study {study_name} — more workers: {join}", highlight=False, soft_wrap=True)
     with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
         with _bar(app.consoles.err) as bar:
             doc = _run_plan(app, bank, question, mod, storage=storage_url, study=study_name, timeout=timeout,

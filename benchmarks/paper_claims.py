@@ -75,7 +75,7 @@ def main() -> None:
 
     # 1. classifiers x observables at full observation
     claim1: dict[str, dict[str, Any]] = {}
-    for c in ("svm", "rf", "gbt", "conv1d"):
+    for c in ("svm", "ridge", "rf", "gbt", "conv1d"):
         for obs in (*OBSERVABLES, "all"):
             p: RecordingProtocol | list[RecordingProtocol] = [full(o) for o in OBSERVABLES] if obs == "all" \
                 else full(obs)

@@ -97,7 +97,7 @@ def test_catalog_table_lists_every_rule_and_family() -> None:
     text = out.getvalue()
     for key, rule in RULES.items():
         assert key in text and rule.family in text
-    for key in (*ARCHITECTURES, *TASKS, *CURRICULA, "quick", "tiny", "paper", "families"):
+    for key in (*ARCHITECTURES, *TASKS, *CURRICULA, "quick", "standard", "tiny", "paper", "families"):
         assert key in text
     assert "1,056" in text  # the paper preset's networks
     assert err.getvalue() == ""
