@@ -319,6 +319,7 @@ def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
                                   with_trial=False, target=doc["question"]["target_accuracy"]))
     out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
     out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
+    out.print(f"[bold]Study[/bold]: {doc['question']['study']} in {doc['storage']}", highlight=False, soft_wrap=True)
 
 
 _OBS_SHORT = {"weights": "W", "activations": "A", "activity_change": "dA"}

@@ -115,3 +115,29 @@ def test_kill_9_during_plan_then_resume(plan_bank: Any, tmp_path: Path) -> None:
     runs = Tracker(Workspace.open(tmp_path)).list_runs(kind="plan")
     statuses = sorted(r.status for r in runs)
     assert statuses == ["FAILED", "FINISHED"]  # the killed parent run is marked failed, not left running
+
+
+def test_two_plans_on_one_workspace_at_once(plan_bank: Any, tmp_path: Path) -> None:
+    """Same question, same workspace, same moment: one study shared, two finished MLflow runs, nothing corrupt."""
+    from optuna.trial import TrialState
+
+    args = _advisor("plan", "--bank", str(plan_bank.path), "--trials", "20", "--splits", "3", "--no-curves",
+                    "--target-accuracy", "0.6", "--json")
+    procs = [subprocess.Popen(args, env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    docs = []
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-3000:]
+        docs.append(json.loads(out))
+    assert docs[0]["question"]["study"] == docs[1]["question"]["study"]
+    study = _study(tmp_path / "studies" / "journal.log", docs[0]["question"]["study"])
+    assert not study.get_trials(states=(TrialState.FAIL,))
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 20
+
+    from advisor.tracking import Tracker
+    from advisor.workspace import Workspace
+
+    runs = Tracker(Workspace.open(tmp_path)).list_runs(kind="plan")
+    assert sorted(r.status for r in runs) == ["FINISHED", "FINISHED"]
+    assert {r.run_id for r in runs} == {d["run_id"] for d in docs}
