@@ -467,7 +467,8 @@ def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> N
             reasons.append(f"{m['name']}: {m['reason']}")
     units = sorted({m["cost_unit"] for m in doc["modalities"]})
     table.caption = (f"cost in {', '.join(units)} per animal; obs.: W weights, A activations, dA activity changes; "
-                     "groups: E early, M middle, D deep")
+                     "groups: E early, M middle, D deep; noise: Gaussian SD relative to the spread, or Poisson mean "
+                     "spikes per stimulus")
     out.print(table)
     for reason in reasons:
         out.print(f"[bold]Not enough[/bold] {reason}", highlight=False)

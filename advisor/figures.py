@@ -423,7 +423,7 @@ def _draw_compare(container: FigureBase, doc: Doc) -> None:
     ax.set_xlabel(cost_label(units) + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel("identification accuracy (95% CI)")
     ax.set_title("Cost vs. accuracy by recording modality")
-    container.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 6), frameon=False)
+    container.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), frameon=False)
 
 
 def _modalities_missing(doc: Doc) -> str | None:
