@@ -475,7 +475,8 @@ def _render_summary(out: Console, config: SimulationConfig, result: SimulationRe
 
 
 def build_preset_bank(
-    app: App, preset: str, *, seed: int | None = None, device: str = "cpu", scheduler: str | None = None
+    app: App, preset: str, *, seed: int | None = None, device: str = "cpu", scheduler: str | None = None,
+    verify: bool = False,
 ) -> tuple[SimulationConfig, SimulationResult]:
     """Build (or read the cached) bank of ``preset`` in the app's workspace, drawing the progress bar on the
     stderr console. Shared by ``simulate`` and ``evaluate``.
@@ -495,7 +496,9 @@ def build_preset_bank(
 
     workspace.banks.mkdir(parents=True, exist_ok=True)
     with progress_bar(app.consoles.err, f"simulating {config.name}") as progress:
-        result = run_simulation(config, workspace.banks, device=device, progress=progress, scheduler=scheduler)
+        result = run_simulation(config, workspace.banks, device=device, progress=progress, scheduler=scheduler,
+                                verify=verify, on_corrupt=lambda m: app.consoles.err.print(
+                                    f"Warning: {m}", highlight=False, soft_wrap=True))
     return config, result
 
 
@@ -529,15 +532,17 @@ def build_preset_bank(
     "tcp://HOST:PORT uses a running `dask scheduler` (both need the `cluster` extra, dask[distributed]). The "
     "bank is the same as without it [default: train in this process].",
 )
+@click.option("--verify", is_flag=True,
+              help="Check a cached bank's checksums; a corrupt one is reported in one line and rebuilt.")
 @common_options
-def simulate(app: App, preset: str, seed: int | None, device: str, scheduler: str | None) -> None:
+def simulate(app: App, preset: str, seed: int | None, device: str, scheduler: str | None, verify: bool) -> None:
     """Simulate a population of networks into a trajectory bank.
 
     The bank is stored in the workspace's banks/ folder, content-addressed by the preset's settings: running
     the same preset and seed again reads the cached bank instead of training, and an interrupted run resumes
     where it stopped. With --scheduler, the shards train on a Dask cluster and this process writes the bank.
     """
-    config, result = build_preset_bank(app, preset, seed=seed, device=device, scheduler=scheduler)
+    config, result = build_preset_bank(app, preset, seed=seed, device=device, scheduler=scheduler, verify=verify)
     bank = result.bank
     if app.json_output:
         app.consoles.emit_json(

@@ -90,6 +90,17 @@ def _label(shard: ShardSpec) -> str:
     return f"{shard.rule} · {shard.architecture} · {shard.task}"
 
 
+def _verify_problem(bank: TrajectoryBank) -> str | None:
+    """The one-line problem of a bank whose checksums fail, or None."""
+    from simulator.bank import BankError
+
+    try:
+        bank.verify()
+    except BankError as e:
+        return " ".join(str(e).split()).split("; delete the bank")[0]  # the advice does not apply: we rebuild
+    return None
+
+
 def simulate(
     config: SimulationConfig,
     banks_dir: Path,
@@ -97,6 +108,8 @@ def simulate(
     device: str = "cpu",
     progress: ProgressCallback | None = None,
     scheduler: str | None = None,
+    verify: bool = False,
+    on_corrupt: Callable[[str], None] | None = None,
 ) -> SimulationResult:
     """Train the population of ``config`` and record it into a bank under ``banks_dir``.
 
@@ -112,6 +125,9 @@ def simulate(
         scheduler: train the shards on a Dask cluster instead of in this process: ``"local:N"`` (N worker
             processes here) or ``"tcp://HOST:PORT"`` (a running scheduler); see :mod:`simulator.distributed`.
             The bank is byte-identical; its manifest records the scheduler under ``extra``.
+        verify: check a cached bank's SHA-256 checksums (reads it all: about a second per 300 MiB); a bank that
+            fails is reported through ``on_corrupt(message)`` (else logged) and rebuilt.
+        on_corrupt: receives the one-line problem of a corrupt cached bank before it is rebuilt.
 
     Raises:
         ConfigError: a bad device or scheduler, an unreachable scheduler, or (from a worker) no CUDA device.
@@ -127,9 +143,13 @@ def simulate(
     config_hash = config.content_hash()
     if bank_is_complete(path, config_hash):
         bank = load_bank(path)
-        if progress is not None:
-            progress(bank.n_networks, bank.n_networks, "cached")
-        return SimulationResult(bank, True, time.perf_counter() - start)
+        problem = _verify_problem(bank) if verify else None
+        if problem is None:
+            if progress is not None:
+                progress(bank.n_networks, bank.n_networks, "cached")
+            return SimulationResult(bank, True, time.perf_counter() - start)
+        message = f"{problem}; rebuilding it"
+        (on_corrupt or log.warning)(message)
 
     specs = sample_population(config)
     shards = plan_shards(config, specs)
