@@ -259,7 +259,26 @@ def catalog_document() -> dict[str, list[dict[str, Any]]]:
         ],
         "curricula": [{"key": key, "description": c.description} for key, c in CURRICULA.items()],
         "presets": presets,
+        "modalities": _modalities(),
+        "classifiers": [{"key": key, "description": spec.description} for key, spec in _classifiers()],
     }
+
+
+def _modalities() -> list[dict[str, Any]]:
+    from advisor.cost import list_modalities, load_modality
+
+    out = []
+    for key in list_modalities():
+        m = load_modality(key)
+        out.append({"key": key, "name": m.name, "observables": list(m.observables), "noise_model": m.noise_model,
+                    "max_units": int(m.max_units), "max_sessions": int(m.max_sessions), "description": m.description})
+    return out
+
+
+def _classifiers() -> list[tuple[str, Any]]:
+    from advisor.classifiers import CLASSIFIERS
+
+    return CLASSIFIERS.items()
 
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> Any:
@@ -282,10 +301,10 @@ def _fmt_range(lo: float, hi: float) -> str:
 @cli.command()
 @common_options
 def catalog(app: App) -> None:
-    """List rules, architectures, tasks, curricula and presets.
+    """List rules, architectures, tasks, curricula, presets, recording modalities and classifiers.
 
-    Everything that can be simulated. The keys in the first column are the names to use in preset files
-    and options.
+    Everything that can be simulated and recorded. The keys in the first column are the names to use in preset
+    files and options.
     """
     doc = catalog_document()
     if app.json_output:
@@ -325,6 +344,21 @@ def catalog(app: App) -> None:
             "Presets (advisor simulate --preset NAME)",
             ["preset", "networks", "description"],
             [[p["name"], f"{p['n_networks']:,}", p["description"]] for p in doc["presets"]],
+        )
+    )
+    out.print(
+        _table(
+            "Recording modalities (advisor plan --modality NAME)",
+            ["modality", "noise", "max units", "max sessions", "measures"],
+            [[m["key"], m["noise_model"], f"{m['max_units']:,}", str(m["max_sessions"]),
+              ", ".join(m["observables"])] for m in doc["modalities"]],
+        )
+    )
+    out.print(
+        _table(
+            "Classifiers (--classifier NAME)",
+            ["classifier", "description"],
+            [[c["key"], c["description"]] for c in doc["classifiers"]],
         )
     )
 

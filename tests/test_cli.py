@@ -114,7 +114,13 @@ def test_catalog_json() -> None:
     result = _invoke(["catalog", "--json"])
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
-    assert set(doc) == {"rules", "architectures", "tasks", "curricula", "presets"}
+    assert set(doc) == {"rules", "architectures", "tasks", "curricula", "presets", "modalities", "classifiers"}
+    from advisor.classifiers import CLASSIFIERS
+    from advisor.cost import list_modalities
+
+    assert [m["key"] for m in doc["modalities"]] == list_modalities()
+    assert [c["key"] for c in doc["classifiers"]] == CLASSIFIERS.keys()
+    assert next(m for m in doc["modalities"] if m["key"] == "ephys")["observables"] == ["activations"]
     assert [r["key"] for r in doc["rules"]] == list(RULES) and len(doc["rules"]) == 11
     assert [a["key"] for a in doc["architectures"]] == list(ARCHITECTURES) and len(doc["architectures"]) == 7
     assert {t["key"] for t in doc["tasks"]} == set(TASKS)
