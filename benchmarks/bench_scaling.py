@@ -1,10 +1,10 @@
 """Do featurizing and evaluating scale linearly in the number of networks, with bounded memory?
 
 Takes a bank (e.g. the `standard` preset's 512 networks) and times, on 128, 256 and 512 of its networks (every
-k-th network: a strided view of the memory-mapped bank, no copy): the virtual recording + statistics of one protocol (500 units,
-10 sessions, Gaussian noise 0.25) and one evaluation (ridge, ten 75/25 splits). Reports seconds per network at
-each size (linear scaling = flat), the growth of the resident set size while featurizing (bounded memory = it
-grows with the features, not with the bank), and the bank's size on disk.
+k-th network: a strided view of the memory-mapped bank, no copy): the virtual recording + statistics of one
+protocol (500 units, 10 sessions, Gaussian noise 0.25) and one evaluation (ridge, ten 75/25 splits). Reports
+seconds per network at each size (linear scaling = flat), the peak resident set size, and the bank's size on
+disk.
 
     python benchmarks/bench_scaling.py --bank WORKSPACE/banks/standard-... --out FILE.json
 """
