@@ -14,7 +14,7 @@ from simulator.networks import ARCHITECTURES
 from simulator.presets import dump_preset, list_presets, load_preset, preset_dir
 from simulator.rules import RULES
 
-BUILT_IN = ("families", "paper", "quick", "standard", "tiny")
+BUILT_IN = ("architectures", "families", "paper", "quick", "standard", "tiny")
 
 VALID = """\
 name = "small"
