@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -227,18 +228,26 @@ def _spread(block: np.ndarray) -> np.ndarray:
     return np.sqrt(var).astype(np.float32)
 
 
-def virtual_recording(bank: Any, protocol: RecordingProtocol) -> Recording:
-    """Apply ``protocol`` to ``bank`` (a ``simulator.bank.TrajectoryBank``): choose sessions, units and probes
-    with the protocol's seed, add measurement noise, and return the measured values.
+CHUNK_NETWORKS = 64
+"""Networks recorded at a time: memory stays bounded by the chunk, not the bank (results do not depend on it)."""
+
+
+def record_chunks(bank: Any, protocol: RecordingProtocol, chunk: int | None = None
+                  ) -> Iterator[tuple[int, slice, np.ndarray]]:
+    """Apply ``protocol`` to ``bank`` a chunk of networks at a time: yields ``(group_position, networks, values)``
+    with values (n_chunk, S, k_g[, P]) float32, for each recorded group in order and, within it, each chunk.
+
+    Random numbers come from two independent streams of the protocol's seed (unit and probe selection; noise),
+    drawn in network order within each group, so the values do not depend on ``chunk``.
 
     Raises:
         AdvisorError: the protocol asks for more units, sessions or probes than the bank recorded.
     """
+    chunk = chunk or CHUNK_NETWORKS
     arr = bank[protocol.observable]
     protocol.check({protocol.observable: arr.shape})
     n = arr.shape[0]
     sessions = protocol.session_indices(arr.shape[1])
-    group_idx = [GROUPS.index(g) for g in protocol.layers]
     # independent streams: which units are recorded must not depend on the noise model or level
     select_seq, noise_seq = np.random.SeedSequence([protocol.seed, 20201021]).spawn(2)
     rng, noise_rng = np.random.default_rng(select_seq), np.random.default_rng(noise_seq)
@@ -246,21 +255,43 @@ def virtual_recording(bank: Any, protocol: RecordingProtocol) -> Recording:
     if protocol.observable != "weights" and protocol.n_probes is not None:
         probe_sel = np.sort(rng.choice(arr.shape[4], protocol.n_probes, replace=False))
     model = NOISE_MODELS.get(protocol.noise_model)
-    values = []
-    for gi, k in zip(group_idx, protocol.units_per_group(), strict=True):
-        block = np.asarray(arr[:, sessions, gi], dtype=np.float32)  # (N, S, U[, P])
-        if probe_sel is not None:
-            block = block[..., probe_sel]
-        u = block.shape[2]
-        if protocol.chronic:
-            pick = np.argsort(rng.random((n, 1, u)), axis=-1)[..., :k]  # same units every session
-            pick = np.broadcast_to(pick, (n, len(sessions), k))
-        else:
-            pick = np.argsort(rng.random((n, len(sessions), u)), axis=-1)[..., :k]
-        if block.ndim == 4:
-            pick = pick[..., None]
-        chosen = np.take_along_axis(block, pick, axis=2)
-        spread = _spread(block)
-        values.append(model.apply(chosen, float(protocol.noise), spread, noise_rng))
+    for position, (group, k) in enumerate(zip(protocol.layers, protocol.units_per_group(), strict=True)):
+        gi = GROUPS.index(group)
+        for start in range(0, n, chunk):
+            networks = slice(start, min(n, start + chunk))
+            block = np.asarray(arr[networks, sessions, gi], dtype=np.float32)  # (n_chunk, S, U[, P])
+            if probe_sel is not None:
+                block = block[..., probe_sel]
+            m, u = block.shape[0], block.shape[2]
+            if protocol.chronic:
+                pick = np.argsort(rng.random((m, 1, u)), axis=-1)[..., :k]  # same units every session
+                pick = np.broadcast_to(pick, (m, len(sessions), k))
+            else:
+                pick = np.argsort(rng.random((m, len(sessions), u)), axis=-1)[..., :k]
+            if block.ndim == 4:
+                pick = pick[..., None]
+            chosen = np.take_along_axis(block, pick, axis=2)
+            yield position, networks, model.apply(chosen, float(protocol.noise), _spread(block), noise_rng)
+
+
+def learning_curve(bank: Any, protocol: RecordingProtocol) -> np.ndarray:
+    """(N, S, 2) float32: training loss and metric at the protocol's sessions (the control's only input)."""
+    sessions = protocol.session_indices(bank["loss"].shape[1])
     curve = np.stack([np.asarray(bank["loss"])[:, sessions], np.asarray(bank["metric"])[:, sessions]], axis=-1)
-    return Recording(values, sessions, tuple(protocol.layers), curve.astype(np.float32))
+    return curve.astype(np.float32)
+
+
+def virtual_recording(bank: Any, protocol: RecordingProtocol) -> Recording:
+    """Apply ``protocol`` to ``bank`` (a ``simulator.bank.TrajectoryBank``): choose sessions, units and probes
+    with the protocol's seed, add measurement noise, and return the measured values (all networks in memory;
+    ``advisor.features.featurize`` works chunk by chunk instead).
+
+    Raises:
+        AdvisorError: the protocol asks for more units, sessions or probes than the bank recorded.
+    """
+    parts: list[list[np.ndarray]] = [[] for _ in protocol.layers]
+    for position, _, values in record_chunks(bank, protocol):
+        parts[position].append(values)
+    sessions = protocol.session_indices(bank[protocol.observable].shape[1])
+    return Recording([np.concatenate(p, axis=0) for p in parts], sessions, tuple(protocol.layers),
+                     learning_curve(bank, protocol))

@@ -49,3 +49,22 @@ def test_nan_policy_is_applied_and_reported() -> None:
     assert np.isnan(kept.X[..., kept.names.index("deep.raw_kurtosis")]).all()
     with pytest.raises(ValueError, match="36 of 126 feature values are non-finite"):
         featurize_recording(rec, "raise")
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_features_do_not_depend_on_the_chunk_size(tiny_bank: Any, chunk: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """featurize records a chunk of networks at a time (bounded memory); the values are those of one pass."""
+    import advisor.protocol
+
+    bank = tiny_bank.bank
+    for protocol in (RecordingProtocol(n_units=12, n_sessions=4, noise=0.4, seed=7),
+                     RecordingProtocol(n_units=9, n_sessions=3, noise_model="poisson", noise=3.0, chronic=False),
+                     RecordingProtocol(observable="weights", n_units=30, n_sessions=5, noise=0.2)):
+        whole = featurize_recording(virtual_recording(bank, protocol))
+        monkeypatch.setattr(advisor.protocol, "CHUNK_NETWORKS", chunk)
+        chunked = featurize(bank, protocol)
+        monkeypatch.undo()
+        np.testing.assert_array_equal(chunked.X, whole.X)
+        np.testing.assert_array_equal(chunked.curve, whole.curve)
+        assert chunked.nan_report == whole.nan_report
