@@ -694,7 +694,7 @@ def _protocol_document(protocol: Any) -> dict[str, Any]:
 @click.option("--acute", is_flag=True, help="Record fresh units every session (default: chronic, the same units).")
 @click.option("--probes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Probe stimuli shown per session [default: every probe in the bank].")
-@click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="rf", show_default=True,
+@click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="svm", show_default=True,
               help="Classifier that identifies the rule.")
 @click.option("--heldout", type=click.Choice(HELDOUT_CHOICES), default="none", show_default=True,
               help="none: repeated stratified 75/25 splits; architecture/task: leave one out.")

@@ -95,7 +95,7 @@ def test_json_document(eval_bank: Path) -> None:
     assert doc["chance"] == pytest.approx(0.5)
     assert doc["labels"] == ["fa", "sgdm"]
     assert doc["n_networks"] == 12 and doc["target"] == "rule"
-    assert doc["classifier"] == "rf" and doc["heldout"] == "none"
+    assert doc["classifier"] == "svm" and doc["heldout"] == "none"
     cm = doc["confusion_matrix"]
     assert len(cm) == 2 and all(len(row) == 2 for row in cm)
     assert sum(map(sum, cm)) == 3 * 3  # 3 splits x 25% of 12 networks tested
