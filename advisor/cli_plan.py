@@ -282,6 +282,11 @@ def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
 
     out.print(Panel(recommendation_sentence(doc), title="Recommendation" if doc["feasible"] else "No protocol "
                     "within the bounds reaches the target", border_style="green" if doc["feasible"] else "red"))
+    if not doc["feasible"]:
+        out.print("To reach the target: raise --max-units or --max-sessions, try another --modality or observable, "
+                  "lower --target-accuracy, run more --trials, or plan on a larger population (--preset standard "
+                  "doubles the default one; identification still improves with more simulated networks).",
+                  highlight=False)
     rec = doc["recommendation"] or doc["best"]
     unit = rec.get("cost_unit", "")
     table = Table(title="Protocol" if doc["feasible"] else "Most accurate protocol found", title_justify="left",

@@ -135,6 +135,15 @@ def test_unreachable_target_says_so_with_the_best_accuracy(plan_bank: Any, tmp_p
     assert doc["best"]["accuracy"] > 0.0
 
 
+def test_unreachable_target_in_words(plan_bank: Any, tmp_path: Path) -> None:
+    result = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), *FAST,
+                      "--target-accuracy", "1.0"])
+    assert result.exit_code == 0, result.stderr
+    assert "No protocol within the bounds reaches the target" in result.stdout
+    assert "Most accurate protocol found" in result.stdout
+    assert "To reach the target: raise --max-units" in " ".join(result.stdout.split())
+
+
 def test_compare_modalities_side_by_side(plan_bank: Any, tmp_path: Path) -> None:
     result = _invoke(["compare", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), "--modalities",
                       "ephys,spine_imaging", "--observable", "activations", "--trials", "6", "--splits", "3",
