@@ -274,6 +274,12 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     _render_plan(app.consoles.out, doc, reports)
 
 
+def _print_where(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
+    """Where the reports and the MLflow run of a plan or comparison are."""
+    out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
+    out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
+
+
 def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
     from rich.panel import Panel
     from rich.table import Table
@@ -322,8 +328,7 @@ def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
         cheaper = [t for t in doc["trials"] if t["number"] in numbers]
         out.print(_protocol_table("Would not suffice: cheaper protocols below the target", cheaper,
                                   with_trial=False, target=doc["question"]["target_accuracy"]))
-    out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
-    out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
+    _print_where(out, doc, reports)
     out.print(f"[bold]Study[/bold]: {doc['question']['study']} in {doc['storage']}", highlight=False, soft_wrap=True)
 
 
@@ -477,8 +482,7 @@ def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> N
     out.print(table)
     for reason in reasons:
         out.print(f"[bold]Not enough[/bold] {reason}", highlight=False)
-    out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
-    out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
+    _print_where(out, doc, reports)
 
 
 # ------------------------------------------------------------------------------------------ worker

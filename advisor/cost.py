@@ -38,6 +38,7 @@ from typing import Any
 
 from advisor.errors import AdvisorError
 from advisor.protocol import GROUPS, NOISE_MODELS, OBSERVABLES, RecordingProtocol
+from simulator.presets import is_int, is_number, toml_type_name
 
 __all__ = [
     "COST_FORMULA",
@@ -71,14 +72,6 @@ _NUMBERS = ("single_trial_noise", "max_repeats", "max_units", "max_sessions", "s
             "per_unit_repeat_cost")
 _DOCUMENTED = (*_NUMBERS, "layers", "sampling")
 """Fields an ``assumptions`` entry may document: every number, and the two access decisions."""
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _subset_error(key: str, values: Any, allowed: tuple[str, ...]) -> str | None:
@@ -205,12 +198,12 @@ class Modality:
                     f"observables include {unmeasurable[0]!r}")
         for name in ("max_repeats", "max_units", "max_sessions"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 return f"{name} must be an integer >= 1; got {value!r}"
         lo, hi = model.level_range
         lo_text = f"({lo:g}" if lo == 0 else f"[{lo:g}"
         stn = self.single_trial_noise
-        if not (_is_number(stn) and math.isfinite(stn) and lo <= stn <= hi and stn > 0):
+        if not (is_number(stn) and math.isfinite(stn) and lo <= stn <= hi and stn > 0):
             return (f"single_trial_noise must be a number in {lo_text}, {hi:g}] for the {self.noise_model} model "
                     f"({model.level_name}); got {stn!r}")
         best = self.noise_for(self.max_repeats)
@@ -219,7 +212,7 @@ class Modality:
                     f"[{lo:g}, {hi:g}] ({model.level_name}); lower max_repeats or single_trial_noise")
         for name in ("session_overhead", "per_unit_cost", "per_unit_repeat_cost"):
             value = getattr(self, name)
-            if not (_is_number(value) and math.isfinite(value) and value >= 0):
+            if not (is_number(value) and math.isfinite(value) and value >= 0):
                 return f"{name} must be a finite number >= 0 ({self.cost_unit}); got {value!r}"
         if self.per_unit_repeat_cost == 0:
             return "per_unit_repeat_cost must be > 0: every presentation takes acquisition time; got 0"
@@ -255,7 +248,7 @@ class Modality:
         Raises:
             AdvisorError: ``repeats`` is not an integer in [1, max_repeats].
         """
-        if not _is_int(repeats) or not 1 <= repeats <= self.max_repeats:
+        if not is_int(repeats) or not 1 <= repeats <= self.max_repeats:
             raise AdvisorError(f"repeats must be an integer in [1, {self.max_repeats}] for the {self.key} "
                                f"modality; got {repeats!r}")
         return float(self.single_trial_noise * repeats ** _AVERAGING_EXPONENT[self.noise_model])
@@ -277,7 +270,7 @@ class Modality:
                 names the best reachable level).
         """
         lo, hi = NOISE_MODELS.get(self.noise_model).level_range
-        if not (_is_number(noise) and math.isfinite(noise) and lo <= noise <= hi):
+        if not (is_number(noise) and math.isfinite(noise) and lo <= noise <= hi):
             raise AdvisorError(f"noise for the {self.noise_model} model ({self.level_name}) must be in "
                                f"[{lo:g}, {hi:g}]; got {noise!r}")
         exponent = _AVERAGING_EXPONENT[self.noise_model]
@@ -310,7 +303,7 @@ class Modality:
             AdvisorError: an argument is not a positive integer.
         """
         for name, value in (("n_units", n_units), ("n_sessions", n_sessions), ("repeats", repeats)):
-            if not _is_int(value) or value < 1:
+            if not is_int(value) or value < 1:
                 raise AdvisorError(f"{name} must be a positive integer; got {value!r}")
         per_unit = self.per_unit_cost + repeats * self.per_unit_repeat_cost
         return float(n_sessions * (self.session_overhead + n_units * per_unit))
@@ -334,7 +327,7 @@ class Modality:
             raise self._cannot_measure(observable)
         for name, value, limit in (("n_units", n_units, "max_units"), ("n_sessions", n_sessions, "max_sessions")):
             most = getattr(self, limit)
-            if not _is_int(value) or not 1 <= value <= most:
+            if not is_int(value) or not 1 <= value <= most:
                 raise AdvisorError(f"{name} must be an integer in [1, {most}] for the {self.key} modality "
                                    f"({limit}); got {value!r}")
         layers = tuple(layers)
@@ -385,7 +378,7 @@ class Modality:
                 message names the ones it can).
         """
         for name, value in (("max_units", max_units), ("max_sessions", max_sessions)):
-            if value is not None and (not _is_int(value) or value < 1):
+            if value is not None and (not is_int(value) or value < 1):
                 raise AdvisorError(f"{name} must be a positive integer; got {value!r}")
         if observable is not None and observable not in OBSERVABLES:
             raise AdvisorError(f"observable must be one of {', '.join(OBSERVABLES)}; got {observable!r}")
@@ -448,26 +441,17 @@ _TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "layers": ("an array of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
     "sampling": ("an array of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
     "noise_model": ("a string", lambda v: isinstance(v, str)),
-    "single_trial_noise": ("a number", _is_number),
-    "max_repeats": ("an integer", _is_int),
-    "max_units": ("an integer", _is_int),
-    "max_sessions": ("an integer", _is_int),
-    "session_overhead": ("a number", _is_number),
-    "per_unit_cost": ("a number", _is_number),
-    "per_unit_repeat_cost": ("a number", _is_number),
+    "single_trial_noise": ("a number", is_number),
+    "max_repeats": ("an integer", is_int),
+    "max_units": ("an integer", is_int),
+    "max_sessions": ("an integer", is_int),
+    "session_overhead": ("a number", is_number),
+    "per_unit_cost": ("a number", is_number),
+    "per_unit_repeat_cost": ("a number", is_number),
     "cost_unit": ("a string", lambda v: isinstance(v, str)),
     "assumptions": ("a table of field = \"sentence\" (an [assumptions] section)", lambda v: isinstance(v, dict)),
 }
 _OPTIONAL = ("layers", "sampling", "cost_unit", "assumptions")
-
-
-def _type_name(value: Any) -> str:
-    """The TOML name of a parsed value's type, for error messages."""
-    for kind, name in ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
-                       (list, "an array"), (dict, "a table")):
-        if isinstance(value, kind):
-            return name
-    return "a date/time"
 
 
 def modality_dir() -> Path:
@@ -532,7 +516,7 @@ def load_modality(name_or_path: str | os.PathLike[str]) -> Modality:
             raise AdvisorError(f"{file}: unknown key {key!r}{hint}; allowed: {', '.join(_TYPES)}")
         expected, ok = _TYPES[key]
         if not ok(value):
-            raise AdvisorError(f"{file}: {key} must be {expected}; got {value!r} ({_type_name(value)})")
+            raise AdvisorError(f"{file}: {key} must be {expected}; got {value!r} ({toml_type_name(value)})")
     missing = [k for k in _TYPES if k not in data and k not in _OPTIONAL]
     if missing:
         raise AdvisorError(f"{file}: missing required key{'s' * (len(missing) > 1)} {', '.join(missing)}")

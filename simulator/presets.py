@@ -56,8 +56,8 @@ __all__ = ["dump_preset", "list_presets", "load_preset", "preset_dir"]
 Converter = Callable[[Any, str, str], Any]  # (value, dotted key, file) -> converted value
 
 
-def _type_name(value: Any) -> str:
-    """The TOML name of a parsed value's type, for error messages."""
+def toml_type_name(value: Any) -> str:
+    """The TOML name of a parsed value's type, for error messages (shared with ``advisor.cost``)."""
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int):
@@ -76,14 +76,16 @@ def _type_name(value: Any) -> str:
 
 
 def _got(value: Any) -> str:
-    return f"got {value!r} ({_type_name(value)})"
+    return f"got {value!r} ({toml_type_name(value)})"
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An integer, not a boolean (TOML booleans are Python bools, a subclass of int)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """An integer or a float, not a boolean."""
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
@@ -94,7 +96,7 @@ def _str(value: Any, key: str, file: str) -> str:
 
 
 def _int(value: Any, key: str, file: str) -> int:
-    if not _is_int(value):
+    if not is_int(value):
         raise ConfigError(f"{file}: {key} must be an integer; {_got(value)}")
     return int(value)
 
@@ -106,13 +108,13 @@ def _str_list(value: Any, key: str, file: str) -> tuple[str, ...]:
 
 
 def _int_list(value: Any, key: str, file: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(_is_int(v) for v in value):
+    if not isinstance(value, list) or not all(is_int(v) for v in value):
         raise ConfigError(f"{file}: {key} must be an array of integers; {_got(value)}")
     return tuple(int(v) for v in value)
 
 
 def _float_pair(value: Any, key: str, file: str) -> tuple[float, float]:
-    if not isinstance(value, list) or len(value) != 2 or not all(_is_number(v) for v in value):
+    if not isinstance(value, list) or len(value) != 2 or not all(is_number(v) for v in value):
         raise ConfigError(f"{file}: {key} must be a pair of numbers [low, high]; {_got(value)}")
     return (float(value[0]), float(value[1]))
 
