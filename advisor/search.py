@@ -283,25 +283,34 @@ def _finished(study: Any) -> list[TrialResult]:
 
 
 def _optimize(study: Any, scorer: Scorer, question: Question, modality: Any, timeout: float | None,
-              on_trial: Callable[[TrialResult, bool], None] | None) -> None:
-    """Add trials until the study holds ``question.n_trials`` finished ones, counting every process's."""
+              on_trial: Callable[[TrialResult, bool], None] | None) -> int:
+    """Add trials until the study holds ``question.n_trials`` finished ones, counting every process's.
+
+    Returns:
+        How many trials this process finished (other processes' trials are not counted).
+    """
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    done = 0
+
     def objective(trial: optuna.Trial) -> tuple[float, float]:
+        nonlocal done
         choice = _suggest(trial, question, modality)
         result = evaluate_choice(choice, scorer, modality, question, trial.number)
         trial.set_constraint("accuracy", question.target_accuracy - result.ci[0])
         trial.set_user_attr("result", result.to_dict())
         if on_trial:
             on_trial(result, True)
+        done += 1
         return result.cost, result.accuracy
 
     remaining = question.n_trials - len(_finished(study))
     if remaining > 0:
         stop = MaxTrialsCallback(question.n_trials, states=(TrialState.COMPLETE,))
         study.optimize(objective, n_trials=remaining, timeout=timeout, gc_after_trial=False, callbacks=[stop])
+    return done
 
 
 def run_study(
@@ -372,7 +381,7 @@ def study_context(storage: str, study_name: str) -> dict[str, Any]:
 
 def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult, bool], None] | None = None,
                timeout: float | None = None) -> tuple[dict[str, Any], int]:
-    """Add trials to a running study as a worker (``advisor worker``); return its context and the trial count.
+    """Add trials to a running study as a worker (``advisor worker``); return its context and how many trials it ran.
 
     Raises:
         AdvisorError: the study does not exist (the message lists those that do) or was not made by a plan.
@@ -390,9 +399,7 @@ def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult
     modality = load_modality(attrs["modality_source"])
     bank = load_bank(attrs["bank_path"])
     scorer = make_scorer(bank, question)
-    before = len(_finished(study))
-    _optimize(study, scorer, question, modality, timeout, on_trial)
-    return dict(attrs), len(_finished(study)) - before
+    return dict(attrs), _optimize(study, scorer, question, modality, timeout, on_trial)
 
 
 def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[int]) -> dict[str, Any]:

@@ -85,7 +85,9 @@ def test_workers_join_a_running_plan(plan_bank: Any, tmp_path: Path) -> None:
                                   filter_string=f"tags.mlflow.parentRunId = '{doc['run_id']}'", max_results=500)
     by_worker = [r for r in children if r.data.tags.get("advisor.worker") == "true"]
     assert len(by_worker) == sum(added)
-    assert len(children) >= 40
+    # each finished trial has exactly one nested run, whichever process ran it
+    logged = sorted(int(r.data.tags["advisor.trial"]) for r in children)
+    assert logged == sorted(t.number for t in complete)
 
 
 def test_kill_9_during_plan_then_resume(plan_bank: Any, tmp_path: Path) -> None:
