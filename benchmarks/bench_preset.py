@@ -2,6 +2,7 @@
 of the cached second run.
 
     python benchmarks/bench_preset.py --preset quick --out bench-out/quick.json
+    python benchmarks/bench_preset.py --preset paper --out bench-out/paper.json --workspace /data/ws-paper
 """
 
 from __future__ import annotations
@@ -47,9 +48,13 @@ def main() -> None:
     parser.add_argument("--preset", default="quick")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--workspace", type=Path, default=None,
+                        help="an empty workspace to build in and keep (default: a temporary one, removed after)")
     args = parser.parse_args()
+    if args.workspace is not None and args.workspace.exists() and any(args.workspace.iterdir()):
+        parser.error(f"--workspace {args.workspace} is not empty: the cold run must start from nothing")
     with tempfile.TemporaryDirectory() as tmp:
-        ws = Path(tmp)
+        ws = args.workspace or Path(tmp)
         cold_s, first = run(args.preset, ws, args.device)
         peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         warm_s, second = run(args.preset, ws, args.device)
