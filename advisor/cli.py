@@ -20,6 +20,7 @@ import errno
 import functools
 import math
 import os
+import shlex
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -508,6 +509,28 @@ def _render_summary(out: Console, config: SimulationConfig, result: SimulationRe
     out.print(facts)
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+HINT_MIN_CORES = 4
+"""From this many usable cores on, a local one-core build says how to use them (on 2 vCPUs, two one-thread
+processes were slower than one here: see the README)."""
+
+
+def _one_core_hint(preset: str) -> str | None:
+    cores = usable_cores()
+    if cores < HINT_MIN_CORES:
+        return None
+    return (f"Note: shards train one at a time on one core of this machine's {cores}; `advisor simulate "
+            f"--preset {shlex.quote(preset)} --scheduler local:{cores}` (pip install 'lr-advisor[cluster]') trains "
+            f"{cores} at once into the same bank")
+
+
 def build_preset_bank(
     app: App, preset: str, *, seed: int | None = None, device: str = "cpu", scheduler: str | None = None,
     verify: bool = False,
@@ -526,10 +549,20 @@ def build_preset_bank(
         check_device(device)
     workspace = app.open_workspace()
 
+    from simulator.pipeline import CACHED
     from simulator.pipeline import simulate as run_simulation
 
     workspace.banks.mkdir(parents=True, exist_ok=True)
-    with progress_bar(app.consoles.err, f"simulating {config.name}") as progress:
+    with progress_bar(app.consoles.err, f"simulating {config.name}") as bar:
+        hint = _one_core_hint(preset) if scheduler is None and device == "cpu" else None
+
+        def progress(done: int, total: int, description: str) -> None:
+            nonlocal hint
+            if hint is not None and description != CACHED:  # training starts
+                app.consoles.err.print(hint, highlight=False, soft_wrap=True, markup=False)
+            hint = None
+            bar(done, total, description)
+
         result = run_simulation(config, workspace.banks, device=device, progress=progress, scheduler=scheduler,
                                 verify=verify, on_corrupt=lambda m: app.consoles.err.print(
                                     f"Warning: {m}", highlight=False, soft_wrap=True))

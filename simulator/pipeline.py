@@ -48,6 +48,10 @@ class SimulationResult:
     seconds: float
 
 
+CACHED = "cached"
+"""The progress label of a bank read from the cache (nothing trains)."""
+
+
 def bank_path(config: SimulationConfig, banks_dir: Path) -> Path:
     """Where the bank of ``config`` lives: content-addressed by the config hash (and schema version)."""
     return Path(banks_dir) / f"{config.name}-{config.content_hash()[:12]}"
@@ -146,7 +150,7 @@ def simulate(
         problem = _verify_problem(bank) if verify else None
         if problem is None:
             if progress is not None:
-                progress(bank.n_networks, bank.n_networks, "cached")
+                progress(bank.n_networks, bank.n_networks, CACHED)
             return SimulationResult(bank, True, time.perf_counter() - start)
         message = f"{problem}; rebuilding it"
         (on_corrupt or log.warning)(message)

@@ -387,3 +387,27 @@ def test_simulate_summary_on_the_default_console(tiny_bank: SimulationResult, ti
     result = _invoke(["simulate", "--preset", "tiny", "--workspace", str(tiny_workspace)])
     assert result.exit_code == 0, result.stderr
     assert "sgdm" in result.stdout and "fa" in result.stdout and "Final performance" in result.stdout
+
+
+@pytest.mark.parametrize(("cores", "hinted"), [(8, True), (2, False)])
+def test_a_one_core_build_on_a_many_core_machine_says_how_to_use_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, hinted: bool
+) -> None:
+    import advisor.cli as cli_module
+
+    monkeypatch.setattr(cli_module, "usable_cores", lambda: cores)
+    consoles, out, err = _consoles()
+    args = ["simulate", "--preset", "tiny", "--seed", "5", "--json", "--workspace", str(tmp_path)]
+    assert _invoke(args, obj=consoles).exit_code == 0
+    hint = ("Note: shards train one at a time on one core of this machine's 8; `advisor simulate --preset tiny "
+            "--scheduler local:8` (pip install 'lr-advisor[cluster]') trains 8 at once into the same bank")
+    assert (hint in err.getvalue()) is hinted
+    assert "Note:" not in out.getvalue()
+    if hinted:  # a cached bank trains nothing, so it says nothing
+        consoles, _, err = _consoles()
+        assert _invoke(args, obj=consoles).exit_code == 0
+        assert "Note:" not in err.getvalue()
+        consoles, _, err = _consoles()
+        assert _invoke(["simulate", "--preset", "tiny", "--seed", "6", "--device", "cpu", "--scheduler", "local:1",
+                        "--json", "--workspace", str(tmp_path / "dask")], obj=consoles).exit_code == 0
+        assert "Note:" not in err.getvalue()
