@@ -29,23 +29,29 @@ def main() -> None:
     from advisor.planning import bank_limits
     from advisor.protocol import RecordingProtocol
     from simulator.bank import load_bank
+    from simulator.networks import ARCHITECTURES
 
     bank = load_bank(args.bank)
     meta = bank.metadata
     y = meta["rule"].astype(str).to_numpy()
     arch = meta["architecture"].astype(str).to_numpy()
     family = meta["arch_family"].astype(str).to_numpy()
+    nonlinearity = np.array([ARCHITECTURES[a].activation for a in arch])
     rows = []
     for obs in ("activations", "activity_change"):
         features = featurize(bank, RecordingProtocol(observable=obs, n_units=bank_limits(bank)[obs], n_sessions=10,
                                                      noise_model="none"))
         for held in sorted(set(arch)):
             test = arch == held
+            seen: list[np.ndarray] = []
             for train_on, train in (("all other architectures", ~test),
                                     ("the other family only", family != family[test][0]),
-                                    ("the same family only", (family == family[test][0]) & ~test)):
-                if len(set(y[train])) < len(set(y)):
+                                    ("the same family only", (family == family[test][0]) & ~test),
+                                    ("the same nonlinearity only", (nonlinearity == nonlinearity[test][0]) & ~test)):
+                # a training set needs every rule, and one the same as an earlier row's adds nothing
+                if len(set(y[train])) < len(set(y)) or any(np.array_equal(train, s) for s in seen):
                     continue
+                seen.append(train)
                 model = make_classifier(args.classifier, random_state=0).fit(features.X[train], y[train])
                 control = make_classifier(args.classifier, random_state=0).fit(features.curve[train], y[train])
                 correct = (model.predict(features.X[test]) == y[test]).astype(float)
