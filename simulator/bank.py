@@ -80,6 +80,13 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """Write all of ``data`` at ``offset`` of ``fd`` (``os.pwrite`` may write less than asked)."""
+    while data:
+        n = os.pwrite(fd, data, offset)
+        data, offset = data[n:], offset + n
+
+
 def _fsync_dir(path: Path) -> None:
     """Make a rename inside ``path`` durable (best effort: some filesystems refuse to fsync directories)."""
     try:
@@ -512,7 +519,7 @@ class BankWriter:
     def finalize(self, seconds: float, extra: dict | None = None) -> TrajectoryBank:
         """Assemble the committed shards into the final bank, then release the lock.
 
-        Each ``arrays/<name>.npy`` is filled shard by shard through a memory map (at most one shard in RAM),
+        Each ``arrays/<name>.npy`` is filled shard by shard with positioned writes (at most one shard in RAM),
         fsynced, hashed and renamed into place; then ``metadata.json``; then ``manifest.json`` with
         ``complete = true`` (the commit point); then ``shards/`` is removed.
 
@@ -558,32 +565,42 @@ class BankWriter:
         arrays_dir = self.path / ARRAYS_DIR
         arrays_dir.mkdir(exist_ok=True)
         tmp_paths = {name: arrays_dir / f"{name}.npy{TMP_SUFFIX}" for name in self.layout}
-        maps: dict[str, np.memmap] = {}
+        # Rows are written with pwrite, not through a writable memory map: a map's dirty pages count towards
+        # this process's resident memory until it is unmapped, so filling the paper preset's 1.4 GB bank through
+        # maps peaked at 1.9 GB; this way at most one shard's array is in memory.
+        files: dict[str, tuple[IO[bytes], int, int]] = {}  # name -> (file, data offset, bytes per network)
         try:
             for name, (shape, dtype) in self.layout.items():
-                maps[name] = np.lib.format.open_memmap(
+                header = np.lib.format.open_memmap(
                     tmp_paths[name], mode="w+", dtype=np.dtype(dtype), shape=(self.n_networks, *shape)
-                )
+                )  # writes the .npy header and sizes the (sparse) file; no page is touched
+                offset = int(header.offset)
+                del header
+                row_bytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+                files[name] = (open(tmp_paths[name], "r+b"), offset, row_bytes)  # closed below
             for index in sorted(shards):
                 sel = np.asarray(shards[index]["network_indices"], dtype=np.int64)
                 with np.load(self._shard_npz(index), allow_pickle=False) as npz:
-                    for name, mm in maps.items():
+                    for name, (f, offset, row_bytes) in files.items():
+                        shape, dtype = self.layout[name]
                         data = npz[name]
-                        if data.shape != (sel.size, *mm.shape[1:]) or data.dtype != mm.dtype:
+                        if data.shape != (sel.size, *shape) or data.dtype != np.dtype(dtype):
                             raise BankError(
                                 f"bank {self.path}: shard {self._shard_npz(index)} holds {name!r} as "
-                                f"{data.dtype}{data.shape}, expected {mm.dtype}{(sel.size, *mm.shape[1:])}; "
+                                f"{data.dtype}{data.shape}, expected {np.dtype(dtype)}{(sel.size, *shape)}; "
                                 f"delete it and build again"
                             )
-                        mm[sel] = data
+                        data = np.ascontiguousarray(data)
+                        for j, i in enumerate(sel.tolist()):
+                            _pwrite_all(f.fileno(), memoryview(data[j : j + 1]).cast("B"), offset + i * row_bytes)
                         del data
             manifest_arrays: dict[str, dict[str, Any]] = {}
-            for name, mm in list(maps.items()):
-                mm.flush()
-                del maps[name], mm
+            for name, (f, _, _) in list(files.items()):
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                del files[name]
                 tmp = tmp_paths[name]
-                with open(tmp, "rb+") as f:
-                    os.fsync(f.fileno())
                 shape, dtype = self.layout[name]
                 manifest_arrays[name] = {
                     "shape": [self.n_networks, *shape],
@@ -595,7 +612,8 @@ class BankWriter:
                 os.replace(tmp, arrays_dir / f"{name}.npy")
             _fsync_dir(arrays_dir)
         except BaseException:
-            maps.clear()
+            for f, _, _ in files.values():
+                f.close()
             for tmp in tmp_paths.values():
                 tmp.unlink(missing_ok=True)
             raise

@@ -123,6 +123,25 @@ def test_dtype_cast_and_integer_layout(tmp_path: Path) -> None:
     assert list(bank.metadata["i"]) == [0, 1]
 
 
+def test_array_files_are_exactly_what_np_save_writes(tmp_path: Path) -> None:
+    """finalize writes rows in place; the files must be the standard .npy of the assembled arrays, byte for byte
+    (a per-network scalar and a float16 block included)."""
+    import io
+
+    layout = {**LAYOUT, "final": ((), "float64")}
+    arrays, rows = make_data()
+    arrays["final"] = np.arange(N, dtype=np.float64) / 7
+    with BankWriter(tmp_path / "b", CONFIG, HASH, N, layout) as w:
+        for shard in (2, 0, 1):
+            idx = SHARDS[shard]
+            w.write_shard(shard, idx, {k: v[idx] for k, v in arrays.items()}, [rows[i] for i in idx])
+        w.finalize(0.0)
+    for name, (_, dtype) in layout.items():
+        expected = io.BytesIO()
+        np.save(expected, arrays[name].astype(dtype))
+        assert (tmp_path / "b" / "arrays" / f"{name}.npy").read_bytes() == expected.getvalue(), name
+
+
 @settings(max_examples=15, deadline=None)
 @given(data=st.data())
 def test_round_trip_any_partition(data: st.DataObject) -> None:
