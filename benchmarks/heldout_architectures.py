@@ -36,7 +36,7 @@ def main() -> None:
     y = meta["rule"].astype(str).to_numpy()
     arch = meta["architecture"].astype(str).to_numpy()
     family = meta["arch_family"].astype(str).to_numpy()
-    nonlinearity = np.array([ARCHITECTURES[a].activation for a in arch])
+    nonlinearity = np.array([ARCHITECTURES.get(a).activation for a in arch])
     rows = []
     for obs in ("activations", "activity_change"):
         features = featurize(bank, RecordingProtocol(observable=obs, n_units=bank_limits(bank)[obs], n_sessions=10,
@@ -70,7 +70,7 @@ def main() -> None:
     for r in rows:
         table.add_row(r["observable"], r["held_out"], f"{r['train_on']} ({r['train_networks']})",
                       f"{r['accuracy']:.2f} ({r['ci'][0]:.2f}-{r['ci'][1]:.2f})", f"{r['control']:.2f}")
-    Console().print(table)
+    Console(width=140).print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"bank": str(args.bank), "classifier": args.classifier, "rows": rows},
                                    indent=2) + "\n")
