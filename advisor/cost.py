@@ -38,7 +38,7 @@ from typing import Any
 
 from advisor.errors import AdvisorError
 from advisor.protocol import GROUPS, NOISE_MODELS, OBSERVABLES, RecordingProtocol
-from simulator.presets import is_int, is_number, toml_type_name
+from simulator.presets import is_int, is_number, is_str_list, toml_type_name
 
 __all__ = [
     "COST_FORMULA",
@@ -437,9 +437,9 @@ _TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     # TOML key: (expected, check) -- TOML keys are the Modality's field names
     "name": ("a string", lambda v: isinstance(v, str)),
     "description": ("a string", lambda v: isinstance(v, str)),
-    "observables": ("an array of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
-    "layers": ("an array of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
-    "sampling": ("an array of strings", lambda v: isinstance(v, list) and all(isinstance(s, str) for s in v)),
+    "observables": ("an array of strings", is_str_list),
+    "layers": ("an array of strings", is_str_list),
+    "sampling": ("an array of strings", is_str_list),
     "noise_model": ("a string", lambda v: isinstance(v, str)),
     "single_trial_noise": ("a number", is_number),
     "max_repeats": ("an integer", is_int),

@@ -592,7 +592,7 @@ class BankWriter:
                             )
                         data = np.ascontiguousarray(data)
                         for j, i in enumerate(sel.tolist()):
-                            _pwrite_all(f.fileno(), memoryview(data[j : j + 1]).cast("B"), offset + i * row_bytes)
+                            _pwrite_all(f.fileno(), data[j : j + 1].data.cast("B"), offset + i * row_bytes)
                         del data
             manifest_arrays: dict[str, dict[str, Any]] = {}
             for name, (f, _, _) in list(files.items()):

@@ -89,6 +89,11 @@ def is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def is_str_list(value: Any) -> bool:
+    """An array of strings."""
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+
 def _str(value: Any, key: str, file: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(f"{file}: {key} must be a string; {_got(value)}")
@@ -102,7 +107,7 @@ def _int(value: Any, key: str, file: str) -> int:
 
 
 def _str_list(value: Any, key: str, file: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not is_str_list(value):
         raise ConfigError(f"{file}: {key} must be an array of strings; {_got(value)}")
     return tuple(value)
 

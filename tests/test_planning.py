@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from plan_helpers import question as plan_question
 
 from advisor import search
 from advisor.console import _finite
@@ -27,7 +28,6 @@ from advisor.planning import (
     Progress,
     analyse,
     bank_document,
-    make_question,
     plan,
     sensitivity_curves,
     trial_document,
@@ -50,12 +50,7 @@ RESULT_FIELDS = {f.name for f in dataclasses.fields(TrialResult)}
 
 # ----------------------------------------------------------------------------------------------- helpers
 def _question(bank: Any, modality: Modality, **changes: Any) -> Question:
-    args: dict[str, Any] = {
-        "observable": None, "max_units": None, "max_sessions": None, "target_accuracy": TARGET, "rules": None,
-        "family": False, "heldout": "none", "classifier": "ridge", "n_trials": 15, "n_splits": 5, "seed": 0,
-    }
-    args.update(changes)
-    return make_question(bank, modality, **args)
+    return plan_question(bank, modality, **{"target_accuracy": TARGET, "n_trials": 15, "n_splits": 5, **changes})
 
 
 def _result(d: dict[str, Any]) -> TrialResult:

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plan_helpers import question as plan_question
 
 from advisor import search
 from advisor.cost import Modality, load_modality
 from advisor.errors import AdvisorError
-from advisor.planning import make_question
 from advisor.protocol import RecordingProtocol
 from advisor.search import (
     LAYER_SUBSETS,
@@ -62,12 +62,7 @@ def _trial(number: int, cost: float, accuracy: float, *, feasible: bool = False,
 
 
 def _question(bank: TrajectoryBank, modality: Modality, **changes: Any) -> Question:
-    args: dict[str, Any] = {
-        "observable": None, "max_units": None, "max_sessions": None, "target_accuracy": TARGET, "rules": None,
-        "family": False, "heldout": "none", "classifier": "ridge", "n_trials": 12, "n_splits": 3, "seed": 0,
-    }
-    args.update(changes)
-    return make_question(bank, modality, **args)
+    return plan_question(bank, modality, **{"target_accuracy": TARGET, "n_trials": 12, "n_splits": 3, **changes})
 
 
 def _run(bank: TrajectoryBank, question: Question, modality: Modality, storage: str, name: str = "study",
