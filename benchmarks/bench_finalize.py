@@ -115,14 +115,17 @@ def main() -> None:
     from rich.table import Table
 
     results = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, Console(stderr=True).status("writing shards") as status:
         bank = Path(tmp) / "bank"
         start = time.perf_counter()
         manifest = write_shards(bank, args.networks, args.mib_per_network)
         (Path(tmp) / "spec.json").write_text(json.dumps(manifest))  # what the children reopen the writer with
         write_s = time.perf_counter() - start
+        status.update("assembling through memory maps")
         results["baseline"] = child("baseline", bank, Path(tmp) / "baseline")
+        status.update("assembling with BankWriter.finalize")
         results["finalize"] = child("finalize", bank, Path(tmp) / "unused")
+        status.update("comparing the bytes")
         same = all(sha256(results["baseline"]["files"][n]) == sha256(results["finalize"]["files"][n])
                    for n in results["finalize"]["files"])
         bank_mib = sum(Path(f).stat().st_size for f in results["finalize"]["files"].values()) / 2**20
