@@ -5,6 +5,16 @@ which layer groups, at how many sessions placed where over learning, through whi
 every session (chronic) or new ones (acute), and on how many probe stimuli. :func:`virtual_recording` applies it
 to a trajectory bank without re-simulating, with the protocol's own seed, and returns per network and session
 the raw measured values; ``advisor.features`` turns them into statistics.
+
+What a rig keeps and what it loses. No rig knows a neuron's absolute gain (indicator expression, electrode
+distance, amplifier settings), so every recorded value is multiplied by an unknown gain, the product of three
+independent lognormal factors: one per animal (= network), one per area (= layer group) and one per unit
+(synapse, for weights), ``log gain ~ N(0, sd_animal²) + N(0, sd_area²) + N(0, sd_unit²)``
+(:attr:`RecordingProtocol.gain_sd`). A chronic recording keeps each unit's gain across sessions; an acute one
+records new units, so their gains are redrawn every session. Measurement noise is defined from what the recorded
+units themselves show, as an experimenter could measure it: the reference spread of a unit is its SD across the
+probe stimuli in its first recorded session, after its gain (see :func:`reference_spread`). Poisson recordings
+return spike counts, not model units.
 """
 
 from __future__ import annotations
@@ -24,9 +34,121 @@ OBSERVABLES = ("weights", "activations", "activity_change")
 GROUPS = ("early", "middle", "deep")
 
 
+# --------------------------------------------------------------------------------------------- rig draws
+GAIN_LEVELS = ("animal", "area", "unit")
+"""The levels of the unknown gain, in the order of :attr:`RecordingProtocol.gain_sd`."""
+
+MAX_GAIN_SD = 3.0
+"""The largest SD of a log gain a protocol accepts (a factor of e³ ≈ 20 per SD)."""
+
+MAX_BASELINE = 10.0
+"""The largest baseline a protocol accepts (in spreads, or in mean evoked rates for Poisson)."""
+
+DEFAULT_GAIN_SD = (0.5, 0.3, 0.5)
+"""The library's default gain spreads (animal, area, unit): the ``generic`` modality's, so that no protocol
+defaults to a rig that knows absolute gains. ``(0, 0, 0)`` turns gains off."""
+
+
+def gain_problem(gain_sd: Any, baseline: Any, what: str, names: tuple[str, str, str, str]) -> str | None:
+    """The one-line message for invalid gain spreads or baseline, else None (one check for protocols and
+    modalities).
+
+    Args:
+        gain_sd: the three SDs of the log gain (animal, area, unit).
+        baseline: the baseline (see :attr:`RecordingProtocol.baseline`).
+        what: how to call the three spreads together in the message.
+        names: how to call the animal, area, unit and baseline values in the message.
+    """
+    if not (isinstance(gain_sd, tuple | list) and len(gain_sd) == len(GAIN_LEVELS)):
+        return f"{what} must be three numbers (SDs of the log gain per {', '.join(GAIN_LEVELS)}); got {gain_sd!r}"
+    for name, value in zip(names[:3], gain_sd, strict=True):
+        if not (_is_number(value) and math.isfinite(value) and 0 <= value <= MAX_GAIN_SD):
+            return f"{name} must be a number in [0, {MAX_GAIN_SD:g}] (SD of the log gain); got {value!r}"
+    if not (_is_number(baseline) and math.isfinite(baseline) and 0 <= baseline <= MAX_BASELINE):
+        return f"{names[3]} must be a number in [0, {MAX_BASELINE:g}]; got {baseline!r}"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class Rig:
+    """What the rig does to one chunk of recorded values of one layer group, drawn by :func:`record_chunks`.
+
+    Attributes:
+        gain: (m, 1 or S, k[, 1]) float32, each recorded value's multiplicative gain (1 when gains are off);
+            the session axis is 1 for chronic recordings (the same units every session).
+        offset: (m, 1 or S, k[, 1]) float32 standard normal draws, each unit's baseline offset in units of
+            ``baseline`` times its reference spread (Gaussian and no-noise models).
+        baseline: the protocol's baseline.
+        acute: new units each session: the reference spread is measured in each session (else the first).
+    """
+
+    gain: np.ndarray
+    offset: np.ndarray
+    baseline: float
+    acute: bool
+
+    @classmethod
+    def off(cls, x: np.ndarray, acute: bool = False) -> Rig:
+        """A rig with unit gains and no baseline, for values shaped like ``x`` (tests and references)."""
+        shape = (x.shape[0], x.shape[1] if acute else 1, x.shape[2]) + ((1,) if x.ndim == 4 else ())
+        return cls(np.ones(shape, np.float32), np.zeros(shape, np.float32), 0.0, acute)
+
+
+def _masked_sd(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
+    """SD over ``axes`` ignoring non-finite values (0 where none is finite), keepdims, float32."""
+    finite = np.isfinite(x)
+    count = finite.sum(axis=axes, keepdims=True)
+    clean = np.where(finite, x, 0.0).astype(np.float64)
+    mean = clean.sum(axis=axes, keepdims=True) / np.maximum(count, 1)
+    var = np.where(finite, (clean - mean) ** 2, 0.0).sum(axis=axes, keepdims=True) / np.maximum(count, 1)
+    return np.sqrt(var).astype(np.float32)
+
+
+def reference_spread(y: np.ndarray, acute: bool) -> np.ndarray:
+    """The unit of relative noise and baseline, as an experimenter could measure it from the recorded units.
+
+    Activity (with probes): each recorded unit's SD across the probe stimuli in its first recorded session
+    (acute: in each session, since every session records new units). A unit that does not vary across stimuli
+    there (a silent ReLU unit) gets the mean of the positive spreads of that network's recorded units of the group
+    in the same session; where no unit varies (a single probe, a silent group), the SD over the recorded units and
+    probes of that session. Weights (no stimuli): the SD over that network's recorded synapses of the group in the
+    first session (acute: each session). Never uses unrecorded units or later sessions.
+
+    Args:
+        y: (m, S, k[, P]) recorded values after gains, NaN where a network lacks the group.
+        acute: new units each session.
+
+    Returns:
+        (m, 1 or S, k, 1) for activity, (m, 1 or S, 1) for weights; float32, >= 0 (0 only where the group
+        shows no variation at all or is missing).
+    """
+    first = y if acute else y[:, :1]
+    if y.ndim == 3:
+        return _masked_sd(first, (2,))
+    per_unit = _masked_sd(first, (3,))  # (m, 1|S, k, 1)
+    alive = per_unit > 0
+    n_alive = alive.sum(axis=2, keepdims=True)
+    mean_alive = np.where(alive, per_unit, 0.0).sum(axis=2, keepdims=True) / np.maximum(n_alive, 1)
+    fallback = np.where(n_alive > 0, mean_alive, _masked_sd(first, (2, 3)))
+    return np.where(alive, per_unit, fallback).astype(np.float32)
+
+
+def _through_rig(x: np.ndarray, rig: Rig) -> tuple[np.ndarray, np.ndarray]:
+    """Gains, then the baseline offset: (values, reference spread)."""
+    y = x * rig.gain
+    spread = reference_spread(y, rig.acute)
+    if rig.baseline > 0:
+        y = y + (rig.baseline * spread * rig.offset).astype(np.float32)
+    return y.astype(np.float32), spread
+
+
 # --------------------------------------------------------------------------------------------- noise models
 class NoiseModel(ABC):
-    """Measurement noise applied to recorded values of one network and layer group."""
+    """Measurement of recorded values of one network chunk and layer group: the rig's gains, then noise."""
 
     key: ClassVar[str]
     description: ClassVar[str]
@@ -35,15 +157,17 @@ class NoiseModel(ABC):
     observables: ClassVar[tuple[str, ...]] = OBSERVABLES
 
     @abstractmethod
-    def apply(self, x: np.ndarray, level: float, spread: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Return noisy values.
+    def apply(self, x: np.ndarray, level: float, rig: Rig, rng: np.random.Generator) -> np.ndarray:
+        """Return the measured values.
 
         Args:
-            x: clean values, (N, S, G, k[, P]) float32 (NaN for units a network does not have).
+            x: clean values in model units, (m, S, k[, P]) float32 (NaN for units a network does not have).
             level: the protocol's noise level.
-            spread: (N, 1, G, 1[, 1]) the observable's SD over units, probes and sessions of each network and
-                group (the unit of relative noise).
-            rng: the protocol's generator.
+            rig: the gains and baseline draws of these values.
+            rng: the protocol's noise generator.
+
+        Returns:
+            (m, S, k[, P]) float32, NaN where ``x`` is NaN.
         """
 
 
@@ -51,48 +175,68 @@ NOISE_MODELS: Registry[NoiseModel] = Registry("noise model")
 
 
 class NoNoise(NoiseModel):
+    """Gains and baseline offset only: ``gain · x + baseline · spread · z``."""
+
     key = "none"
-    description = "no measurement noise"
+    description = "no measurement noise (unknown gains and baseline still apply)"
     level_name = "unused"
     level_range = (0.0, 0.0)
 
-    def apply(self, x: np.ndarray, level: float, spread: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        return x
+    def apply(self, x: np.ndarray, level: float, rig: Rig, rng: np.random.Generator) -> np.ndarray:
+        return _through_rig(x, rig)[0]
 
 
 class GaussianNoise(NoiseModel):
-    """x + ε, ε ~ N(0, (level · spread)²): level 0.5 is half the observable's spread in every network."""
+    """``gain · x + baseline · spread · z + ε``, ε ~ N(0, (level · spread)²), with ``spread`` each recorded unit's
+    reference spread (:func:`reference_spread`): level 0.5 is half of what the unit itself shows, whatever its
+    gain."""
 
     key = "gaussian"
-    description = "additive Gaussian noise, SD relative to the observable's spread in each network and group"
+    description = "additive Gaussian noise, SD relative to each recorded unit's spread in its first session"
     level_name = "noise SD / spread"
     level_range = (0.0, 10.0)
 
-    def apply(self, x: np.ndarray, level: float, spread: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def apply(self, x: np.ndarray, level: float, rig: Rig, rng: np.random.Generator) -> np.ndarray:
+        y, spread = _through_rig(x, rig)
         if level == 0:
-            return x
-        noise = rng.standard_normal(x.shape, dtype=np.float32)
-        return x + noise * (level * spread).astype(np.float32)
+            return y
+        noise = rng.standard_normal(y.shape, dtype=np.float32)
+        return y + noise * (level * spread).astype(np.float32)
 
 
 class PoissonNoise(NoiseModel):
-    """Spike counts: rates (rectified activations) are scaled so the mean count per stimulus in each network and
-    group equals ``level``, counted as Poisson, and scaled back. Fewer spikes = noisier."""
+    """Spike counts from a non-negative rate: ``count ~ Poisson(c · (gain · f(x) + baseline · M))``.
+
+    ``f`` maps a response to a rate without discarding its sign: ``f(r) = r`` for a non-negative (ReLU-like)
+    group, ``f(r) = r + 1`` for a signed one (tanh responses lie in [-1, 1]; ``1 + tanh(a) = 2·sigmoid(2a)`` is a
+    logistic rate function of the pre-activation with rest at half its maximum, so negative responses stay
+    distinguishable instead of being clipped to zero). A network's group counts as signed when any recorded value
+    of its first session is negative. Values below ``f``'s floor (none for ReLU or tanh) are clipped at 0. ``M``
+    is the mean evoked rate ``gain · f(x)`` over the network's recorded units and probes of the group in the first
+    session, so ``baseline`` is a spontaneous rate as a fraction of it; ``c`` scales the recorded units' mean count
+    in the first session to ``level``. The counts are returned as they are (a rig gives counts, not model units).
+    """
 
     key = "poisson"
-    description = "Poisson spike counts; level = mean spike count per stimulus (lower is noisier)"
+    description = "Poisson spike counts; level = mean spike count per stimulus in the first session (lower is noisier)"
     level_name = "mean spikes per stimulus"
     level_range = (0.01, 1e6)
     observables = ("activations",)
 
-    def apply(self, x: np.ndarray, level: float, spread: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        rates = np.maximum(np.nan_to_num(x, nan=0.0), 0.0)
-        axes = tuple(i for i in range(rates.ndim) if spread.shape[i] == 1)
-        mean_rate = rates.mean(axis=axes, keepdims=True)
+    def apply(self, x: np.ndarray, level: float, rig: Rig, rng: np.random.Generator) -> np.ndarray:
+        finite = np.isfinite(x)
+        clean = np.where(finite, x, 0.0)
+        signed = (clean[:, :1] < 0).any(axis=tuple(range(1, x.ndim)), keepdims=True)
+        evoked = rig.gain * np.maximum(np.where(signed, clean + 1.0, clean), 0.0)
+        axes = tuple(range(1, x.ndim))
+        first_finite = finite[:, :1]
+        mean_evoked = (np.where(first_finite, evoked[:, :1], 0.0).sum(axis=axes, keepdims=True)
+                       / np.maximum(first_finite.sum(axis=axes, keepdims=True), 1))
+        rate = evoked + rig.baseline * mean_evoked
+        mean_rate = (1.0 + rig.baseline) * mean_evoked
         scale = np.where(mean_rate > 0, level / np.where(mean_rate > 0, mean_rate, 1.0), 0.0)
-        counts = rng.poisson(rates * scale).astype(np.float32)
-        out = np.where(scale > 0, counts / np.where(scale > 0, scale, 1.0), 0.0).astype(np.float32)
-        return np.where(np.isnan(x), np.nan, out)
+        counts = rng.poisson(np.where(finite, rate * scale, 0.0)).astype(np.float32)
+        return np.where(finite, counts, np.float32(np.nan))
 
 
 for _model in (NoNoise(), GaussianNoise(), PoissonNoise()):
@@ -118,7 +262,16 @@ class RecordingProtocol:
         noise: the noise level (gaussian: SD relative to the spread; poisson: mean spikes per stimulus).
         chronic: the same units every session (True) or fresh units each session (False, acute).
         n_probes: stimuli shown per session (None: every probe in the bank).
-        seed: the protocol's own seed (unit subsets, noise).
+        seed: the protocol's own seed (unit subsets, gains, noise).
+        gain_sd: SDs of the log of the unknown multiplicative gain per animal (network), area (layer group) and
+            unit (synapse, for weights), independent lognormal factors whose product multiplies every recorded
+            value; unit gains are kept across sessions when chronic and redrawn each session when acute.
+            Each in [0, 3]; ``(0, 0, 0)`` turns gains off. Default: the ``generic`` modality's
+            (:data:`DEFAULT_GAIN_SD`).
+        baseline: an unknown baseline, in [0, 10]. Gaussian and no-noise models: the SD of an additive offset of
+            each unit (kept across sessions when chronic), in units of the unit's reference spread (F0 and
+            neuropil errors). Poisson: a spontaneous rate, the same for every unit of a network and group, as a
+            fraction of the recorded units' mean evoked rate in the first session. 0: none.
     """
 
     observable: str = "activations"
@@ -131,6 +284,8 @@ class RecordingProtocol:
     chronic: bool = True
     n_probes: int | None = None
     seed: int = 0
+    gain_sd: tuple[float, float, float] = DEFAULT_GAIN_SD
+    baseline: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +313,12 @@ class RecordingProtocol:
         if self.n_probes is not None and (isinstance(self.n_probes, bool) or not isinstance(self.n_probes, int)
                                           or self.n_probes < 1):
             _fail(f"n_probes must be a positive integer; got {self.n_probes!r}")
+        problem = gain_problem(self.gain_sd, self.baseline, "gain_sd",
+                               ("gain_sd (animal)", "gain_sd (area)", "gain_sd (unit)", "baseline"))
+        if problem:
+            _fail(problem)
+        if isinstance(self.gain_sd, list):  # from JSON or TOML
+            object.__setattr__(self, "gain_sd", tuple(self.gain_sd))
 
     def units_per_group(self) -> list[int]:
         """Units recorded in each of ``layers``: an even split, the remainder to the deeper groups."""
@@ -195,8 +356,13 @@ class RecordingProtocol:
         noise = "no noise" if self.noise_model == "none" or self.noise == 0 else \
             f"{self.noise_model} noise {self.noise:g}"
         mode = "chronic" if self.chronic else "acute"
+        gains = "no unknown gains" if not any(self.gain_sd) else \
+            "unknown gains (log SD " + ", ".join(f"{level} {sd:g}" for level, sd in
+                                                 zip(GAIN_LEVELS, self.gain_sd, strict=True)) + ")"
+        if self.baseline:
+            gains += f", baseline {self.baseline:g}"
         return (f"{self.n_units} {'synapses' if self.observable == 'weights' else 'units'} of {self.observable} "
-                f"({where}) at {self.n_sessions} sessions {span}, {noise}, {mode}")
+                f"({where}) at {self.n_sessions} sessions {span}, {noise}, {mode}, {gains}")
 
 
 @dataclass(frozen=True)
@@ -217,17 +383,6 @@ class Recording:
     curve: np.ndarray
 
 
-def _spread(block: np.ndarray) -> np.ndarray:
-    """SD of each network's values over everything but the network axis, ignoring NaN: (N, 1, 1[, 1])."""
-    axes = tuple(range(1, block.ndim))
-    finite = np.isfinite(block)
-    count = np.maximum(finite.sum(axis=axes, keepdims=True), 1)
-    clean = np.where(finite, block, 0.0)
-    mean = clean.sum(axis=axes, keepdims=True) / count
-    var = np.where(finite, (clean - mean) ** 2, 0.0).sum(axis=axes, keepdims=True) / count
-    return np.sqrt(var).astype(np.float32)
-
-
 CHUNK_NETWORKS = 64
 """Networks recorded at a time: memory stays bounded by the chunk, not the bank (results do not depend on it)."""
 
@@ -237,7 +392,10 @@ def record_chunks(bank: Any, protocol: RecordingProtocol, chunk: int | None = No
     """Apply ``protocol`` to ``bank`` a chunk of networks at a time: yields ``(group_position, networks, values)``
     with values (n_chunk, S, k_g[, P]) float32, for each recorded group in order and, within it, each chunk.
 
-    Random numbers come from two independent streams of the protocol's seed (unit and probe selection; noise),
+    Random numbers come from four independent streams of the protocol's seed (unit and probe selection; noise;
+    gains; baseline offsets), so which units are recorded depends neither on the noise nor on the gains. Animal
+    and area gains are drawn for every network and every layer group up front (a network's animal gain is the
+    same in every group; an area's gain does not depend on which other groups are recorded); everything else is
     drawn in network order within each group, so the values do not depend on ``chunk``.
 
     Raises:
@@ -248,13 +406,18 @@ def record_chunks(bank: Any, protocol: RecordingProtocol, chunk: int | None = No
     protocol.check({protocol.observable: arr.shape})
     n = arr.shape[0]
     sessions = protocol.session_indices(arr.shape[1])
-    # independent streams: which units are recorded must not depend on the noise model or level
-    select_seq, noise_seq = np.random.SeedSequence([protocol.seed, 20201021]).spawn(2)
+    # independent streams: which units are recorded must not depend on the noise model, level or gains
+    select_seq, noise_seq, gain_seq, offset_seq = np.random.SeedSequence([protocol.seed, 20201021]).spawn(4)
     rng, noise_rng = np.random.default_rng(select_seq), np.random.default_rng(noise_seq)
+    gain_rng, offset_rng = np.random.default_rng(gain_seq), np.random.default_rng(offset_seq)
+    sd_animal, sd_area, sd_unit = (float(v) for v in protocol.gain_sd)
+    log_animal = sd_animal * gain_rng.standard_normal(n)  # (N,)
+    log_area = sd_area * gain_rng.standard_normal((n, len(GROUPS)))  # (N, 3)
     probe_sel: np.ndarray | None = None
     if protocol.observable != "weights" and protocol.n_probes is not None:
         probe_sel = np.sort(rng.choice(arr.shape[4], protocol.n_probes, replace=False))
     model = NOISE_MODELS.get(protocol.noise_model)
+    n_s = len(sessions)
     for position, (group, k) in enumerate(zip(protocol.layers, protocol.units_per_group(), strict=True)):
         gi = GROUPS.index(group)
         for start in range(0, n, chunk):
@@ -265,13 +428,22 @@ def record_chunks(bank: Any, protocol: RecordingProtocol, chunk: int | None = No
             m, u = block.shape[0], block.shape[2]
             if protocol.chronic:
                 pick = np.argsort(rng.random((m, 1, u)), axis=-1)[..., :k]  # same units every session
-                pick = np.broadcast_to(pick, (m, len(sessions), k))
+                pick = np.broadcast_to(pick, (m, n_s, k))
             else:
-                pick = np.argsort(rng.random((m, len(sessions), u)), axis=-1)[..., :k]
+                pick = np.argsort(rng.random((m, n_s, u)), axis=-1)[..., :k]
             if block.ndim == 4:
                 pick = pick[..., None]
             chosen = np.take_along_axis(block, pick, axis=2)
-            yield position, networks, model.apply(chosen, float(protocol.noise), _spread(block), noise_rng)
+            # a unit's gain and offset belong to the unit: one per recorded unit (chronic) or per unit and session
+            draws = (m, 1 if protocol.chronic else n_s, k)
+            log_gain = (log_animal[networks, None, None] + log_area[networks, gi, None, None]
+                        + sd_unit * gain_rng.standard_normal(draws))
+            offset = offset_rng.standard_normal(draws)
+            if block.ndim == 4:
+                log_gain, offset = log_gain[..., None], offset[..., None]
+            rig = Rig(np.exp(log_gain).astype(np.float32), offset.astype(np.float32), float(protocol.baseline),
+                      not protocol.chronic)
+            yield position, networks, model.apply(chosen, float(protocol.noise), rig, noise_rng)
 
 
 def learning_curve(bank: Any, protocol: RecordingProtocol) -> np.ndarray:
@@ -283,8 +455,8 @@ def learning_curve(bank: Any, protocol: RecordingProtocol) -> np.ndarray:
 
 def virtual_recording(bank: Any, protocol: RecordingProtocol) -> Recording:
     """Apply ``protocol`` to ``bank`` (a ``simulator.bank.TrajectoryBank``): choose sessions, units and probes
-    with the protocol's seed, add measurement noise, and return the measured values (all networks in memory;
-    ``advisor.features.featurize`` works chunk by chunk instead).
+    with the protocol's seed, apply the rig's unknown gains and measurement noise, and return the measured values
+    (all networks in memory; ``advisor.features.featurize`` works chunk by chunk instead).
 
     Raises:
         AdvisorError: the protocol asks for more units, sessions or probes than the bank recorded.
