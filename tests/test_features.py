@@ -26,7 +26,7 @@ def test_features_have_one_sample_per_network_and_a_session_axis(tiny_bank: Any,
 
 def test_activity_features_are_probe_averaged_unit_statistics(tiny_bank: Any) -> None:
     protocol = RecordingProtocol(observable="activations", n_units=12, n_sessions=2, noise_model="none",
-                                 layers=("deep",), seed=2)
+                                 layers=("deep",), seed=2, baseline=0.3)
     rec = virtual_recording(tiny_bank.bank, protocol)
     feats = featurize_recording(rec)
     values = rec.values[0]  # (N, S, k, P)
@@ -54,13 +54,16 @@ def test_nan_policy_is_applied_and_reported() -> None:
 @pytest.mark.parametrize("chunk", [1, 3])
 def test_features_do_not_depend_on_the_chunk_size(tiny_bank: Any, chunk: int,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    """featurize records a chunk of networks at a time (bounded memory); the values are those of one pass."""
+    """featurize records a chunk of networks at a time (bounded memory); the values are those of one pass, with
+    gains, baselines and noise."""
     import advisor.protocol
 
     bank = tiny_bank.bank
-    for protocol in (RecordingProtocol(n_units=12, n_sessions=4, noise=0.4, seed=7),
-                     RecordingProtocol(n_units=9, n_sessions=3, noise_model="poisson", noise=3.0, chronic=False),
-                     RecordingProtocol(observable="weights", n_units=30, n_sessions=5, noise=0.2)):
+    for protocol in (RecordingProtocol(n_units=12, n_sessions=4, noise=0.4, seed=7, baseline=0.5),
+                     RecordingProtocol(n_units=9, n_sessions=3, noise_model="poisson", noise=3.0, chronic=False,
+                                       gain_sd=(1.0, 0.5, 0.8), baseline=0.3),
+                     RecordingProtocol(observable="weights", n_units=30, n_sessions=5, noise=0.2, chronic=False),
+                     RecordingProtocol(n_units=12, n_sessions=4, noise=0.4, seed=7, gain_sd=(0.0, 0.0, 0.0))):
         whole = featurize_recording(virtual_recording(bank, protocol))
         monkeypatch.setattr(advisor.protocol, "CHUNK_NETWORKS", chunk)
         chunked = featurize(bank, protocol)
