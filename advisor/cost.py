@@ -22,6 +22,11 @@ insertion or patched cell, i.e. a time per unit per presentation (the pass's dur
 acquired in parallel). Under the simpler form ten repeats would cost ten surgeries, and overhead-heavy
 techniques (patch clamp) would be priced out of averaging entirely. The linear per-unit terms approximate
 "one more probe/field of view per few hundred units"; the figures are order-of-magnitude planning numbers.
+
+Unknown gains. No rig knows a unit's absolute gain: a modality's ``[gains]`` table gives the SDs of the log gain
+per animal, area and unit (synapse) and the baseline (see ``advisor.protocol.RecordingProtocol``), and
+:meth:`Modality.protocol_kwargs` hands them to a protocol. A modality without a ``[gains]`` table gets the
+library's default (``advisor.protocol.DEFAULT_GAIN_SD``, baseline 0), never a rig that knows absolute units.
 """
 
 from __future__ import annotations
@@ -37,7 +42,15 @@ from types import MappingProxyType
 from typing import Any
 
 from advisor.errors import AdvisorError
-from advisor.protocol import GROUPS, NOISE_MODELS, OBSERVABLES, RecordingProtocol
+from advisor.protocol import (
+    DEFAULT_GAIN_SD,
+    GAIN_LEVELS,
+    GROUPS,
+    NOISE_MODELS,
+    OBSERVABLES,
+    RecordingProtocol,
+    gain_problem,
+)
 from simulator.presets import is_int, is_number, is_str_list, toml_type_name
 
 __all__ = [
@@ -70,8 +83,10 @@ _TOLERANCE = 1e-9
 
 _NUMBERS = ("single_trial_noise", "max_repeats", "max_units", "max_sessions", "session_overhead", "per_unit_cost",
             "per_unit_repeat_cost")
-_DOCUMENTED = (*_NUMBERS, "layers", "sampling")
-"""Fields an ``assumptions`` entry may document: every number, and the two access decisions."""
+_GAIN_KEYS = (*GAIN_LEVELS, "baseline")
+"""Keys of a modality file's ``[gains]`` table: the SDs of the log gain per level, and the baseline."""
+_DOCUMENTED = (*_NUMBERS, "layers", "sampling", *(f"gains.{k}" for k in _GAIN_KEYS))
+"""Fields an ``assumptions`` entry may document: every number, the two access decisions and the gains."""
 
 
 def _subset_error(key: str, values: Any, allowed: tuple[str, ...]) -> str | None:
@@ -145,6 +160,11 @@ class Modality:
         layers: the layer groups it reaches.
         sampling: ``chronic`` (same units every session) and/or ``acute`` (new units each session).
         cost_unit: the unit of every cost ("hours").
+        gain_sd: SDs of the log of the unknown gain per animal, area and unit (synapse); the ``[gains]`` table's
+            ``animal``, ``area`` and ``unit``. Default: the library's (``DEFAULT_GAIN_SD``).
+        baseline: the unknown baseline (``[gains]`` ``baseline``): Gaussian, the SD of each unit's additive offset
+            in units of its spread (F0, neuropil); Poisson, the spontaneous rate as a fraction of the mean evoked
+            rate. 0: none.
         assumptions: where each number comes from, one sentence per field name.
         source: the file it was loaded from ("" when built in code); not compared.
     """
@@ -164,11 +184,13 @@ class Modality:
     layers: tuple[str, ...] = GROUPS
     sampling: tuple[str, ...] = SAMPLING
     cost_unit: str = "hours"
+    gain_sd: tuple[float, float, float] = DEFAULT_GAIN_SD
+    baseline: float = 0.0
     assumptions: Mapping[str, str] = field(default_factory=dict, hash=False)
     source: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
-        for name in ("observables", "layers", "sampling"):
+        for name in ("observables", "layers", "sampling", "gain_sd"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "assumptions", MappingProxyType(dict(self.assumptions)))
@@ -216,6 +238,10 @@ class Modality:
                 return f"{name} must be a finite number >= 0 ({self.cost_unit}); got {value!r}"
         if self.per_unit_repeat_cost == 0:
             return "per_unit_repeat_cost must be > 0: every presentation takes acquisition time; got 0"
+        gains = gain_problem(self.gain_sd, self.baseline, "gains",
+                             ("gains.animal", "gains.area", "gains.unit", "gains.baseline"))
+        if gains:
+            return gains
         for name, text in self.assumptions.items():
             if name not in _DOCUMENTED:
                 close = difflib.get_close_matches(str(name), _DOCUMENTED, n=1, cutoff=0.6)
@@ -281,6 +307,11 @@ class Modality:
                 f"{self.noise_model} noise {noise:g} ({self.level_name}) is out of reach for the {self.key} "
                 f"modality: {self.max_repeats} repeats (max_repeats) reach {self.best_noise:.3g} at best")
         return max(1, math.ceil(math.exp(max(log_k, 0.0)) * (1 - _TOLERANCE)))
+
+    def protocol_kwargs(self) -> dict[str, Any]:
+        """The rig's unknown gains as :class:`~advisor.protocol.RecordingProtocol` keywords:
+        ``{"gain_sd": (animal, area, unit), "baseline": b}``."""
+        return {"gain_sd": tuple(float(v) for v in self.gain_sd), "baseline": float(self.baseline)}
 
     # ------------------------------------------------------------------------------------------- cost
     def cost(self, n_units: int, n_sessions: int, repeats: int) -> float:
@@ -404,7 +435,9 @@ class Modality:
                 f"up to {self.max_units} units and {self.max_sessions} sessions, {mode}; {self.noise_model} noise "
                 f"({self.level_name}) {self.noise_for(1):.3g} at 1 presentation to {self.best_noise:.3g} at "
                 f"{self.max_repeats}; {self.session_overhead:g} + {self.per_unit_cost:g}/unit + "
-                f"{self.per_unit_repeat_cost:g}/unit/repeat {self.cost_unit} per session")
+                f"{self.per_unit_repeat_cost:g}/unit/repeat {self.cost_unit} per session; unknown gains (log SD) "
+                + ", ".join(f"{level} {sd:g}" for level, sd in zip(GAIN_LEVELS, self.gain_sd, strict=True))
+                + f", baseline {self.baseline:g}")
 
     def to_dict(self) -> dict[str, Any]:
         """Every field plus the derived noise range and the cost formula, JSON-ready (lists, not tuples)."""
@@ -427,6 +460,8 @@ class Modality:
             "per_unit_repeat_cost": float(self.per_unit_repeat_cost),
             "cost_unit": self.cost_unit,
             "cost_formula": COST_FORMULA,
+            "gain_sd": [float(v) for v in self.gain_sd],
+            "baseline": float(self.baseline),
             "assumptions": dict(self.assumptions),
             "source": self.source,
         }
@@ -449,9 +484,37 @@ _TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "per_unit_cost": ("a number", is_number),
     "per_unit_repeat_cost": ("a number", is_number),
     "cost_unit": ("a string", lambda v: isinstance(v, str)),
+    "gains": ("a table of animal, area, unit (and baseline) = number (a [gains] section)",
+              lambda v: isinstance(v, dict)),
     "assumptions": ("a table of field = \"sentence\" (an [assumptions] section)", lambda v: isinstance(v, dict)),
 }
-_OPTIONAL = ("layers", "sampling", "cost_unit", "assumptions")
+_OPTIONAL = ("layers", "sampling", "cost_unit", "gains", "assumptions")
+
+
+def _gain_fields(gains: dict[str, Any], file: str) -> dict[str, Any]:
+    """A ``[gains]`` table as Modality fields; raises naming the file and the dotted key."""
+    for key, value in gains.items():
+        if key not in _GAIN_KEYS:
+            close = difflib.get_close_matches(key, _GAIN_KEYS, n=1, cutoff=0.6)
+            hint = f" (did you mean 'gains.{close[0]}'?)" if close else ""
+            raise AdvisorError(f"{file}: unknown key 'gains.{key}'{hint}; allowed in [gains]: {', '.join(_GAIN_KEYS)}")
+        if not is_number(value):
+            raise AdvisorError(f"{file}: gains.{key} must be a number; got {value!r} ({toml_type_name(value)})")
+    missing = [f"gains.{k}" for k in GAIN_LEVELS if k not in gains]
+    if missing:
+        raise AdvisorError(f"{file}: missing required key{'s' * (len(missing) > 1)} {', '.join(missing)}")
+    return {"gain_sd": tuple(gains[k] for k in GAIN_LEVELS), "baseline": gains.get("baseline", 0.0)}
+
+
+def _flat_assumptions(assumptions: dict[str, Any]) -> dict[str, Any]:
+    """``[assumptions]`` with TOML's dotted keys (``gains.unit = "..."``, a nested table) as ``"gains.unit"``."""
+    flat: dict[str, Any] = {}
+    for key, value in assumptions.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in _flat_assumptions(value).items()})
+        else:
+            flat[key] = value
+    return flat
 
 
 def modality_dir() -> Path:
@@ -485,8 +548,10 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
 def load_modality(name_or_path: str | os.PathLike[str]) -> Modality:
     """Load a modality from a built-in key (see :func:`list_modalities`) or a TOML file's path.
 
-    The file's keys are :class:`Modality`'s field names (``key`` is the file's stem and ``source`` its path);
-    ``layers``, ``sampling``, ``cost_unit`` and ``assumptions`` are optional.
+    The file's keys are :class:`Modality`'s field names (``key`` is the file's stem and ``source`` its path),
+    except the gains: a ``[gains]`` table with ``animal``, ``area``, ``unit`` (SDs of the log gain) and optionally
+    ``baseline`` becomes ``gain_sd`` and ``baseline``. ``layers``, ``sampling``, ``cost_unit``, ``gains`` and
+    ``assumptions`` are optional; ``[assumptions]`` documents gains as ``gains.unit = "..."``.
 
     Args:
         name_or_path: a built-in key such as ``ephys``, or a path ending in ``.toml``.
@@ -521,6 +586,10 @@ def load_modality(name_or_path: str | os.PathLike[str]) -> Modality:
     if missing:
         raise AdvisorError(f"{file}: missing required key{'s' * (len(missing) > 1)} {', '.join(missing)}")
     fields: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    if "gains" in fields:  # else the Modality's defaults
+        fields.update(_gain_fields(fields.pop("gains"), file))
+    if "assumptions" in fields:
+        fields["assumptions"] = _flat_assumptions(fields["assumptions"])
     try:
         return Modality(key=path.stem, source=file, **fields)
     except AdvisorError as e:

@@ -23,11 +23,12 @@ from advisor.cost import (
     modality_dir,
 )
 from advisor.errors import AdvisorError
-from advisor.protocol import GROUPS, NOISE_MODELS, OBSERVABLES, RecordingProtocol
+from advisor.protocol import DEFAULT_GAIN_SD, GROUPS, NOISE_MODELS, OBSERVABLES, RecordingProtocol
 
 REQUIRED = ("ephys", "generic", "paired_patch", "spine_imaging", "two_photon")
 NUMBERS = ("single_trial_noise", "max_repeats", "max_units", "max_sessions", "session_overhead", "per_unit_cost",
            "per_unit_repeat_cost")
+GAINS = ("gains.animal", "gains.area", "gains.unit", "gains.baseline")
 
 VALID = """\
 name = "lab rig"
@@ -103,8 +104,16 @@ class TestConformance:
 
     def test_every_number_and_access_choice_has_an_assumption(self, key: str) -> None:
         m = load_modality(key)
-        assert set(m.assumptions) == {*NUMBERS, "layers", "sampling"}
+        assert set(m.assumptions) == {*NUMBERS, "layers", "sampling", *GAINS}
         assert all(text.strip().endswith(".") for text in m.assumptions.values())
+
+    def test_gains_are_on_and_reach_a_protocol(self, key: str) -> None:
+        m = load_modality(key)
+        assert len(m.gain_sd) == 3 and all(0 < sd <= 1 for sd in m.gain_sd)  # no rig knows absolute gains
+        assert m.protocol_kwargs() == {"gain_sd": m.gain_sd, "baseline": m.baseline}
+        protocol = RecordingProtocol(observable=m.observables[0], noise_model=m.noise_model,
+                                     noise=m.single_trial_noise, **m.protocol_kwargs())
+        assert (protocol.gain_sd, protocol.baseline) == (m.gain_sd, m.baseline)
 
     def test_noise_for_and_repeats_for_are_inverse(self, key: str) -> None:
         m = load_modality(key)
@@ -157,6 +166,24 @@ class TestConformance:
         assert data["observables"] == list(m.observables)
         assert data["assumptions"] == dict(m.assumptions)
         assert data["best_noise"] == pytest.approx(m.best_noise)
+        assert (data["gain_sd"], data["baseline"]) == (list(m.gain_sd), m.baseline)
+        assert line.endswith(f"unknown gains (log SD) animal {m.gain_sd[0]:g}, area {m.gain_sd[1]:g}, "
+                             f"unit {m.gain_sd[2]:g}, baseline {m.baseline:g}")
+
+
+def test_the_built_in_gains() -> None:
+    expected = {
+        "generic": ((0.5, 0.3, 0.5), 0.0),
+        "two_photon": ((0.5, 0.3, 0.6), 0.3),
+        "ephys": ((0.3, 0.3, 0.8), 0.5),
+        "spine_imaging": ((0.3, 0.3, 0.5), 0.0),
+        "paired_patch": ((0.2, 0.2, 0.3), 0.0),
+    }
+    assert {k: load_modality(k).protocol_kwargs() for k in expected} == {
+        k: {"gain_sd": sd, "baseline": b} for k, (sd, b) in expected.items()}
+    generic = load_modality("generic")
+    default = RecordingProtocol()
+    assert generic.gain_sd == default.gain_sd == DEFAULT_GAIN_SD and generic.baseline == default.baseline
 
 
 # ---------------------------------------------------------------------------------------- cost arithmetic
@@ -332,6 +359,7 @@ def test_a_user_modality_loads_from_a_path(tmp_path: Path) -> None:
     m = load_modality(str(path))
     assert (m.key, m.source, m.name) == ("lab_rig", str(path), "lab rig")
     assert (m.layers, m.sampling, m.cost_unit, dict(m.assumptions)) == (GROUPS, ("chronic", "acute"), "hours", {})
+    assert m.protocol_kwargs() == {"gain_sd": DEFAULT_GAIN_SD, "baseline": 0.0}  # no [gains]: the library's
     assert isinstance(m.session_overhead, int) and m.cost(4, 3, 2) == pytest.approx(18.0)
     assert load_modality(path) == m  # a Path works too
     assert m == _modality(key="lab_rig", observables=("activations", "activity_change"))
@@ -339,10 +367,14 @@ def test_a_user_modality_loads_from_a_path(tmp_path: Path) -> None:
 
 def test_a_user_modality_with_every_optional_key(tmp_path: Path) -> None:
     text = VALID + ('layers = ["deep"]\nsampling = ["acute"]\ncost_unit = "EUR"\n'
-                    '[assumptions]\nmax_units = "Our rig holds 64 channels."\n')
+                    '[gains]\nanimal = 0.4\narea = 0\nunit = 1.5\nbaseline = 0.25\n'
+                    '[assumptions]\nmax_units = "Our rig holds 64 channels."\ngains.unit = "Sparse expression."\n')
     m = load_modality(_write(tmp_path, text))
     assert (m.layers, m.sampling, m.cost_unit) == (("deep",), ("acute",), "EUR")
-    assert dict(m.assumptions) == {"max_units": "Our rig holds 64 channels."}
+    assert dict(m.assumptions) == {"max_units": "Our rig holds 64 channels.", "gains.unit": "Sparse expression."}
+    assert (m.gain_sd, m.baseline) == ((0.4, 0, 1.5), 0.25)
+    assert m.protocol_kwargs() == {"gain_sd": (0.4, 0.0, 1.5), "baseline": 0.25}
+    assert load_modality(_write(tmp_path, text.replace("baseline = 0.25\n", ""), "b.toml")).baseline == 0.0
     with pytest.raises(TypeError):
         m.assumptions["max_units"] = "changed"  # type: ignore[index]
 
@@ -372,14 +404,35 @@ BAD_FILES = [
     ("misspelt key", VALID + "max_unit = 5\n",
      "unknown key 'max_unit' (did you mean 'max_units'?); allowed: name, description, observables, layers, "
      "sampling, noise_model, single_trial_noise, max_repeats, max_units, max_sessions, session_overhead, "
-     "per_unit_cost, per_unit_repeat_cost, cost_unit, assumptions"),
+     "per_unit_cost, per_unit_repeat_cost, cost_unit, gains, assumptions"),
     ("unknown key", VALID + "colour = 1\n", "unknown key 'colour'; allowed: name, description, observables, layers, "
      "sampling, noise_model, single_trial_noise, max_repeats, max_units, max_sessions, session_overhead, "
-     "per_unit_cost, per_unit_repeat_cost, cost_unit, assumptions"),
+     "per_unit_cost, per_unit_repeat_cost, cost_unit, gains, assumptions"),
     ("misspelt assumption", VALID + '[assumptions]\nmax_unit = "x."\n',
      "assumptions.max_unit: no such field to document (did you mean 'max_units'?); allowed: single_trial_noise, "
      "max_repeats, max_units, max_sessions, session_overhead, per_unit_cost, per_unit_repeat_cost, layers, "
-     "sampling"),
+     "sampling, gains.animal, gains.area, gains.unit, gains.baseline"),
+    ("misspelt gains assumption", VALID + '[assumptions]\ngains.units = "x."\n',
+     "assumptions.gains.units: no such field to document (did you mean 'gains.unit'?); allowed: single_trial_noise, "
+     "max_repeats, max_units, max_sessions, session_overhead, per_unit_cost, per_unit_repeat_cost, layers, "
+     "sampling, gains.animal, gains.area, gains.unit, gains.baseline"),
+    ("negative gain spread", VALID + "[gains]\nanimal = 0.5\narea = -0.3\nunit = 0.5\n",
+     "gains.area must be a number in [0, 3] (SD of the log gain); got -0.3"),
+    ("huge gain spread", VALID + "[gains]\nanimal = 0.5\narea = 0.3\nunit = 5\n",
+     "gains.unit must be a number in [0, 3] (SD of the log gain); got 5"),
+    ("negative baseline", VALID + "[gains]\nanimal = 0.5\narea = 0.3\nunit = 0.5\nbaseline = -1.0\n",
+     "gains.baseline must be a number in [0, 10]; got -1.0"),
+    ("unknown gains key", VALID + "[gains]\nanimal = 0.5\narea = 0.3\ncell = 0.5\n",
+     "unknown key 'gains.cell'; allowed in [gains]: animal, area, unit, baseline"),
+    ("misspelt gains key", VALID + "[gains]\nanimal = 0.5\naera = 0.3\nunit = 0.5\n",
+     "unknown key 'gains.aera' (did you mean 'gains.area'?); allowed in [gains]: animal, area, unit, baseline"),
+    ("string gain spread", VALID + '[gains]\nanimal = "large"\narea = 0.3\nunit = 0.5\n',
+     "gains.animal must be a number; got 'large' (a string)"),
+    ("boolean baseline", VALID + "[gains]\nanimal = 0.5\narea = 0.3\nunit = 0.5\nbaseline = true\n",
+     "gains.baseline must be a number; got True (a boolean)"),
+    ("missing gain spread", VALID + "[gains]\nanimal = 0.5\n", "missing required keys gains.area, gains.unit"),
+    ("gains not a table", VALID + "gains = 0.5\n",
+     "gains must be a table of animal, area, unit (and baseline) = number (a [gains] section); got 0.5 (a float)"),
     ("missing key", _drop("max_units"), "missing required key max_units"),
     ("missing keys", _drop("max_units").replace('name = "lab rig"\n', ""), "missing required keys name, max_units"),
     ("string for integer", VALID.replace("max_units = 64", 'max_units = "many"'),
@@ -463,3 +516,7 @@ def test_modalities_built_in_code_validate_too() -> None:
     assert str(e.value) == ("observables must be a non-empty subset of weights, activations, activity_change "
                             "without repeats; got 'activations'")
     assert _modality(layers=["deep", "early"]).layers == ("deep", "early")
+    assert _modality(gain_sd=[0.1, 0.2, 0.3]).gain_sd == (0.1, 0.2, 0.3)
+    with pytest.raises(AdvisorError) as e:
+        _modality(gain_sd=(0.1, 0.2))
+    assert str(e.value) == "gains must be three numbers (SDs of the log gain per animal, area, unit); got (0.1, 0.2)"
