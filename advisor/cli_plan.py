@@ -31,6 +31,7 @@ from advisor.errors import AdvisorError
 PLAN_HELDOUT = ("none", "architecture")
 REPORT_FORMATS = ("md", "html", "pdf")
 DEFAULT_TARGET = 0.75
+DEFAULT_SETASIDE = 0.25
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -159,6 +160,9 @@ def _plan_options(command: Any) -> Any:
                      help="Classifier that identifies the rule in every trial."),
         click.option("--splits", type=click.IntRange(min=2), default=10, show_default=True, metavar="N",
                      help="Train/test splits per trial (with --heldout none)."),
+        click.option("--setaside", type=float, default=DEFAULT_SETASIDE, show_default=True, metavar="SHARE",
+                     help="Share of the networks set aside before the search (stratified by rule and design "
+                          "cell); the recommended protocol's accuracy is measured on them, once."),
         click.option("--timeout", type=click.FloatRange(min=0.0, min_open=True), default=None, metavar="SEC",
                      help="Stop starting trials after SEC seconds."),
         click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
@@ -216,7 +220,7 @@ def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str
 @common_options
 def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
          max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
-         classifier: str, splits: int, timeout: float | None, seed: int, storage: str | None,
+         classifier: str, splits: int, setaside: float, timeout: float | None, seed: int, storage: str | None,
          tracking_uri: str | None, modality: str | None, trials: int, study: str | None, no_curves: bool) -> None:
     """Find the cheapest recording protocol that identifies the learning rule.
 
@@ -245,7 +249,8 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     bank, preset_name = _open_bank(app, preset, bank_dir)
     question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
                              target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
-                             classifier=classifier, n_trials=trials, n_splits=splits, seed=seed)
+                             classifier=classifier, n_trials=trials, n_splits=splits, seed=seed,
+                             setaside=setaside)
     study_name = study or f"plan-{question.key(bank.hash, mod.key)}"
     workspace = app.open_workspace()
     _prepare_storage(storage_url)
@@ -254,7 +259,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
               "max_sessions": question.max_sessions, "target_accuracy": target_accuracy,
               "rules": ",".join(question.rules), "target": question.target, "heldout": heldout,
               "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
-              "storage": storage_url}
+              "storage": storage_url, "setaside": setaside}
     join = f"advisor worker --study {study_name}" + (f" --storage {shlex.quote(storage)}" if storage else "")
     app.consoles.err.print(f"study {study_name} — more workers: {join}", highlight=False, soft_wrap=True)
     with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
@@ -263,15 +268,39 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
                             curves=not no_curves, run=run, bar=bar, tracking_uri=tracker.uri)
         doc.update(title="Recording plan: which learning rule, from what recording?", command=command,
                    bank=bank_document(bank, preset_name), storage=storage_url)
-        rec = doc["recommendation"] or doc["best"]
-        run.log_metrics({"feasible": float(doc["feasible"]), "accuracy": rec["accuracy"], "ci_low": rec["ci"][0],
-                         "ci_high": rec["ci"][1], "cost": rec["cost"],
-                         "control_accuracy": doc["control"]["accuracy"], "elapsed_s": doc["elapsed_s"]})
+        run.log_metrics(plan_metrics(doc))
         reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
     if app.json_output:
         app.consoles.emit_json(doc)
         return
     _render_plan(app.consoles.out, doc, reports)
+
+
+def plan_metrics(doc: dict[str, Any]) -> dict[str, float]:
+    """The plan's headline numbers as MLflow metrics: search and set-aside estimates, controls, cost."""
+    rec = doc["recommendation"] or doc.get("candidate") or doc["best"]
+    final = doc["setaside"]
+    out = {"feasible": float(doc["feasible"]), "accuracy": final["accuracy"], "ci_low": final["ci"][0],
+           "ci_high": final["ci"][1], "search_accuracy": rec["accuracy"], "search_ci_low": rec["ci"][0],
+           "search_ci_high": rec["ci"][1], "cost": rec["cost"], "elapsed_s": doc["elapsed_s"]}
+    for name, entry in doc["controls"].items():
+        out[f"control_{name}_accuracy"] = entry["accuracy"]
+        out[f"control_{name}_ci_high"] = entry["ci"][1]
+    return out
+
+
+def infeasible_reason(doc: dict[str, Any], target: float) -> str:
+    """One line: why a plan's search found nothing to recommend."""
+    verdict = doc.get("verdict", "none_in_search")
+    final = doc["setaside"]
+    top = max(doc["controls"].values(), key=lambda c: c["ci"][1]) if doc["controls"] else None
+    control = f"; strongest control up to {top['ci'][1]:.2f}" if top else ""
+    if verdict == "none_in_search":
+        best = doc["best"]
+        return f"CI lower bound {best['ci'][0]:.2f} < target {target:.2f} (or the controls) at best{control}"
+    if verdict == "setaside_below_target":
+        return f"on set-aside networks the CI lower bound is {final['ci'][0]:.2f} < target {target:.2f}"
+    return f"on set-aside networks the CI lower bound {final['ci'][0]:.2f} does not clear the controls{control}"
 
 
 def _print_where(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
@@ -280,46 +309,66 @@ def _print_where(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
     out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
 
 
+PANEL_TITLES = {
+    "recommended": "Recommendation",
+    "none_in_search": "No protocol within the bounds reaches the target beyond the controls",
+    "setaside_below_target": "The search's choice falls short of the target on set-aside networks",
+    "setaside_not_beyond_controls": "The search's choice does not clear the controls on set-aside networks",
+}
+
+
+def _ci_range(entry: dict[str, Any]) -> str:
+    return f"{entry['accuracy']:.3f} (95% CI {entry['ci'][0]:.3f}-{entry['ci'][1]:.3f})"
+
+
 def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
+    from advisor.controls import CONTROL_LABELS
     from advisor.reports import recommendation_sentence
+    from advisor.search import sessions_phrase
 
-    out.print(Panel(recommendation_sentence(doc), title="Recommendation" if doc["feasible"] else "No protocol "
-                    "within the bounds reaches the target", border_style="green" if doc["feasible"] else "red"))
+    verdict = doc.get("verdict", "recommended" if doc["feasible"] else "none_in_search")
+    out.print(Panel(recommendation_sentence(doc), title=PANEL_TITLES.get(verdict, verdict),
+                    border_style="green" if doc["feasible"] else "red"))
     if not doc["feasible"]:
         out.print("To reach the target: raise --max-units or --max-sessions, try another --modality or observable, "
                   "lower --target-accuracy, run more --trials, or plan on a larger population (--preset standard "
                   "doubles the default one; identification still improves with more simulated networks).",
                   highlight=False)
-    rec = doc["recommendation"] or doc["best"]
+    rec = doc["recommendation"] or doc.get("candidate") or doc["best"]
     unit = rec.get("cost_unit", "")
-    table = Table(title="Protocol" if doc["feasible"] else "Most accurate protocol found", title_justify="left",
-                  title_style="bold")
+    title = {"recommended": "Protocol", "none_in_search": "Most accurate protocol found"}.get(
+        verdict, "Protocol chosen on the search networks")
+    table = Table(title=title, title_justify="left", title_style="bold")
     table.add_column("setting", style="cyan", no_wrap=True)
     table.add_column("value")
     what = "synapses" if rec["observable"] == "weights" else "units"
+    final = doc["setaside"]
     for key, value in (
         ("observable", rec["observable"]), (what, str(rec["n_units"])), ("layer groups", ", ".join(rec["layers"])),
-        ("sessions", f"{rec['n_sessions']} within {rec['window'][0]:.0%}-{rec['window'][1]:.0%} of learning"),
+        ("sessions", sessions_phrase(rec["n_sessions"], rec["window"])),
         ("noise", f"{rec['noise_model']} {rec['noise']:.3g} ({rec['repeats']} repeats)"),
-        ("cost", f"{rec['cost']:.1f} {unit} per network ({doc['modality']['key']})"),
-        ("accuracy", f"{rec['accuracy']:.3f} (95% CI {rec['ci'][0]:.3f}-{rec['ci'][1]:.3f}), chance "
-                     f"{doc['chance']:.3f}"),
+        ("cost", f"{rec['cost']:.1f} {unit} per animal ({doc['modality']['key']})"),
+        ("accuracy, set-aside", f"{_ci_range(final)} on {final['n_networks']} networks never searched; "
+                                f"chance {doc['chance']:.3f}"),
+        ("accuracy, search estimate", _ci_range(rec)),
     ):
         table.add_row(key, value)
     ver = doc.get("verification")
     if ver:
-        table.add_row("re-checked, fresh seeds", f"{ver['accuracy']:.3f} (95% CI {ver['ci'][0]:.3f}-"
-                                                   f"{ver['ci'][1]:.3f})")
-    control = doc["control"]
-    table.add_row("control: learning curve only", f"{control['accuracy']:.3f} (95% CI {control['ci'][0]:.3f}-"
-                                                  f"{control['ci'][1]:.3f})")
+        table.add_row("re-checked, fresh seeds", _ci_range(ver))
+    for name, entry in doc["controls"].items():
+        table.add_row(f"control: {CONTROL_LABELS.get(name, name)}", f"{_ci_range(entry)}, {entry['classifier']}")
     held = doc.get("heldout_architecture")
     if held:
+        verdict_text = "transfers" if held.get("transfers") else "does not reach the target"
         table.add_row("held-out architecture family",
-                      f"{held['accuracy']:.3f} (control {held['control_accuracy']:.3f})")
+                      f"{_ci_range(held)} (control {held['control_accuracy']:.3f}): {verdict_text}")
+    gains = (doc.get("modality") or {}).get("gains")
+    if gains:
+        table.add_row("unknown gains (log SD)", ", ".join(f"{k} {v:g}" for k, v in gains.items()))
     out.print(table)
 
     out.print(_protocol_table("Cost-accuracy Pareto front", doc["pareto"], with_trial=True))
@@ -357,7 +406,7 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
         table.add_row(*cells, style="green" if t["feasible"] else None)
     table.caption = ("groups: E early, M middle, D deep; sessions 'in 30%': within the first 30% of learning"
                      + ("; obs.: W weights, A activations, dA activity changes" if several else "")
-                     + ("; green: CI lower bound reaches the target" if with_trial else ""))
+                     + ("; green: CI lower bound reaches the target and clears the controls" if with_trial else ""))
     return table
 
 
@@ -371,7 +420,7 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
 @common_options
 def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
             max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
-            classifier: str, splits: int, timeout: float | None, seed: int, storage: str | None,
+            classifier: str, splits: int, setaside: float, timeout: float | None, seed: int, storage: str | None,
             tracking_uri: str | None, modalities_text: str, trials: int) -> None:
     """Compare recording modalities: the cheapest sufficient protocol of each, side by side.
 
@@ -414,18 +463,18 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                 question = make_question(bank, mod, observable=observable, max_units=max_units,
                                          max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
                                          family=family, heldout=heldout, classifier=classifier, n_trials=trials,
-                                         n_splits=splits, seed=seed)
+                                         n_splits=splits, seed=seed, setaside=setaside)
                 doc = _run_plan(app, bank, question, mod, storage=storage_url,
                                 study=f"compare-{question.key(bank.hash, mod.key)}", timeout=timeout, curves=False,
                                 run=run, bar=bar, tracking_uri=tracker.uri)
                 rec = doc["recommendation"]
                 entry.update(feasible=doc["feasible"], cost=rec["cost"] if rec else None, recommendation=rec,
-                             best=doc["best"], trials=doc["trials"], pareto=doc["pareto"],
-                             control=doc["control"], verification=doc["verification"], chance=doc["chance"],
-                             modality=doc["modality"])
+                             candidate=doc["candidate"], best=doc["best"], trials=doc["trials"],
+                             pareto=doc["pareto"], setaside=doc["setaside"], controls=doc["controls"],
+                             verification=doc["verification"], chance=doc["chance"], verdict=doc["verdict"],
+                             heldout_architecture=doc["heldout_architecture"], modality=doc["modality"])
                 if not doc["feasible"]:
-                    best = doc["best"]
-                    entry["reason"] = f"CI lower bound {best['ci'][0]:.2f} < target {target_accuracy:.2f} at best"
+                    entry["reason"] = infeasible_reason(doc, target_accuracy)
                 entries.append(entry)
                 run.log_metrics({f"{mod.key}.feasible": float(doc["feasible"]),
                                  **({f"{mod.key}.cost": rec["cost"], f"{mod.key}.accuracy": rec["accuracy"]}
@@ -464,19 +513,21 @@ def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> N
                          else "right")
     reasons = []
     for m in sorted(doc["modalities"], key=lambda m: (not m["feasible"], m["cost"] or 0.0)):
-        p = m["recommendation"] or m.get("best")
+        p = m["recommendation"] or m.get("candidate") or m.get("best")
         if p is None:
             table.add_row(m["name"], "no", *(["—"] * 8))
         else:
             span = "" if p["window"][1] >= 1.0 else f" in {p['window'][1]:.0%}"
-            table.add_row(m["name"], "yes" if m["feasible"] else "no", f"{p['cost']:.1f}", f"{p['accuracy']:.3f}",
-                          f"{p['ci'][0]:.2f}-{p['ci'][1]:.2f}", _OBS_SHORT[p["observable"]], str(p["n_units"]),
+            final = m.get("setaside") or p
+            table.add_row(m["name"], "yes" if m["feasible"] else "no", f"{p['cost']:.1f}", f"{final['accuracy']:.3f}",
+                          f"{final['ci'][0]:.2f}-{final['ci'][1]:.2f}", _OBS_SHORT[p["observable"]], str(p["n_units"]),
                           "".join(_LAYER_SHORT[g] for g in p["layers"]), f"{p['n_sessions']}{span}",
                           f"{p['noise']:.2g} ({p['repeats']})", style="green" if m["feasible"] else None)
         if m["reason"]:
             reasons.append(f"{m['name']}: {m['reason']}")
     units = sorted({m["cost_unit"] for m in doc["modalities"]})
-    table.caption = (f"cost in {', '.join(units)} per animal; obs.: W weights, A activations, dA activity changes; "
+    table.caption = (f"cost in {', '.join(units)} per animal; acc.: on set-aside networks never searched; obs.: W "
+                     "weights, A activations, dA activity changes; "
                      "groups: E early, M middle, D deep; noise: Gaussian SD relative to the spread, or Poisson mean "
                      "spikes per stimulus")
     out.print(table)

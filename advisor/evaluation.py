@@ -1,33 +1,64 @@
 """How well do recorded features identify the learning rule? Splits by network, accuracy with a confidence
-interval, the task-performance control.
+interval that counts both the test networks and the training set, the controls, and set-aside networks.
 
-Each network is one sample and never sits on both sides of a split. Modes: ``none`` (repeated stratified
-75/25 splits over networks, as the paper's ten splits), ``architecture`` (leave one architecture family out)
-and ``task`` (leave one task out). The 95% interval is a percentile bootstrap over networks of each network's
-out-of-split correctness (its fraction of correct predictions over the splits that tested it), so it reflects
-how many distinct networks were tested, not how many times. The control is the same classifier given only the
-learning curve (training loss and metric at the same sessions): identification beyond it is more than learning
-speed.
+Each network is one sample and never sits on both sides of a split. Modes: ``none`` (repeated stratified 4-fold
+cross-validation over networks: every network is tested once per repeat, 75/25 as the paper's splits),
+``architecture`` (leave one architecture family out) and ``task`` (leave one task out).
+
+The point estimate and its interval describe the same quantity, the accuracy on networks the classifier was
+not trained on (the pooled out-of-split hit rate over networks):
+
+* repeated k-fold: the corrected resampled t-interval (Nadeau & Bengio 2003; Bouckaert & Frank 2004) over the
+  split accuracies, whose variance correction ``1/J + n_test/n_train`` accounts for the overlap of the training
+  sets, hence for the variance of the training set as well as of the test networks;
+* a fixed partition (leave-one-out of a factor, or the set-aside networks): one fit tested once, with the
+  test-network variance from a Wilson interval over the tested networks and the training-set variance from
+  refits on bootstrap resamples of the training networks, added in quadrature.
+
+Either interval is never narrower than the Wilson interval over the distinct networks tested, so a perfect
+score on a few networks does not come with a zero-width interval.
+
+The controls (``advisor.controls``) are scored on the same splits; identification counts only where the
+protocol's interval clears the strongest control's.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from advisor.classifiers import make_classifier
+from advisor.controls import CONTROL_CLASSIFIERS, hyperparameter_features
 from advisor.errors import AdvisorError
 
 HELDOUT = {"none": None, "architecture": "arch_family", "task": "task"}
 IMPORTANCE_SPLITS = 3
 """Permutation importances are averaged over the first splits only (they cost (F + S) x 3 predictions each)."""
+FOLDS = 4
+"""Folds of the repeated stratified cross-validation: each fold tests 25% of the networks, as the paper's splits."""
+REFITS = 20
+"""Refits on bootstrap resamples of the training networks that measure the training-set variance of a fixed
+partition's accuracy."""
+Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
 class Scores:
-    """Out-of-split predictions of one classifier on one feature set."""
+    """Out-of-split predictions of one classifier on one feature set.
+
+    Attributes:
+        accuracy: pooled out-of-split hit rate over networks (every tested network weighs the same).
+        ci: its 95% interval (see the module docstring for how).
+        balanced_accuracy: mean over labels of the per-label hit rate, pooled like ``accuracy``.
+        split_accuracies: accuracy of every split.
+        confusion_matrix: pooled counts, true label × predicted label.
+        n_tested: distinct networks tested.
+        ci_method: ``corrected_t`` or ``refit``.
+    """
 
     accuracy: float
     ci: tuple[float, float]
@@ -36,14 +67,40 @@ class Scores:
     confusion_matrix: np.ndarray
     feature_importance: np.ndarray | None = None
     session_importance: np.ndarray | None = None
+    n_tested: int = 0
+    ci_method: str = "corrected_t"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accuracy": float(self.accuracy), "ci": [float(v) for v in self.ci]}
+
+
+@dataclass(frozen=True)
+class ControlScores:
+    """A control: the best of a linear and a nonlinear classifier on features an experimenter gets for free.
+
+    Attributes:
+        name: ``behaviour`` (the whole learning curve) or ``hyperparameters`` (learning rate, batch size, init).
+        classifier: the classifier that scored best (the control reported).
+        scores: its scores.
+        candidates: accuracy of every classifier tried.
+    """
+
+    name: str
+    classifier: str
+    scores: Scores
+    candidates: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.scores.to_dict(), "classifier": self.classifier,
+                "candidates": {k: float(v) for k, v in self.candidates.items()}}
 
 
 @dataclass(frozen=True)
 class EvaluationResult:
-    """Identification of ``labels`` from features, and the task-performance control."""
+    """Identification of ``labels`` from features, and the controls."""
 
     scores: Scores
-    control: Scores | None
+    controls: dict[str, ControlScores]
     labels: list[str]
     chance: float
     n_networks: int
@@ -55,21 +112,64 @@ class EvaluationResult:
     def accuracy(self) -> float:
         return self.scores.accuracy
 
+    @property
+    def control(self) -> Scores | None:
+        """The behavioural control's scores (None when it was not computed)."""
+        c = self.controls.get("behaviour")
+        return c.scores if c is not None else None
+
+    @property
+    def strongest_control(self) -> ControlScores | None:
+        return strongest(self.controls)
+
+    @property
+    def beyond_controls(self) -> bool:
+        return beyond(self.scores, self.controls)
+
+
+def strongest(controls: Mapping[str, ControlScores]) -> ControlScores | None:
+    """The control with the highest upper CI bound (ties: the higher accuracy), or None without controls."""
+    if not controls:
+        return None
+    return max(controls.values(), key=lambda c: (c.scores.ci[1], c.scores.accuracy))
+
+
+def beyond(scores: Scores | Mapping[str, Any], controls: Mapping[str, ControlScores]) -> bool:
+    """True where the lower CI bound clears every control's upper CI bound (True without controls)."""
+    low = scores.ci[0] if isinstance(scores, Scores) else scores["ci"][0]
+    top = strongest(controls)
+    return top is None or low > top.scores.ci[1]
+
+
+# ----------------------------------------------------------------------------------------------- splits
+def n_repeats(n_splits: int) -> int:
+    """Repeats of the 4-fold cross-validation for a requested number of splits (rounded up)."""
+    return max(1, math.ceil(n_splits / FOLDS))
+
 
 def make_splits(
-    y: np.ndarray, heldout: str, groups: np.ndarray | None, n_splits: int, seed: int, test_size: float = 0.25
+    y: np.ndarray, heldout: str, groups: np.ndarray | None, n_splits: int, seed: int,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Train/test indices over networks. Raises AdvisorError if a held-out factor has fewer than 2 levels."""
-    from sklearn.model_selection import StratifiedShuffleSplit
+    """Train/test indices over networks.
+
+    ``heldout == "none"``: repeated stratified 4-fold cross-validation, ``ceil(n_splits / 4)`` repeats, so every
+    network is tested once per repeat. Otherwise one split per level of ``groups`` (leave one out).
+
+    Raises:
+        AdvisorError: an unknown mode, a label with fewer networks than folds, or a factor with one level.
+    """
+    from sklearn.model_selection import RepeatedStratifiedKFold
 
     if heldout not in HELDOUT:
         raise AdvisorError(f"heldout must be one of {', '.join(HELDOUT)}; got {heldout!r}")
     if heldout == "none":
-        counts = np.unique(y, return_counts=True)[1]
-        if counts.min() < 2:
-            raise AdvisorError("every label needs at least 2 networks for stratified splits")
-        sss = StratifiedShuffleSplit(n_splits=n_splits, test_size=test_size, random_state=seed)
-        return list(sss.split(np.zeros(len(y)), y))
+        labels, counts = np.unique(y, return_counts=True)
+        if counts.min() < FOLDS:
+            few = labels[np.argmin(counts)]
+            raise AdvisorError(f"every label needs at least {FOLDS} networks for stratified {FOLDS}-fold splits; "
+                               f"{few!r} has {counts.min()}")
+        rkf = RepeatedStratifiedKFold(n_splits=FOLDS, n_repeats=n_repeats(n_splits), random_state=seed)
+        return [(train, test) for train, test in rkf.split(np.zeros(len(y)), y)]
     assert groups is not None
     levels = np.unique(groups)
     if len(levels) < 2:
@@ -77,13 +177,117 @@ def make_splits(
     return [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in levels]
 
 
+# ---------------------------------------------------------------------------------------------- intervals
 def bootstrap_ci(correct_per_network: np.ndarray, seed: int, n_boot: int = 2000) -> tuple[float, float]:
-    """95% percentile bootstrap interval of the mean over networks."""
+    """95% percentile bootstrap interval of the mean over networks (test-network variance only)."""
     rng = np.random.default_rng(seed)
     n = len(correct_per_network)
     means = correct_per_network[rng.integers(0, n, (n_boot, n))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def wilson_interval(p: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion ``p`` observed on ``n`` networks."""
+    if n <= 0:
+        return 0.0, 1.0
+    z2 = Z95**2
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def _clip(lo: float, hi: float) -> tuple[float, float]:
+    return max(0.0, float(lo)), min(1.0, float(hi))
+
+
+def corrected_t_interval(split_accuracies: np.ndarray, test_fraction: float, pooled: float,
+                         n_networks: int) -> tuple[float, float]:
+    """Nadeau-Bengio corrected resampled t-interval around ``pooled``, widened to at least the Wilson interval
+    over the ``n_networks`` distinct networks tested."""
+    from scipy import stats
+
+    j = len(split_accuracies)
+    wil = wilson_interval(pooled, n_networks)
+    if j < 2:
+        return wil
+    var = float(np.var(split_accuracies, ddof=1)) * (1.0 / j + test_fraction / (1.0 - test_fraction))
+    half = float(stats.t.ppf(0.975, j - 1)) * math.sqrt(var)
+    return _clip(min(pooled - half, wil[0]), max(pooled + half, wil[1]))
+
+
+def partition_interval(pooled: float, n_tested: int, train_sd: float) -> tuple[float, float]:
+    """A fixed partition's interval: the Wilson half-widths (test networks) and ``1.96 · train_sd`` (training
+    sets) added in quadrature."""
+    lo, hi = wilson_interval(pooled, n_tested)
+    spread = Z95 * train_sd
+    return _clip(pooled - math.hypot(pooled - lo, spread), pooled + math.hypot(hi - pooled, spread))
+
+
+def _stratified_resample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Positions 0..len(y)-1 drawn with replacement within each label (every label keeps its count)."""
+    out = [rng.choice(np.flatnonzero(y == label), np.sum(y == label), replace=True) for label in np.unique(y)]
+    return np.concatenate(out)
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def score(
+    X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], labels: list[str], *,
+    classifier: str, seed: int, importances: bool = False, refits: int = REFITS,
+) -> Scores:
+    """Fit ``classifier`` on every split and pool the out-of-split predictions.
+
+    Repeated cross-validation (every network tested equally often, at least 4 splits) gets the corrected t
+    interval; any other set of splits (leave one level out, a set-aside partition) is treated as a fixed
+    partition and gets ``refits`` refits per split on bootstrap resamples of its training networks.
+    """
+    from sklearn.metrics import confusion_matrix
+
+    n = len(y)
+    hits, tested = np.zeros(n), np.zeros(n)
+    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
+    accs, feat_imps, sess_imps = [], [], []
+    preds: list[np.ndarray] = []
+    for i, (train, test) in enumerate(splits):
+        est = make_classifier(classifier, random_state=seed + i, n_sessions=X.shape[1])
+        est.fit(X[train], y[train])
+        pred = est.predict(X[test])
+        preds.append(pred)
+        hits[test] += pred == y[test]
+        tested[test] += 1
+        accs.append(float(np.mean(pred == y[test])))
+        cm += confusion_matrix(y[test], pred, labels=labels)
+        if importances and i < IMPORTANCE_SPLITS:
+            fi, si = grouped_importances(est, X[test], y[test], seed + i)
+            feat_imps.append(fi)
+            sess_imps.append(si)
+    seen = tested > 0
+    n_seen = int(seen.sum())
+    pooled = float(hits[seen].sum() / tested[seen].sum())
+    per_label = [cm[k, k] / cm[k].sum() for k in range(len(labels)) if cm[k].sum()]
+    balanced = float(np.mean(per_label)) if per_label else 0.0
+    cross_validated = len(splits) >= FOLDS and len(set(tested[seen].tolist())) == 1
+    if cross_validated:
+        fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in splits]))
+        ci, method = corrected_t_interval(np.asarray(accs), fraction, pooled, n_seen), "corrected_t"
+    else:
+        var_train = 0.0
+        total = sum(len(te) for _, te in splits)
+        rng = np.random.default_rng([seed, 7])
+        for i, (train, test) in enumerate(splits):
+            if refits < 2:
+                break
+            boot = []
+            for r in range(refits):
+                pick = train[_stratified_resample(y[train], rng)]
+                est = make_classifier(classifier, random_state=seed + 1000 * (i + 1) + r, n_sessions=X.shape[1])
+                est.fit(X[pick], y[pick])
+                boot.append(float(np.mean(est.predict(X[test]) == y[test])))
+            var_train += (len(test) / total) ** 2 * float(np.var(boot, ddof=1))
+        ci, method = partition_interval(pooled, n_seen, math.sqrt(var_train)), "refit"
+    return Scores(pooled, ci, balanced, accs, cm,
+                  np.mean(feat_imps, axis=0) if feat_imps else None,
+                  np.mean(sess_imps, axis=0) if sess_imps else None, n_seen, method)
 
 
 def grouped_importances(
@@ -111,47 +315,55 @@ def grouped_importances(
     return feat / n_repeats, sess / n_repeats
 
 
-def score(
-    X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], labels: list[str], *,
-    classifier: str, seed: int, importances: bool = False,
-) -> Scores:
-    """Fit ``classifier`` on every split and pool the out-of-split predictions."""
-    from sklearn.metrics import balanced_accuracy_score, confusion_matrix
+def best_of(name: str, X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+            labels: list[str], seed: int) -> ControlScores:
+    """Score a control's features with the linear and the nonlinear classifier on ``splits``; keep the more
+    accurate (``advisor.controls``). On a fixed partition the candidates are compared on their fits, and only
+    the winner pays for the refits of its interval."""
+    results = {key: score(X, y, splits, labels, classifier=key, seed=seed, refits=0) for key in CONTROL_CLASSIFIERS}
+    best = max(CONTROL_CLASSIFIERS, key=lambda k: (results[k].accuracy, results[k].ci[1]))
+    winner = results[best]
+    if winner.ci_method == "refit":
+        winner = score(X, y, splits, labels, classifier=best, seed=seed)
+    return ControlScores(name, best, winner, {k: r.accuracy for k, r in results.items()})
 
-    n = len(y)
-    hits, tested = np.zeros(n), np.zeros(n)
-    cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    accs, bal, feat_imps, sess_imps = [], [], [], []
-    for i, (train, test) in enumerate(splits):
-        est = make_classifier(classifier, random_state=seed + i, n_sessions=X.shape[1])
-        est.fit(X[train], y[train])
-        pred = est.predict(X[test])
-        hits[test] += pred == y[test]
-        tested[test] += 1
-        accs.append(float(np.mean(pred == y[test])))
-        bal.append(float(balanced_accuracy_score(y[test], pred)))
-        cm += confusion_matrix(y[test], pred, labels=labels)
-        if importances and i < IMPORTANCE_SPLITS:
-            fi, si = grouped_importances(est, X[test], y[test], seed + i)
-            feat_imps.append(fi)
-            sess_imps.append(si)
-    seen = tested > 0
-    ci = bootstrap_ci(hits[seen] / tested[seen], seed)
-    return Scores(float(np.mean(accs)), ci, float(np.mean(bal)), accs, cm,
-                  np.mean(feat_imps, axis=0) if feat_imps else None,
-                  np.mean(sess_imps, axis=0) if sess_imps else None)
+
+def control_scores(inputs: Mapping[str, np.ndarray], y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                   labels: list[str], seed: int) -> dict[str, ControlScores]:
+    """Every control in ``inputs`` (name → features, rows aligned with ``y``) on the same splits."""
+    return {name: best_of(name, X, y, splits, labels, seed) for name, X in inputs.items()}
+
+
+def fixed_partition_splits(search: np.ndarray, setaside: np.ndarray, groups: np.ndarray | None = None
+                           ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Splits for a set-aside test: train on ``search``, test on ``setaside`` (positions into the same arrays).
+    With ``groups``, one split per level: train on the search networks of the other levels, test on the
+    set-aside networks of this one."""
+    if groups is None:
+        return [(np.asarray(search), np.asarray(setaside))]
+    out = []
+    for g in np.unique(groups[setaside]):
+        train = search[groups[search] != g]
+        test = setaside[groups[setaside] == g]
+        if len(train) and len(test):
+            out.append((train, test))
+    return out
 
 
 def evaluate(
     X: np.ndarray, curve: np.ndarray | None, metadata: Any, *, target: str = "rule", classifier: str = "rf",
     heldout: str = "none", n_splits: int = 10, seed: int = 0, importances: bool = False,
+    hyperparameters: bool = True,
 ) -> EvaluationResult:
     """Identify ``metadata[target]`` (``rule`` or ``family``) from features X (networks, sessions, features).
 
     Args:
         X: features, one row per network of ``metadata`` in the same order.
-        curve: (networks, sessions, 2) learning curves for the control, or None to skip it.
+        curve: (networks, checkpoints, k) behaviour for the behavioural control (the whole learning curve,
+            ``advisor.controls.behaviour_features``), or None to skip it.
         metadata: the bank's metadata table (pandas DataFrame).
+        hyperparameters: also score the hyperparameter control (needs ``lr``, ``batch_size`` and
+            ``init_scale`` columns; skipped where they are missing).
     """
     y = metadata[target].astype(str).to_numpy()
     labels = sorted(set(y))
@@ -161,6 +373,11 @@ def evaluate(
     groups = metadata[column].astype(str).to_numpy() if column else None
     splits = make_splits(y, heldout, groups, n_splits, seed)
     scores = score(X, y, splits, labels, classifier=classifier, seed=seed, importances=importances)
-    control = score(curve, y, splits, labels, classifier=classifier, seed=seed) if curve is not None else None
+    inputs: dict[str, np.ndarray] = {}
+    if curve is not None:
+        inputs["behaviour"] = curve
+    if hyperparameters and {"lr", "batch_size", "init_scale"} <= set(metadata.columns):
+        inputs["hyperparameters"] = hyperparameter_features(metadata)
+    controls = control_scores(inputs, y, splits, labels, seed=seed)
     chance = float(max(np.mean(y == label) for label in labels))
-    return EvaluationResult(scores, control, labels, chance, len(y), heldout, classifier)
+    return EvaluationResult(scores, controls, labels, chance, len(y), heldout, classifier)

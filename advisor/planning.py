@@ -1,11 +1,15 @@
-"""A plan from question to document: search, re-check, controls, sensitivity curves.
+"""A plan from question to document: set-aside networks, search, re-check, controls, sensitivity curves.
 
 :func:`make_question` turns the user's bounds, the bank and a modality into a :class:`advisor.search.Question`
 (every bound checked against what the bank recorded and what the modality can do, one-line errors otherwise).
-:func:`plan` runs the search and then analyses the recommended protocol (or, if nothing is feasible, the most
-accurate one): a re-check with fresh seeds, the confusion matrix, feature importances, the task-performance
-control, the held-out-architecture score, and accuracy against units / sessions / noise for every observable.
-The result is one JSON-able document (the schema :mod:`advisor.reports` renders and MLflow stores).
+:func:`plan` sets a stratified share of the networks aside, searches on the rest (each trial's estimate and CI
+from repeated 4-fold cross-validation, feasible only where the CI lower bound reaches the target and clears the
+strongest control's upper bound), re-checks the cheapest feasible protocol with fresh seeds on the same search
+networks, and then tests that one candidate once on the set-aside networks: one fit on the search networks,
+the controls likewise. The plan is feasible only if the set-aside interval reaches the target and clears the
+set-aside controls; the report gives both the search estimate and the untouched one. Then importances, the
+held-out-architecture score and accuracy against units / sessions / noise for every observable. The result is
+one JSON-able document (the schema :mod:`advisor.reports` renders and MLflow stores).
 """
 
 from __future__ import annotations
@@ -19,7 +23,18 @@ from typing import Any
 
 import numpy as np
 
+from advisor.controls import behaviour_features, controls_document, hyperparameter_features
 from advisor.errors import AdvisorError
+from advisor.evaluation import (
+    FOLDS,
+    HELDOUT,
+    beyond,
+    control_scores,
+    fixed_partition_splits,
+    make_splits,
+    score,
+    strongest,
+)
 from advisor.protocol import GROUPS, RecordingProtocol
 from advisor.search import (
     LAYER_SUBSETS,
@@ -32,6 +47,7 @@ from advisor.search import (
     pareto_front,
     recommend,
     run_study,
+    setaside_partition,
 )
 
 VERIFY_SEEDS = 3
@@ -53,7 +69,7 @@ def bank_limits(bank: Any) -> dict[str, int]:
 def make_question(
     bank: Any, modality: Any, *, observable: str | None, max_units: int | None, max_sessions: int | None,
     target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str, classifier: str,
-    n_trials: int, n_splits: int, seed: int,
+    n_trials: int, n_splits: int, seed: int, setaside: float = 0.25,
 ) -> Question:
     """Check the user's bounds against the bank and the modality and return the search question."""
     if not 0.0 < target_accuracy <= 1.0:
@@ -99,8 +115,16 @@ def make_question(
         raise AdvisorError("--heldout architecture needs a bank with at least 2 architecture families (mlp, "
                            f"conv); this one has only {meta['arch_family'].iloc[0]}")
     per_group = {o: limits[o] // len(GROUPS) for o in observables}
+    partition = setaside_partition(meta, chosen, target, setaside, seed)  # raises on a share the bank cannot split
+    if heldout == "none":
+        y = meta[target].astype(str).to_numpy()[partition.search]
+        few = min(int(np.sum(y == label)) for label in set(y))
+        if few < FOLDS:
+            raise AdvisorError(f"--setaside {setaside:g} leaves {few} search networks of a {target}; the search's "
+                               f"{FOLDS}-fold splits need at least {FOLDS} (simulate more networks per rule)")
     return Question(observables, unit_cap, per_group, session_cap, n_checkpoints, allowed_layers,
-                    float(target_accuracy), target, chosen, heldout, classifier, n_trials, n_splits, seed)
+                    float(target_accuracy), target, chosen, heldout, classifier, n_trials, n_splits, seed,
+                    float(setaside))
 
 
 def versions() -> dict[str, str]:
@@ -170,23 +194,65 @@ def curve_points(trial: TrialResult, question: Question, modality: Any) -> int:
     return sum(len(g) for obs in question.observables for g in _grids(trial, question, modality, obs).values())
 
 
-def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, modality: Any) -> dict[str, Any]:
-    """Confusion matrix, importances, the learning-curve control and the held-out-architecture score of
-    ``trial``'s protocol."""
-    from advisor.evaluation import score
+def _transfer(bank: Any, X: np.ndarray, y: np.ndarray, labels: list[str], rows: np.ndarray, question: Question,
+              behaviour: np.ndarray) -> dict[str, Any] | None:
+    """Leave one architecture family out over all of the question's networks (search and set-aside): the
+    protocol's classifier and the behavioural control, with refit intervals; None with one family."""
+    meta = bank.metadata.reset_index(drop=True).iloc[rows].reset_index(drop=True)
+    if meta["arch_family"].nunique() < 2:
+        return None
+    groups = meta["arch_family"].astype(str).to_numpy()
+    splits = make_splits(y, "architecture", groups, 0, question.seed)
+    held = score(X, y, splits, labels, classifier=question.classifier, seed=question.seed)
+    controls = control_scores({"behaviour": behaviour}, y, splits, labels, question.seed)
+    control = controls["behaviour"]
+    return {"accuracy": float(held.accuracy), "ci": [float(v) for v in held.ci],
+            "control_accuracy": float(control.scores.accuracy), "control_ci": [float(v) for v in control.scores.ci],
+            "control_classifier": control.classifier, "families": sorted(set(groups)),
+            "transfers": bool(held.ci[0] >= question.target_accuracy and held.ci[0] > control.scores.ci[1])}
 
+
+def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, modality: Any) -> dict[str, Any]:
+    """The final numbers of ``trial``'s protocol: one fit on the search networks tested once on the set-aside
+    networks (accuracy, CI, confusion matrix), the controls on the same networks, importances from the search
+    networks' splits, and the held-out-architecture score."""
     protocol = trial.protocol(question.seed)
     features = scorer.features(protocol)
-    X, curve = features.X[scorer.keep], features.curve[scorer.keep]
-    full = score(X, scorer.y, scorer.splits, scorer.labels, classifier=question.classifier, seed=question.seed,
-                 importances=True)
-    control = score(curve, scorer.y, scorer.splits, scorer.labels, classifier=question.classifier,
-                    seed=question.seed)
+    partition = scorer.partition
+    assert partition is not None
+    meta = bank.metadata.reset_index(drop=True)
+    rows = np.flatnonzero(partition.members)
+    y = meta[question.target].astype(str).to_numpy()[rows]
+    labels = scorer.labels
+    X = features.X[rows]
+    position = {int(r): i for i, r in enumerate(rows)}
+    search = np.array([position[int(r)] for r in np.flatnonzero(partition.search)])
+    setaside = np.array([position[int(r)] for r in np.flatnonzero(partition.setaside)])
+    column = HELDOUT[question.heldout]
+    groups = meta[column].astype(str).to_numpy()[rows] if column else None
+    final_splits = fixed_partition_splits(search, setaside, groups)
+    final = score(X, y, final_splits, labels, classifier=question.classifier, seed=question.seed)
+    behaviour = behaviour_features(bank, rows)
+    final_controls = control_scores(
+        {"behaviour": behaviour, "hyperparameters": hyperparameter_features(meta.iloc[rows])},
+        y, final_splits, labels, question.seed)
+    # importances: on the search networks' own splits (the set-aside networks are tested once, for the number)
+    full = score(features.X[scorer.keep], scorer.y, scorer.splits, labels, classifier=question.classifier,
+                 seed=question.seed, importances=True)
+    top = strongest(final_controls)
+    reaches = final.ci[0] >= question.target_accuracy
+    clears = beyond(final, final_controls)
     out: dict[str, Any] = {
-        "labels": scorer.labels,
-        "chance": float(max(np.mean(scorer.y == label) for label in scorer.labels)),
-        "confusion_matrix": full.confusion_matrix.tolist(),
-        "control": {"accuracy": float(control.accuracy), "ci": [float(v) for v in control.ci]},
+        "labels": labels,
+        "chance": float(max(np.mean(y == label) for label in labels)),
+        "confusion_matrix": final.confusion_matrix.tolist(),
+        "setaside": {"accuracy": float(final.accuracy), "ci": [float(v) for v in final.ci],
+                     "n_networks": len(setaside), "n_train": len(search),
+                     "balanced_accuracy": float(final.balanced_accuracy), "reaches_target": bool(reaches),
+                     "beyond_controls": bool(clears), "classifier": question.classifier},
+        "controls": controls_document(final_controls),
+        "search_controls": controls_document(scorer.controls),
+        "strongest_control": top.name if top is not None else None,
         "heldout_architecture": None,
         "importances": None,
     }
@@ -199,17 +265,8 @@ def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, m
             "sessions": [{"session": int(features.sessions[t]), "fraction": float(fractions[t]),
                           "importance": float(full.session_importance[t])} for t in range(len(features.sessions))],
         }
-    meta = bank.metadata.reset_index(drop=True)[scorer.keep].reset_index(drop=True)
-    if question.heldout == "none" and meta["arch_family"].nunique() >= 2:
-        from advisor.evaluation import make_splits
-
-        groups = meta["arch_family"].astype(str).to_numpy()
-        splits = make_splits(scorer.y, "architecture", groups, 0, question.seed)
-        held = score(X, scorer.y, splits, scorer.labels, classifier=question.classifier, seed=question.seed)
-        held_control = score(curve, scorer.y, splits, scorer.labels, classifier=question.classifier,
-                             seed=question.seed)
-        out["heldout_architecture"] = {"accuracy": float(held.accuracy), "ci": [float(v) for v in held.ci],
-                                       "control_accuracy": float(held_control.accuracy)}
+    if question.heldout == "none":
+        out["heldout_architecture"] = _transfer(bank, X, y, labels, rows, question, behaviour)
     return out
 
 
@@ -227,7 +284,9 @@ def insufficient(trials: Sequence[TrialResult], chosen: TrialResult | None, ques
         seen.add(t.protocol(0))
         out.append({"description": t.describe(), "accuracy": t.accuracy, "ci": list(t.ci), "cost": t.cost,
                     "trial": t.number,
-                    "why": f"accuracy lower bound {t.ci[0]:.3f} < target {question.target_accuracy:.3f}"})
+                    "why": (f"accuracy lower bound {t.ci[0]:.3f} < target {question.target_accuracy:.3f}"
+                            if t.ci[0] < question.target_accuracy else
+                            f"accuracy lower bound {t.ci[0]:.3f} does not clear the strongest control")})
         if len(out) >= n:
             break
     return out
@@ -241,6 +300,19 @@ def trial_document(t: TrialResult | None, cost_unit: str) -> dict[str, Any] | No
     d["trial"] = t.number
     d["description"] = t.describe()
     return d
+
+
+def verdict(searched: bool, final: dict[str, Any], question: Question) -> str:
+    """Why a plan is or is not feasible, in one phrase keyed for reports: ``recommended``,
+    ``none_in_search`` (no protocol's search estimate cleared the target and the controls),
+    ``setaside_below_target`` or ``setaside_not_beyond_controls`` (the candidate failed on set-aside networks)."""
+    if not searched:
+        return "none_in_search"
+    if not final["reaches_target"]:
+        return "setaside_below_target"
+    if not final["beyond_controls"]:
+        return "setaside_not_beyond_controls"
+    return "recommended"
 
 
 class Progress:
@@ -274,11 +346,11 @@ def plan(
         raise AdvisorError("the search finished no trial (is --timeout too short?)")
     seeds = [question.seed * 1000 + 1001 + i for i in range(VERIFY_SEEDS)]
     progress.start("re-checking with fresh seeds", 1)
-    chosen, verification, rejected = recommend(trials, bank, question, seeds)
+    candidate, verification, rejected = recommend(trials, bank, question, seeds, control_high=scorer.control_high)
     progress.advance()
     best = max(trials, key=lambda t: (t.ci[0], t.accuracy, -t.cost))
-    focus = chosen or best
-    progress.start("controls and importances", 1)
+    focus = candidate or best
+    progress.start("set-aside networks, controls and importances", 1)
     analysis = analyse(bank, scorer, focus, question, modality)
     progress.advance()
     curve_doc = None
@@ -286,9 +358,16 @@ def plan(
         progress.start("accuracy vs units, sessions, noise", curve_points(focus, question, modality))
         curve_doc = sensitivity_curves(scorer, focus, question, modality, tick=progress.advance)
     unit = modality.cost_unit
-    recommendation = trial_document(chosen, unit)
-    if recommendation is not None and verification is not None:
-        recommendation["verified_accuracy"] = verification["accuracy"]
+    final = analysis["setaside"]
+    feasible = candidate is not None and final["reaches_target"] and final["beyond_controls"]
+    candidate_doc = trial_document(candidate, unit)
+    if candidate_doc is not None:
+        candidate_doc["setaside"] = final
+        if verification is not None:
+            candidate_doc["verified_accuracy"] = verification["accuracy"]
+    best_doc = trial_document(best, unit)
+    if best_doc is not None and candidate is None:
+        best_doc["setaside"] = final
     return {
         "kind": "plan",
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -299,17 +378,20 @@ def plan(
             "target_accuracy": question.target_accuracy, "rules": list(question.rules), "target": question.target,
             "heldout": question.heldout, "classifier": question.classifier, "trials": question.n_trials,
             "n_splits": question.n_splits, "seed": question.seed, "study": study_name,
+            "setaside": question.setaside,
         },
         "modality": modality.to_dict(),
-        "feasible": chosen is not None,
-        "recommendation": recommendation,
-        "best": trial_document(best, unit),
+        "feasible": bool(feasible),
+        "verdict": verdict(candidate is not None, final, question),
+        "recommendation": candidate_doc if feasible else None,
+        "candidate": candidate_doc,
+        "best": best_doc,
         "verification": verification,
         "rejected_by_recheck": rejected,
         **analysis,
         "trials": [trial_document(t, unit) for t in trials],
         "pareto": [trial_document(t, unit) for t in pareto_front(trials)],
-        "insufficient": insufficient(trials, chosen, question),
+        "insufficient": insufficient(trials, candidate, question),
         "curves": curve_doc,
         "versions": versions(),
         "elapsed_s": round(time.perf_counter() - started, 1),

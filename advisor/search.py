@@ -58,8 +58,12 @@ class Question:
         heldout: ``none`` (repeated stratified splits) or ``architecture`` (leave one architecture family out).
         classifier: classifier key (``advisor.classifiers.CLASSIFIERS``).
         n_trials: finished trials the study should hold.
-        n_splits: train/test splits per trial (with ``heldout == "none"``).
-        seed: seeds the sampler, the recording (unit subsets, noise) and the splits.
+        n_splits: train/test splits per trial (with ``heldout == "none"``; rounded up to whole repeats of a
+            4-fold cross-validation).
+        seed: seeds the sampler, the recording (unit subsets, noise), the splits and the set-aside draw.
+        setaside: share of the networks set aside before the search (stratified by rule and design cell); the
+            search, the re-check and any tuning never see them, and the recommended protocol's reported accuracy
+            comes from them.
     """
 
     observables: tuple[str, ...]
@@ -76,6 +80,7 @@ class Question:
     n_trials: int
     n_splits: int
     seed: int
+    setaside: float = 0.25
 
     def key(self, bank_hash: str, modality: str) -> str:
         """A short hash naming the study: the same question on the same bank and modality → the same study."""
@@ -103,6 +108,7 @@ class TrialResult:
     balanced_accuracy: float
     feasible: bool
     chronic: bool = True
+    beyond_control: bool = True
 
     def protocol(self, seed: int) -> RecordingProtocol:
         """The recording protocol of this trial, with the given recording seed."""
@@ -121,11 +127,27 @@ class TrialResult:
 
     def describe(self) -> str:
         what = "synapses" if self.observable == "weights" else "units"
-        span = "spread over all of learning" if self.window[1] >= 1.0 else \
-            f"within the first {self.window[1]:.0%} of learning"
-        return (f"{self.n_units} {what} of {self.observable} ({', '.join(self.layers)}) at {self.n_sessions} "
-                f"sessions {span}, {self.noise_model} noise {self.noise:.3g} ({self.repeats} repeat"
-                f"{'s' if self.repeats != 1 else ''}){'' if self.chronic else ', new units each session'}")
+        return (f"{self.n_units} {what} of {self.observable} ({', '.join(self.layers)}) at "
+                f"{sessions_phrase(self.n_sessions, self.window)}, {self.noise_model} noise {self.noise:.3g} "
+                f"({self.repeats} repeat{'s' if self.repeats != 1 else ''})"
+                f"{'' if self.chronic else ', new units each session'}")
+
+
+def sessions_phrase(n_sessions: int, window: Sequence[float]) -> str:
+    """How the sessions sit in learning, in an experimenter's words: ``2 sessions, one before training starts
+    and one at the end of learning``; ``5 sessions spread evenly over all of learning, the first before training
+    starts``; ``3 sessions within the first 30% of learning, the first before training starts``."""
+    lo, hi = float(window[0]), float(window[1])
+    plural = "s" if n_sessions != 1 else ""
+    if n_sessions == 1:
+        return "1 session, before training starts" if lo == 0 else f"1 session at {lo:.0%} of learning"
+    starts = lo == 0.0
+    if n_sessions == 2 and starts:
+        end = "at the end of learning" if hi >= 1.0 else f"at {hi:.0%} of learning"
+        return f"2 sessions, one before training starts and one {end}"
+    span = "spread evenly over all of learning" if (starts and hi >= 1.0) else (
+        f"within the first {hi:.0%} of learning" if starts else f"within {lo:.0%}-{hi:.0%} of learning")
+    return f"{n_sessions} session{plural} {span}" + (", the first before training starts" if starts else "")
 
 
 @dataclass
@@ -134,7 +156,7 @@ class Scorer:
 
     Attributes:
         bank: the trajectory bank.
-        keep: which networks take part (the question's rules).
+        keep: which networks of the bank take part (the question's rules, set-aside networks excluded).
         y: their labels.
         labels: the label set, sorted.
         splits: train/test indices over the kept networks.
@@ -142,6 +164,8 @@ class Scorer:
         seed: seeds the classifiers and the bootstrap.
         n_checkpoints: checkpoints in the bank.
         cache: scores by protocol.
+        partition: the question's networks, split into search and set-aside networks.
+        controls: the controls on the search networks (same splits), by name.
     """
 
     bank: Any
@@ -153,6 +177,17 @@ class Scorer:
     seed: int
     n_checkpoints: int
     cache: dict[RecordingProtocol, Any] = field(default_factory=dict)
+    partition: Partition | None = None
+    controls: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def control_high(self) -> float:
+        """The strongest control's upper CI bound on the search networks (−inf without controls): a protocol
+        counts only where its lower bound clears it."""
+        from advisor.evaluation import strongest
+
+        top = strongest(self.controls)
+        return float(top.scores.ci[1]) if top is not None else -math.inf
 
     def features(self, protocol: RecordingProtocol) -> Any:
         from advisor.features import featurize
@@ -174,19 +209,91 @@ class Scorer:
         return result
 
 
-def make_scorer(bank: Any, question: Question, seed: int | None = None) -> Scorer:
-    """The scorer of ``question`` on ``bank`` (splits drawn from ``seed``, default the question's)."""
-    from advisor.evaluation import HELDOUT, make_splits
+@dataclass(frozen=True)
+class Partition:
+    """The question's networks, split before the search into search and set-aside networks.
+
+    Attributes:
+        members: (N_bank,) bool, the networks of the question's rules.
+        search: (N_bank,) bool, members the search, re-checks and tuning may see.
+        setaside: (N_bank,) bool, members set aside for the final estimate (disjoint from ``search``).
+        share: the requested share.
+    """
+
+    members: np.ndarray
+    search: np.ndarray
+    setaside: np.ndarray
+    share: float
+
+
+STRATA = ("rule", "architecture", "task", "curriculum")
+"""Set-aside draws are stratified by rule and design cell."""
+SETASIDE_RANGE = (0.05, 0.5)
+MIN_PER_SIDE = 2
+
+
+def setaside_partition(metadata: Any, rules: Sequence[str], target: str, share: float, seed: int) -> Partition:
+    """Set aside ``share`` of each stratum (rule × architecture × task × curriculum) of the question's networks,
+    drawn with ``seed``; a stratum of n networks gives round(share · n) of them (at least one where n ≥ 2, so
+    every design cell is represented on both sides where it can be).
+
+    Raises:
+        AdvisorError: ``share`` is outside [0.05, 0.5], or it leaves fewer than 2 networks of a label on
+            either side.
+    """
+    lo, hi = SETASIDE_RANGE
+    if not (isinstance(share, int | float) and math.isfinite(share) and lo <= share <= hi):
+        raise AdvisorError(f"--setaside must be a share in [{lo:g}, {hi:g}] of the networks; got {share!r}")
+    meta = metadata.reset_index(drop=True)
+    members = meta["rule"].astype(str).isin(rules).to_numpy()
+    setaside = np.zeros(len(meta), dtype=bool)
+    rng = np.random.default_rng([seed, 25])
+    columns = [c for c in STRATA if c in meta.columns]
+    strata = meta[columns].astype(str).agg("|".join, axis=1).to_numpy()
+    for stratum in sorted(set(strata[members])):
+        rows = np.flatnonzero(members & (strata == stratum))
+        k = round(share * len(rows))
+        if len(rows) >= 2:
+            k = min(max(k, 1), len(rows) - 1)
+        setaside[rng.permutation(rows)[:k]] = True
+    search = members & ~setaside
+    y = meta[target].astype(str).to_numpy()
+    for label in sorted(set(y[members])):
+        n_search, n_set = int(np.sum(search & (y == label))), int(np.sum(setaside & (y == label)))
+        if min(n_search, n_set) < MIN_PER_SIDE:
+            raise AdvisorError(f"--setaside {share:g} leaves {n_search} search and {n_set} set-aside networks of "
+                               f"{target} {label!r}; each side needs at least {MIN_PER_SIDE} (simulate more "
+                               f"networks per rule, or change the share within [{lo:g}, {hi:g}])")
+    return Partition(members, search, setaside, float(share))
+
+
+def make_scorer(bank: Any, question: Question, seed: int | None = None, *, controls: bool = True) -> Scorer:
+    """The scorer of ``question`` on ``bank``'s search networks (splits drawn from ``seed``, default the
+    question's; the set-aside draw always from the question's seed, so re-checks never see set-aside networks).
+
+    Args:
+        controls: also score the behavioural and hyperparameter controls on the same splits (once; the
+            search's feasibility needs them, a re-check does not).
+    """
+    from advisor.controls import behaviour_features, hyperparameter_features
+    from advisor.evaluation import HELDOUT, control_scores, make_splits
 
     seed = question.seed if seed is None else seed
     meta = bank.metadata.reset_index(drop=True)
-    keep = meta["rule"].astype(str).isin(question.rules).to_numpy()
+    partition = setaside_partition(meta, question.rules, question.target, question.setaside, question.seed)
+    keep = partition.search
     meta = meta[keep].reset_index(drop=True)
     y = meta[question.target].astype(str).to_numpy()
     column = HELDOUT[question.heldout]
     groups = meta[column].astype(str).to_numpy() if column else None
     splits = make_splits(y, question.heldout, groups, question.n_splits, seed)
-    return Scorer(bank, keep, y, sorted(set(y)), splits, question.classifier, seed, int(bank["loss"].shape[1]))
+    labels = sorted(set(y))
+    scored = {}
+    if controls:
+        inputs = {"behaviour": behaviour_features(bank, keep), "hyperparameters": hyperparameter_features(meta)}
+        scored = control_scores(inputs, y, splits, labels, seed)
+    return Scorer(bank, keep, y, labels, splits, question.classifier, seed, int(bank["loss"].shape[1]),
+                  partition=partition, controls=scored)
 
 
 def pareto_front(trials: Sequence[TrialResult]) -> list[TrialResult]:
@@ -261,10 +368,20 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, quest
     scores = scorer.score(protocol)
     cost = float(modality.cost(choice["n_units"], choice["n_sessions"], choice["repeats"]))
     ci = (float(scores.ci[0]), float(scores.ci[1]))
+    beyond = ci[0] > scorer.control_high
     return TrialResult(number, choice["observable"], choice["n_units"], tuple(choice["layers"]),
                        choice["n_sessions"], tuple(choice["window"]), choice["repeats"], modality.noise_model, noise,
                        cost, float(scores.accuracy), ci, float(scores.balanced_accuracy),
-                       ci[0] >= question.target_accuracy, chronic)
+                       ci[0] >= question.target_accuracy and beyond, chronic, beyond)
+
+
+def constraint_value(result: TrialResult, question: Question, control_high: float) -> float:
+    """The Optuna constraint (feasible when ≤ 0): the lower CI bound must reach the target and clear the
+    strongest control's upper bound."""
+    gap = question.target_accuracy - result.ci[0]
+    if math.isfinite(control_high):
+        gap = max(gap, control_high - result.ci[0] + 1e-9)
+    return float(gap)
 
 
 def _sampler(question: Question) -> Any:
@@ -299,7 +416,7 @@ def _optimize(study: Any, scorer: Scorer, question: Question, modality: Any, tim
         nonlocal done
         choice = _suggest(trial, question, modality)
         result = evaluate_choice(choice, scorer, modality, question, trial.number)
-        trial.set_constraint("accuracy", question.target_accuracy - result.ci[0])
+        trial.set_constraint("accuracy", constraint_value(result, question, scorer.control_high))
         trial.set_user_attr("result", result.to_dict())
         if on_trial:
             on_trial(result, True)
@@ -402,31 +519,36 @@ def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult
     return dict(attrs), _optimize(study, scorer, question, modality, timeout, on_trial)
 
 
-def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[int]) -> dict[str, Any]:
-    """Re-evaluate ``trial``'s protocol with fresh seeds: new unit subsets, noise, splits and classifier seeds.
+def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[int],
+           control_high: float = -math.inf) -> dict[str, Any]:
+    """Re-evaluate ``trial``'s protocol with fresh seeds on the search networks (never the set-aside ones):
+    new unit subsets, noise, splits and classifier seeds.
 
     The accuracy and the CI bounds are means over the fresh seeds; ``meets_target`` asks what the search asked:
-    that the lower CI bound reach the target.
+    that the lower CI bound reach the target and clear ``control_high`` (the strongest control's upper bound).
     """
     accs, lows, highs = [], [], []
     for s in seeds:
-        scorer = make_scorer(bank, question, seed=s)
+        scorer = make_scorer(bank, question, seed=s, controls=False)
         scores = scorer.score(trial.protocol(seed=s))
         accs.append(float(scores.accuracy))
         lows.append(float(scores.ci[0]))
         highs.append(float(scores.ci[1]))
     low = float(np.mean(lows))
+    meets = low >= question.target_accuracy and low > control_high
     return {"accuracy": float(np.mean(accs)), "ci": [low, float(np.mean(highs))],
-            "per_seed": accs, "seeds": list(seeds), "meets_target": low >= question.target_accuracy}
+            "per_seed": accs, "seeds": list(seeds), "meets_target": meets}
 
 
 def recommend(trials: Sequence[TrialResult], bank: Any, question: Question, seeds: Sequence[int],
-              max_checks: int = 5) -> tuple[TrialResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
+              max_checks: int = 5, control_high: float = -math.inf,
+              ) -> tuple[TrialResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
     """The cheapest feasible trial whose protocol still meets the target with fresh seeds.
 
     Cheapest-of-many is optimistic (the winner's curse), so feasible trials are re-checked in order of cost
-    and the first that holds up is recommended. Returns (recommendation, its verification, the candidates that
-    failed the re-check with their verification).
+    on the search networks and the first that holds up is the candidate; its reported accuracy then comes from
+    the set-aside networks (``advisor.planning``), tested once. Returns (candidate, its verification, the
+    candidates that failed the re-check with their verification).
     """
     feasible = sorted((t for t in trials if t.feasible), key=lambda t: (t.cost, -t.accuracy, t.number))
     rejected: list[dict[str, Any]] = []
@@ -436,7 +558,7 @@ def recommend(trials: Sequence[TrialResult], bank: Any, question: Question, seed
         if key in seen:
             continue
         seen.add(key)
-        check = verify(t, bank, question, seeds)
+        check = verify(t, bank, question, seeds, control_high)
         if check["meets_target"]:
             return t, check, rejected
         rejected.append({"trial": t.to_dict(), "verification": check})

@@ -34,17 +34,53 @@ def tiny_bank(tiny_workspace: Path) -> SimulationResult:
     return simulate(load_preset("tiny"), workspace.banks, device="cpu")
 
 
+def without_free_signals(bank: TrajectoryBank, path: Path, seed: int = 0) -> TrajectoryBank:
+    """A copy of ``bank`` in which behaviour and hyperparameters carry no information about the rule.
+
+    Within each architecture, the learning curves (loss, metric, test metric) and the hyperparameters (lr,
+    batch size, init scale) are permuted over networks regardless of their rule, so the behavioural and
+    hyperparameter controls sit at chance by construction while the recorded observables keep their signal.
+    Written with the bank writer (a real, loadable bank with its own hash).
+    """
+    import numpy as np
+
+    from simulator.bank import BankWriter
+
+    meta = bank.metadata.reset_index(drop=True)
+    n = len(meta)
+    rng = np.random.default_rng(seed)
+    source = np.arange(n)
+    for arch in sorted(set(meta["architecture"])):
+        rows = np.flatnonzero(meta["architecture"].to_numpy() == arch)
+        source[rows] = rng.permutation(rows)
+    arrays = {name: np.asarray(bank[name]) for name in bank.array_names}
+    for name in ("loss", "metric", "test_metric"):
+        arrays[name] = arrays[name][source]
+    rows_out = []
+    for i, row in enumerate(meta.to_dict("records")):
+        donor = meta.iloc[source[i]]
+        row = {**row, "lr": float(donor["lr"]), "batch_size": int(donor["batch_size"]),
+               "init_scale": float(donor["init_scale"]), "final_loss": float(donor["final_loss"]),
+               "final_metric": float(donor["final_metric"]), "final_test_metric": float(donor["final_test_metric"])}
+        rows_out.append(row)
+    layout = {name: (a.shape[1:], str(a.dtype)) for name, a in arrays.items()}
+    config = {**bank.config, "note": "behaviour and hyperparameters permuted across rules (tests only)"}
+    with BankWriter(path, config, bank.hash[:-8] + "0f0f0f0f", n, layout) as writer:
+        writer.write_shard(0, list(range(n)), arrays, rows_out)
+        return writer.finalize(0.0)
+
+
 @pytest.fixture(scope="session")
 def plan_bank(tmp_path_factory: pytest.TempPathFactory) -> TrajectoryBank:
-    """A bank in which the rule is identifiable, for the design search and ``advisor plan`` (session-scoped).
+    """A bank in which the rule is identifiable beyond the controls, for the design search and ``advisor plan``.
 
     48 networks (24 sgdm, 24 hebbian) on two architecture families (mlp3_relu, conv2_relu) and one task,
     150 steps, 6 checkpoints, 24 units and 48 synapses recorded per layer group; about 5 s on one CPU core.
     sgdm against fa is not identifiable at this scale (ridge accuracy near chance on every observable), hence
-    hebbian. Initial scales stop at 1.2 so that no network diverges (a diverged network has NaN losses). With
-    the ridge classifier and 5 splits, activations of 24-48 units reach accuracy 0.90-0.97 (95% CI lower bounds
-    up to 0.92): a plan with target 0.75 is feasible within 15 trials, while no protocol is perfect on every
-    network, so target 1.0 is infeasible. Weights stay near chance.
+    hebbian. Hebbian and sgdm also differ in how they learn (behaviour) and in their learning-rate ranges, so the
+    controls would identify them too: :func:`without_free_signals` permutes learning curves and hyperparameters
+    across rules within each architecture, leaving the recorded observables as the only signal. Initial scales
+    stop at 1.2 so that no network diverges (a diverged network has NaN losses).
 
     Returns:
         the loaded :class:`~simulator.bank.TrajectoryBank`.
@@ -57,4 +93,5 @@ def plan_bank(tmp_path_factory: pytest.TempPathFactory) -> TrajectoryBank:
         n_networks_per_rule=24, n_steps=150, n_checkpoints=6, batch_sizes=(16,), init_scale=(0.7, 1.2),
         n_probes=4, units_per_group=24, synapses_per_group=48,
     )
-    return simulate(config, tmp_path_factory.mktemp("planbank")).bank
+    built = simulate(config, tmp_path_factory.mktemp("planbank-simulated")).bank
+    return without_free_signals(built, tmp_path_factory.mktemp("planbank") / "plan-bank")
