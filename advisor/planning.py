@@ -151,7 +151,8 @@ def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any)
     repeats = changes.pop("repeats", trial.repeats)
     params = {"observable": trial.observable, "n_units": trial.n_units, "layers": trial.layers,
               "n_sessions": trial.n_sessions, "window": trial.window, "noise_model": modality.noise_model,
-              "noise": float(modality.noise_for(repeats)), "chronic": trial.chronic, "seed": seed, **changes}
+              "noise": float(modality.noise_for(repeats)), "chronic": trial.chronic, "seed": seed,
+              **modality.protocol_kwargs(), **changes}
     return RecordingProtocol(**params)
 
 

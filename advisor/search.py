@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from advisor.errors import AdvisorError
-from advisor.protocol import GROUPS, RecordingProtocol
+from advisor.protocol import DEFAULT_GAIN_SD, GROUPS, RecordingProtocol
 
 WINDOWS = (0.3, 0.5, 1.0)
 """Session placements the search explores: evenly spaced within the first 30%, 50% or all of learning."""
@@ -109,21 +109,27 @@ class TrialResult:
     feasible: bool
     chronic: bool = True
     beyond_control: bool = True
+    gain_sd: tuple[float, float, float] = DEFAULT_GAIN_SD
+    baseline: float = 0.0
 
     def protocol(self, seed: int) -> RecordingProtocol:
         """The recording protocol of this trial, with the given recording seed."""
         return RecordingProtocol(observable=self.observable, n_units=self.n_units, layers=self.layers,
                                  n_sessions=self.n_sessions, window=self.window, noise_model=self.noise_model,
-                                 noise=self.noise, chronic=self.chronic, seed=seed)
+                                 noise=self.noise, chronic=self.chronic, seed=seed, gain_sd=self.gain_sd,
+                                 baseline=self.baseline)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"], d["window"], d["ci"] = list(self.layers), list(self.window), list(self.ci)
+        d["gain_sd"] = list(self.gain_sd)
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialResult:
-        return cls(**{**d, "layers": tuple(d["layers"]), "window": tuple(d["window"]), "ci": tuple(d["ci"])})
+        gains = {"gain_sd": tuple(d["gain_sd"])} if "gain_sd" in d else {}
+        return cls(**{**d, "layers": tuple(d["layers"]), "window": tuple(d["window"]), "ci": tuple(d["ci"]),
+                      **gains})
 
     def describe(self) -> str:
         what = "synapses" if self.observable == "weights" else "units"
@@ -362,9 +368,11 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, quest
     """Score one protocol choice under ``modality``'s noise and cost."""
     noise = float(modality.noise_for(choice["repeats"]))
     chronic = "chronic" in getattr(modality, "sampling", ("chronic",))  # chronic where the modality can
+    rig = modality.protocol_kwargs()  # the modality's unknown gains and baseline
     protocol = RecordingProtocol(observable=choice["observable"], n_units=choice["n_units"], layers=choice["layers"],
                                  n_sessions=choice["n_sessions"], window=choice["window"],
-                                 noise_model=modality.noise_model, noise=noise, chronic=chronic, seed=question.seed)
+                                 noise_model=modality.noise_model, noise=noise, chronic=chronic, seed=question.seed,
+                                 **rig)
     scores = scorer.score(protocol)
     cost = float(modality.cost(choice["n_units"], choice["n_sessions"], choice["repeats"]))
     ci = (float(scores.ci[0]), float(scores.ci[1]))
@@ -372,7 +380,8 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, quest
     return TrialResult(number, choice["observable"], choice["n_units"], tuple(choice["layers"]),
                        choice["n_sessions"], tuple(choice["window"]), choice["repeats"], modality.noise_model, noise,
                        cost, float(scores.accuracy), ci, float(scores.balanced_accuracy),
-                       ci[0] >= question.target_accuracy and beyond, chronic, beyond)
+                       ci[0] >= question.target_accuracy and beyond, chronic, beyond, rig["gain_sd"],
+                       rig["baseline"])
 
 
 def constraint_value(result: TrialResult, question: Question, control_high: float) -> float:
