@@ -637,7 +637,6 @@ HELDOUT_CHOICES = ("none", "architecture", "task")
 LAYER_GROUPS = ("early", "middle", "deep")
 TOP_FEATURES = 8
 TOP_SESSIONS = 3
-_TEST_SIZE = 0.25  # advisor.evaluation.make_splits' default
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -663,16 +662,33 @@ def parse_list(text: str) -> tuple[str, ...]:
 
 
 def _check_stratified_splits(y: Sequence[str], target: str) -> None:
-    """AdvisorError (instead of scikit-learn's ValueError) when stratified 75/25 splits cannot hold every label
-    on both sides."""
-    n, n_labels = len(y), len(set(y))
-    n_test = math.ceil(_TEST_SIZE * n)
-    if n_test < n_labels or n - n_test < n_labels:
+    """AdvisorError (instead of scikit-learn's ValueError) when stratified 4-fold splits cannot test every
+    network: each label needs at least 4 networks."""
+    from advisor.evaluation import FOLDS
+
+    counts = {label: list(y).count(label) for label in sorted(set(y))}
+    few = min(counts, key=lambda label: counts[label])
+    if counts[few] < FOLDS:
         raise AdvisorError(
-            f"{n} networks are too few for stratified {1 - _TEST_SIZE:.0%}/{_TEST_SIZE:.0%} splits over "
-            f"{n_labels} {target}s (each side needs at least one network per {target}); "
-            f"simulate more networks per rule"
+            f"{len(y)} networks are too few for stratified {FOLDS}-fold splits over {len(counts)} {target}s: "
+            f"{target} {few!r} has {counts[few]}, each needs at least {FOLDS}; simulate more networks per rule"
         )
+
+
+def parse_gain_sd(text: str) -> tuple[float, float, float]:
+    """``"0.5,0.3,0.5"`` → (0.5, 0.3, 0.5): the SDs of the log gain per animal, area and unit. AdvisorError
+    naming the value and the allowed form if it does not parse; the values are checked by the protocol."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 3:
+            raise ValueError(text)
+        animal, area, unit = (float(p) for p in parts)
+    except ValueError:
+        raise AdvisorError(
+            f"--gain-sd must be ANIMAL,AREA,UNIT: three SDs of the log gain, each in [0, 3] (0,0,0 turns gains "
+            f"off); got {text!r}"
+        ) from None
+    return animal, area, unit
 
 
 def _ci_text(ci: tuple[float, float]) -> str:
@@ -691,6 +707,8 @@ def _protocol_document(protocol: Any) -> dict[str, Any]:
         "chronic": bool(protocol.chronic),
         "n_probes": None if protocol.n_probes is None else int(protocol.n_probes),
         "seed": int(protocol.seed),
+        "gain_sd": [float(v) for v in protocol.gain_sd],
+        "baseline": float(protocol.baseline),
     }
 
 
@@ -727,15 +745,21 @@ def _protocol_document(protocol: Any) -> dict[str, Any]:
 @click.option("--acute", is_flag=True, help="Record fresh units every session (default: chronic, the same units).")
 @click.option("--probes", type=click.IntRange(min=1), default=None, metavar="N",
               help="Probe stimuli shown per session [default: every probe in the bank].")
+@click.option("--gain-sd", "gain_sd_text", default=None, metavar="ANIMAL,AREA,UNIT",
+              help="SDs of the log of the unknown gain per animal, area (layer group) and unit; 0,0,0 turns gains "
+                   "off [default: 0.5,0.3,0.5, the generic modality's].")
+@click.option("--baseline", type=float, default=0.0, show_default=True, metavar="B",
+              help="Unknown baseline: gaussian, SD of each unit's offset in units of its spread; poisson, the "
+                   "spontaneous rate as a fraction of the mean evoked rate.")
 @click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="svm", show_default=True,
               help="Classifier that identifies the rule.")
 @click.option("--heldout", type=click.Choice(HELDOUT_CHOICES), default="none", show_default=True,
-              help="none: repeated stratified 75/25 splits; architecture/task: leave one out.")
+              help="none: repeated stratified 4-fold splits (75/25); architecture/task: leave one out.")
 @click.option("--rules", "rules_text", default=None, metavar="LIST",
               help="Only these rules, a comma list (e.g. sgdm,fa) [default: every rule in the bank].")
 @click.option("--family", is_flag=True, help="Identify rule families instead of rules.")
 @click.option("--splits", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
-              help="Train/test splits (with --heldout none).")
+              help="Train/test splits (with --heldout none), rounded up to whole repeats of a 4-fold split.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Seed of the recording (units, noise) and of the splits and classifiers.")
 @common_options
@@ -752,6 +776,8 @@ def evaluate(
     window: str | None,
     acute: bool,
     probes: int | None,
+    gain_sd_text: str | None,
+    baseline: float,
     classifier: str,
     heldout: str,
     rules_text: str | None,
@@ -761,13 +787,15 @@ def evaluate(
 ) -> None:
     """Identify the learning rule from a recording protocol's statistics.
 
-    Records every network of a bank under the protocol the options describe (no re-simulation), computes the
-    unit statistics per layer group and session, and scores a classifier on splits over networks, next to the
-    task-performance control (the same classifier given only the learning curve).
+    Records every network of a bank under the protocol the options describe (no re-simulation; unknown gains
+    per animal, area and unit as a rig has them), computes the unit statistics per layer group and session, and
+    scores a classifier on splits over networks, next to the two controls an experimenter gets for free: the
+    whole learning curve (behaviour) and the hyperparameters alone, each the better of a linear and a nonlinear
+    classifier. The rule counts as identified only where the accuracy's CI clears the strongest control's.
     """
     if bank_dir is not None and preset is not None:
         raise click.UsageError("--bank and --preset are mutually exclusive: give one")
-    from advisor.protocol import RecordingProtocol
+    from advisor.protocol import DEFAULT_GAIN_SD, RecordingProtocol
 
     protocol = RecordingProtocol(
         observable=observable,
@@ -780,6 +808,8 @@ def evaluate(
         chronic=not acute,
         n_probes=probes,
         seed=seed,
+        gain_sd=parse_gain_sd(gain_sd_text) if gain_sd_text is not None else DEFAULT_GAIN_SD,
+        baseline=baseline,
     )
     wanted = parse_list(rules_text) if rules_text is not None else None
     if wanted is not None and not wanted:
@@ -805,6 +835,7 @@ def evaluate(
             )
         keep = meta["rule"].astype(str).isin(wanted).to_numpy()
 
+    from advisor.controls import behaviour_features
     from advisor.evaluation import evaluate as run_evaluation
     from advisor.features import featurize
 
@@ -814,12 +845,15 @@ def evaluate(
         _check_stratified_splits(list(meta[target].astype(str)), target)
     with app.consoles.err.status("recording and computing features", spinner="dots"):
         features = featurize(bank, protocol)
-    X, curve = features.X[keep], features.curve[keep]
-    with app.consoles.err.status(f"evaluating {classifier} on {len(meta)} networks", spinner="dots"):
+    X, curve = features.X[keep], behaviour_features(bank, np.flatnonzero(keep))
+    with app.consoles.err.status(f"evaluating {classifier} and the controls on {len(meta)} networks",
+                                 spinner="dots"):
         result = run_evaluation(
             X, curve, meta, target=target, classifier=classifier, heldout=heldout, n_splits=splits, seed=seed,
             importances=True,
         )
+
+    from advisor.controls import CONTROL_LABELS, controls_document
 
     scores, control = result.scores, result.control
     top_features: list[tuple[str, float]] = []
@@ -830,9 +864,11 @@ def evaluate(
         per_session = np.asarray(scores.session_importance, dtype=float)
         order = np.argsort(-per_session, kind="stable")[:TOP_SESSIONS]
         top_sessions = [(int(features.sessions[i]), float(per_session[i])) for i in order]
-    beyond = control is not None and scores.ci[0] > control.ci[1]
-    verdict = ("identified beyond the task-performance control" if beyond
-               else "not distinguishable from the learning-curve control")
+    beyond = result.beyond_controls
+    top = result.strongest_control
+    top_name = CONTROL_LABELS.get(top.name, top.name) if top is not None else "none"
+    verdict = (f"identified beyond the strongest control ({top_name})" if beyond
+               else f"not distinguishable from the strongest control ({top_name})")
     nonfinite = int(features.nan_report.n_nonfinite)
 
     if app.json_output:
@@ -844,6 +880,9 @@ def evaluate(
                 "chance": float(result.chance),
                 "control_accuracy": float(control.accuracy) if control is not None else None,
                 "control_ci": [float(v) for v in control.ci] if control is not None else None,
+                "controls": controls_document(result.controls),
+                "strongest_control": top.name if top is not None else None,
+                "ci_method": scores.ci_method,
                 "beyond_control": bool(beyond),
                 "verdict": verdict,
                 "confusion_matrix": np.asarray(scores.confusion_matrix).astype(int).tolist(),
@@ -876,7 +915,9 @@ def _render_evaluation(
 ) -> None:
     from rich.table import Table
 
-    scores, control = result.scores, result.control
+    from advisor.controls import CONTROL_LABELS
+
+    scores = result.scores
     out.print(f"[bold]Protocol[/bold]: {protocol.describe()}", highlight=False)
     out.print(
         f"[bold]Classifier[/bold]: {result.classifier} · [bold]held out[/bold]: {result.heldout} · "
@@ -891,8 +932,9 @@ def _render_evaluation(
     table.add_row("accuracy", f"{scores.accuracy:.3f}", _ci_text(scores.ci))
     table.add_row("balanced accuracy", f"{scores.balanced_accuracy:.3f}", "")
     table.add_row("chance", f"{result.chance:.3f}", "")
-    if control is not None:
-        table.add_row("control accuracy (learning curve only)", f"{control.accuracy:.3f}", _ci_text(control.ci))
+    for name, entry in result.controls.items():
+        table.add_row(f"control: {CONTROL_LABELS.get(name, name)}, {entry.classifier}",
+                      f"{entry.scores.accuracy:.3f}", _ci_text(entry.scores.ci))
     out.print(table)
     out.print(f"[bold]Verdict[/bold]: {verdict}", highlight=False)
 

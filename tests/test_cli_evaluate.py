@@ -28,16 +28,18 @@ if TYPE_CHECKING:
 FAST = ["--units", "12", "--sessions", "3", "--splits", "3"]
 JSON_KEYS = {
     "accuracy", "ci", "chance", "control_accuracy", "control_ci", "balanced_accuracy", "confusion_matrix",
-    "labels", "n_networks", "protocol", "classifier", "heldout", "target", "top_features", "nonfinite",
+    "labels", "n_networks", "protocol", "classifier", "heldout", "target", "top_features", "nonfinite", "controls",
+    "strongest_control", "ci_method",
 }
 PROTOCOL_KEYS = {
     "observable", "n_units", "layers", "n_sessions", "window", "noise_model", "noise", "chronic", "n_probes", "seed",
+    "gain_sd", "baseline",
 }
 
 
 @pytest.fixture(scope="session")
 def eval_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """12 networks (6 sgdm, 6 fa) on one architecture and task: enough for stratified 75/25 splits."""
+    """12 networks (6 sgdm, 6 fa) on one architecture and task: enough for stratified 4-fold splits."""
     from simulator.config import SimulationConfig
     from simulator.pipeline import simulate
 
@@ -98,12 +100,22 @@ def test_json_document(eval_bank: Path) -> None:
     assert doc["classifier"] == "svm" and doc["heldout"] == "none"
     cm = doc["confusion_matrix"]
     assert len(cm) == 2 and all(len(row) == 2 for row in cm)
-    assert sum(map(sum, cm)) == 3 * 3  # 3 splits x 25% of 12 networks tested
-    assert min(map(sum, cm)) >= 3  # stratified: every label tested in every split
+    assert sum(map(sum, cm)) == 12  # --splits 3 is one repeat of a 4-fold split: every network tested once
+    assert [sum(row) for row in cm] == [6, 6]
+    assert doc["ci_method"] == "corrected_t"
+    assert set(doc["controls"]) == {"behaviour", "hyperparameters"}
+    for entry in doc["controls"].values():
+        assert entry["classifier"] in ("logreg", "rf") and set(entry["candidates"]) == {"logreg", "rf"}
+        assert 0.0 <= entry["ci"][0] <= entry["accuracy"] <= entry["ci"][1] <= 1.0
+    assert doc["controls"]["behaviour"]["accuracy"] == doc["control_accuracy"]
+    assert doc["strongest_control"] in ("behaviour", "hyperparameters")
+    top = doc["controls"][doc["strongest_control"]]
+    assert doc["beyond_control"] == (lo > top["ci"][1])
     assert set(doc["protocol"]) == PROTOCOL_KEYS
     assert doc["protocol"] == {
         "observable": "activations", "n_units": 12, "layers": ["deep", "middle"], "n_sessions": 2,
         "window": [0.0, 0.75], "noise_model": "gaussian", "noise": 0.5, "chronic": True, "n_probes": 3, "seed": 1,
+        "gain_sd": [0.5, 0.3, 0.5], "baseline": 0.0,
     }
     assert 1 <= len(doc["top_features"]) <= 8
     assert all(set(f) == {"name", "importance"} for f in doc["top_features"])
@@ -111,6 +123,25 @@ def test_json_document(eval_bank: Path) -> None:
     importances = [f["importance"] for f in doc["top_features"]]
     assert importances == sorted(importances, reverse=True)
     assert isinstance(doc["nonfinite"], int) and doc["nonfinite"] >= 0
+
+
+def test_gain_spreads_reach_the_protocol_and_zero_turns_them_off(eval_bank: Path) -> None:
+    on = _json(eval_bank, "--gain-sd", "0.8,0.1,0.2", "--baseline", "0.5")
+    assert on["protocol"]["gain_sd"] == [0.8, 0.1, 0.2] and on["protocol"]["baseline"] == 0.5
+    off = _json(eval_bank, "--gain-sd", "0,0,0")
+    assert off["protocol"]["gain_sd"] == [0.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("0.5,0.3", "--gain-sd must be ANIMAL,AREA,UNIT"),
+    ("a,b,c", "--gain-sd must be ANIMAL,AREA,UNIT"),
+    ("0.5,-1,0.5", "-1"),
+    ("0.5,0.3,9", "9"),
+])
+def test_bad_gain_spreads_are_one_line_errors(eval_bank: Path, value: str, expected: str) -> None:
+    result = _invoke(["evaluate", "--bank", str(eval_bank), *FAST, "--gain-sd", value])
+    assert result.exit_code == 2
+    assert_one_error_line(result, expected)
 
 
 def test_family_target(eval_bank: Path) -> None:
@@ -138,9 +169,10 @@ def test_human_output(eval_bank: Path) -> None:
     for part in ("accuracy", "chance", "control", "balanced accuracy", "Confusion matrix", "fa", "sgdm",
                  "12 units of activations", "Top", "checkpoint", "Verdict"):
         assert part in out, part
-    assert ("identified beyond the task-performance control" in out) != (
-        "not distinguishable from the learning-curve control" in out
+    assert ("identified beyond the strongest control" in out) != (
+        "not distinguishable from the strongest control" in out
     )
+    assert "behaviour (whole learning curve)" in out and "hyperparameters alone" in out
     assert not out.lstrip().startswith("{")
 
 
