@@ -82,9 +82,46 @@ def recommended(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 def protocol_of(entry: Mapping[str, Any]) -> tuple[Mapping[str, Any] | None, bool]:
     """The protocol whose numbers a plan (or a compare entry) reports: (the recommendation, True) when it is
-    feasible, else (the most accurate protocol found, False); (None, False) when there is neither."""
+    feasible, else (the search's candidate, False) when the search chose one that then failed on the set-aside
+    networks, else (the most accurate protocol found, False); (None, False) when there is none."""
     chosen = recommended(entry)
-    return (chosen, True) if chosen is not None else (entry.get("best"), False)
+    if chosen is not None:
+        return chosen, True
+    return entry.get("candidate") or entry.get("best"), False
+
+
+def setaside_of(entry: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The set-aside test of a plan (or compare entry): one fit on the search networks, tested once on the
+    set-aside ones; None for a document from before the set-aside networks."""
+    final = entry.get("setaside")
+    if final is None:
+        final = (protocol_of(entry)[0] or {}).get("setaside")
+    return final if isinstance(final, Mapping) and final.get("accuracy") is not None else None
+
+
+def controls_of(entry: Mapping[str, Any], *, search: bool = False) -> dict[str, Mapping[str, Any]]:
+    """Control name → entry (``accuracy``, ``ci``, ``classifier``): measured on the set-aside networks, or with
+    ``search`` on the search networks' splits. A document from before the two controls has one learning-curve
+    ``control``, returned as ``behaviour``."""
+    controls = entry.get("search_controls" if search else "controls")
+    if controls:
+        return {name: c for name, c in controls.items() if c and c.get("accuracy") is not None}
+    old = entry.get("control")
+    return {"behaviour": old} if old and old.get("accuracy") is not None else {}
+
+
+def strongest_of(entry: Mapping[str, Any], *, search: bool = False) -> tuple[str, Mapping[str, Any]] | None:
+    """The strongest control (name, entry): the document's ``strongest_control`` for the set-aside controls, else
+    the one with the highest upper CI bound; None without controls."""
+    controls = controls_of(entry, search=search)
+    if not controls:
+        return None
+    named = entry.get("strongest_control")
+    if not search and named in controls:
+        return named, controls[named]
+    name = max(controls, key=lambda k: ((ci_of(controls[k]) or (0.0, controls[k]["accuracy"]))[1],
+                                        controls[k]["accuracy"]))
+    return name, controls[name]
 
 
 def chance_of(doc: Doc) -> float | None:
@@ -173,12 +210,18 @@ def _pareto_missing(doc: Doc) -> str | None:
 def _pareto_caption(doc: Doc) -> str:
     target = _target(doc)
     protocol, feasible = protocol_of(doc)
+    chosen = "candidate" in doc and doc.get("candidate") is not None
     marked = "the star marks the recommended protocol" if feasible else (
-        "the diamond marks the most accurate protocol found (none met the target)" if protocol else "")
-    return (f"Recording cost against rule-identification accuracy for the {len(doc['trials'])} protocols the search "
-            f"tried, coloured by observable. Filled: meets the target ({target:.2f} for the lower 95% CI bound); "
-            f"open: does not. The black line joins the cost-accuracy Pareto front with its 95% bootstrap CIs over "
-            f"networks; {marked}. Dashed: target; dotted: chance.")
+        "the diamond marks the protocol the search chose, which fell short on the set-aside networks" if chosen
+        else "the diamond marks the most accurate protocol found (none met the target)" if protocol else "")
+    final = setaside_of(doc)
+    cross = (f"; the cross with its 95% CI is the same protocol tested once on the {final.get('n_networks')} "
+             "set-aside networks" if final is not None and protocol is not None else "")
+    return (f"Recording cost per animal against rule-identification accuracy for the {len(doc['trials'])} protocols "
+            "the search tried, coloured by observable; accuracies are search estimates (repeated 4-fold "
+            "cross-validation on the search networks). Filled: meets the target "
+            f"({target:.2f} for the lower 95% CI bound) beyond the controls; open: does not. The black line joins the "
+            f"cost-accuracy Pareto front with its 95% CIs; {marked}{cross}. Dashed: target; dotted: chance.")
 
 
 def _draw_pareto(container: FigureBase, doc: Doc) -> None:
@@ -200,18 +243,27 @@ def _draw_pareto(container: FigureBase, doc: Doc) -> None:
     protocol, feasible = protocol_of(doc)
     handles = [Line2D([], [], marker="o", linestyle="", color=OBSERVABLE_COLORS.get(o, "0.3"),
                       label=OBSERVABLE_LABELS.get(o, o)) for o in dict.fromkeys(t["observable"] for t in trials)]
-    handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="0.3", label="below target"),
+    handles += [Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color="0.3",
+                       label="below target or controls"),
                 Line2D([], [], color="black", marker="o", markersize=3, label="Pareto front (95% CI)")]
+    final = setaside_of(doc)
     if protocol and protocol.get("cost") is not None:
-        marker, label = ("*", "recommended") if feasible else ("D", "most accurate found")
+        chosen = doc.get("candidate") is not None
+        marker, label = ("*", "recommended") if feasible else ("D", "chosen, fails set-aside" if chosen
+                                                               else "most accurate found")
         ax.scatter([protocol["cost"]], [protocol["accuracy"]], marker=marker, s=190 if feasible else 70,
                    color="#ffbf00", edgecolors="black", linewidths=0.9, zorder=4)
         handles.append(Line2D([], [], marker=marker, linestyle="", markersize=11 if feasible else 7,
                               markerfacecolor="#ffbf00", markeredgecolor="black", label=label))
+        if final is not None:
+            ax.errorbar([protocol["cost"]], [final["accuracy"]], yerr=_errorbars([final]), color="#d62728",
+                        marker="X", markersize=7, linestyle="", elinewidth=1.0, capsize=3, zorder=5)
+            handles.append(Line2D([], [], marker="X", linestyle="", markersize=7, color="#d62728",
+                                  label="same, set-aside networks"))
     handles += _level_handles(doc)
     _log_if_wide(ax, [t["cost"] for t in trials])
     _accuracy_axis(ax, min([t["accuracy"] for t in trials] + [(ci_of(t) or (1.0,))[0] for t in front]
-                           + [chance_of(doc) or 1.0]))
+                           + [chance_of(doc) or 1.0, (ci_of(final) or (1.0,))[0]]))
     unit = (protocol or {}).get("cost_unit") or (doc.get("modality") or {}).get("cost_unit")
     ax.set_xlabel(cost_label([unit]) + (", log scale" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel("identification accuracy (95% CI)")
@@ -243,13 +295,26 @@ def _recommended_value(doc: Doc, axis: str) -> float | None:
     return protocol.get(key) if protocol and feasible else None
 
 
+CONTROL_WORDS = {"behaviour": "a classifier that sees only the whole learning curve",
+                 "hyperparameters": "a classifier that sees only the learning rate, batch size and init scale"}
+
+
+def _curve_control(doc: Doc) -> tuple[str, Mapping[str, Any]] | None:
+    """The control the curves are compared with: the strongest on the search networks (the curves are scored
+    there), else the set-aside one (older documents: the learning-curve control)."""
+    return strongest_of(doc, search=True) or strongest_of(doc)
+
+
 def _curves_caption(doc: Doc) -> str:
-    control = doc.get("control") or {}
-    control_text = (f" Dash-dotted: the learning-curve control ({control['accuracy']:.2f}), a classifier that sees "
-                    f"only the training loss and accuracy." if control.get("accuracy") is not None else "")
-    return ("Identification accuracy as one property of the recording varies and the others stay as recommended, "
-            "one line per observable; bands are 95% bootstrap CIs over networks. The thin vertical line marks the "
-            f"recommended value. Dashed: target; dotted: chance.{control_text}")
+    top = _curve_control(doc)
+    control_text = (f" Dash-dotted: the strongest control on the search networks, {top[0]} ({top[1]['accuracy']:.2f}"
+                    f"), {CONTROL_WORDS.get(top[0], 'a classifier that sees no recording')}." if top else "")
+    feasible = protocol_of(doc)[1]
+    which = "recommended" if feasible else "chosen" if doc.get("candidate") is not None else "most accurate"
+    marked = " The thin vertical line marks the recommended value." if feasible else ""
+    return (f"Identification accuracy as one property of the recording varies and the others stay as in the {which} "
+            "protocol, one line per observable, on the search networks (repeated 4-fold cross-validation; bands are "
+            f"95% CIs).{marked} Dashed: target; dotted: chance.{control_text}")
 
 
 def _draw_curves(container: FigureBase, doc: Doc) -> None:
@@ -259,7 +324,8 @@ def _draw_curves(container: FigureBase, doc: Doc) -> None:
     curves = doc["curves"]
     axes = container.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     noise_model = (protocol_of(doc)[0] or {}).get("noise_model", "gaussian")
-    lowest = [chance_of(doc) or 1.0]
+    top = _curve_control(doc)
+    lowest = [chance_of(doc) or 1.0] + ([top[1]["accuracy"]] if top else [])
     for ax, axis in zip(axes, panels, strict=True):
         label, log = CURVE_AXES[axis]
         if axis == "noise" and noise_model == "poisson":
@@ -281,8 +347,8 @@ def _draw_curves(container: FigureBase, doc: Doc) -> None:
             ax.set_xscale("log")
             _data_ticks(ax, xs_all)
         _levels(ax, doc, _target(doc))
-        if (doc.get("control") or {}).get("accuracy") is not None:
-            ax.axhline(doc["control"]["accuracy"], **CONTROL_STYLE)
+        if top is not None:
+            ax.axhline(top[1]["accuracy"], **CONTROL_STYLE)
         recommended = _recommended_value(doc, axis)
         if recommended is not None:
             ax.axvline(recommended, color="0.6", linewidth=0.8)
@@ -293,8 +359,8 @@ def _draw_curves(container: FigureBase, doc: Doc) -> None:
     handles = [Line2D([], [], color=OBSERVABLE_COLORS.get(o, "0.3"), marker="o", markersize=3.5,
                       label=OBSERVABLE_LABELS.get(o, o)) for o in curves if curves[o]]
     handles += _level_handles(doc)
-    if (doc.get("control") or {}).get("accuracy") is not None:
-        handles.append(Line2D([], [], **CONTROL_STYLE, label="learning-curve control"))
+    if top is not None:
+        handles.append(Line2D([], [], **CONTROL_STYLE, label=f"strongest control ({top[0]})"))
     if protocol_of(doc)[1]:
         handles.append(Line2D([], [], color="0.6", linewidth=0.8, label="recommended value"))
     container.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
@@ -308,9 +374,14 @@ def _confusion_missing(doc: Doc) -> str | None:
 def _confusion_caption(doc: Doc) -> str:
     total = sum(sum(row) for row in doc["confusion_matrix"])
     word = target_word(doc)
-    return (f"Confusion matrix of the {'recommended' if protocol_of(doc)[1] else 'most accurate'} protocol: each "
-            f"row is a true {word}, normalised to 1, with the number of test predictions in brackets ({total} "
-            f"predictions pooled over the test splits; a network is tested once per split it is held out in).")
+    which = ("recommended" if protocol_of(doc)[1] else "chosen" if doc.get("candidate") is not None
+             else "most accurate")
+    final = setaside_of(doc)
+    where = (f"{total} predictions, one per set-aside network, from one fit on the {final.get('n_train')} search "
+             "networks" if final is not None else
+             f"{total} predictions pooled over the test splits; a network is tested once per split it is held out in")
+    return (f"Confusion matrix of the {which} protocol: each row is a true {word}, normalised to 1, with the number "
+            f"of test predictions in brackets ({where}).")
 
 
 def _draw_confusion(container: FigureBase, doc: Doc) -> None:
@@ -339,7 +410,8 @@ def _importances_missing(doc: Doc) -> str | None:
 
 
 def _importances_caption(doc: Doc) -> str:
-    return ("Permutation importance: the drop in held-out accuracy when one statistic (left; all its sessions "
+    return ("Permutation importance on the search networks' cross-validation splits: the drop in held-out "
+            "accuracy when one statistic (left; all its sessions "
             "together) or one session (right; all statistics together) is shuffled across networks. Statistics "
             "are named group.function_summary: deep.abs_mean is the mean absolute value in the deep layer group.")
 
@@ -384,10 +456,11 @@ def _not_shown(doc: Doc) -> str:
 
 
 def _compare_caption(doc: Doc) -> str:
-    return ("Recording cost against rule-identification accuracy of every protocol tried, one colour per modality; "
-            "lines join each modality's Pareto front with 95% bootstrap CIs over networks; stars mark each "
-            "modality's cheapest protocol that meets the target with its lower 95% CI bound. Dashed: target; "
-            f"dotted: chance.{_not_shown(doc)}")
+    return ("Recording cost per animal against rule-identification accuracy of every protocol tried, one colour per "
+            "modality; accuracies are search estimates (repeated 4-fold cross-validation on the search networks). "
+            "Lines join each modality's Pareto front with 95% CIs; stars mark each modality's recommended protocol "
+            "(its lower 95% CI bound meets the target beyond the controls in the search and on the set-aside "
+            f"networks). Dashed: target; dotted: chance.{_not_shown(doc)}")
 
 
 def _draw_compare(container: FigureBase, doc: Doc) -> None:
@@ -431,8 +504,9 @@ def _modalities_missing(doc: Doc) -> str | None:
 
 
 def _modalities_caption(doc: Doc) -> str:
-    return ("Per modality: the accuracy of its cheapest sufficient protocol (solid bar) or, where none meets the "
-            "target, of the most accurate protocol found (pale bar), with 95% CIs. Dashed: target; dotted: chance.")
+    return ("Per modality, on the set-aside networks the search never saw: the accuracy of its recommended protocol "
+            "(solid bar) or, where none is recommended, of the protocol the search chose or the most accurate one "
+            "found (pale bar), with 95% CIs. Dashed: target; dotted: chance.")
 
 
 def _draw_modalities(container: FigureBase, doc: Doc) -> None:
@@ -447,10 +521,11 @@ def _draw_modalities(container: FigureBase, doc: Doc) -> None:
             continue
         cost = protocol.get("cost")
         unit = protocol.get("cost_unit") or modality.get("cost_unit") or ""
-        status = f"{cost:g} {unit}".strip() if feasible and cost is not None else "below target"
+        status = f"{cost:g} {unit}".strip() if feasible and cost is not None else "not recommended"
         labels.append(f"{modality['name']}\n{status}")
-        ax.barh(i, protocol["accuracy"], color=color, alpha=1.0 if feasible else 0.35, height=0.6,
-                xerr=_errorbars([protocol]), error_kw={"elinewidth": 1.0, "capsize": 3})
+        shown = setaside_of(modality) or protocol
+        ax.barh(i, shown["accuracy"], color=color, alpha=1.0 if feasible else 0.35, height=0.6,
+                xerr=_errorbars([shown]), error_kw={"elinewidth": 1.0, "capsize": 3})
     _levels(ax, doc, _target(doc), horizontal=False)
     ax.set_yticks(range(len(modalities)), labels)
     ax.invert_yaxis()
@@ -458,7 +533,7 @@ def _draw_modalities(container: FigureBase, doc: Doc) -> None:
     ax.set_xlabel("identification accuracy (95% CI)")
     ax.grid(axis="x", color="0.9", linewidth=0.6)
     ax.set_axisbelow(True)
-    ax.set_title("Best protocol per modality")
+    ax.set_title("Best protocol per modality, on set-aside networks")
     container.legend(handles=_level_handles(doc), loc="outside lower center", ncol=2, frameon=False)
 
 
