@@ -273,7 +273,7 @@ def _draw_pareto(container: FigureBase, doc: Doc) -> None:
 
 # ------------------------------------------------------------------------------------------------- curves
 CURVE_AXES = {
-    "units": ("units recorded per network", True),
+    "units": ("units recorded per animal", True),
     "sessions": ("sessions over learning", True),
     "noise": ("noise SD (relative to spread)", False),
 }

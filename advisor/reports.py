@@ -75,6 +75,10 @@ VERDICT_WORDS = {"recommended": "recommended",
                  "setaside_below_target": "the search's choice falls below the target on set-aside networks",
                  "setaside_not_beyond_controls": "the search's choice does not clear the controls on set-aside "
                                                  "networks"}
+VERDICT_SHORT = {"recommended": "yes", "none_in_search": "none in the search",
+                 "setaside_below_target": "below target on set-aside",
+                 "setaside_not_beyond_controls": "not beyond controls on set-aside"}
+"""The verdicts in a table cell."""
 CONTROL_NOUNS = {"behaviour": "behavioural control", "hyperparameters": "hyperparameter control"}
 CONTROL_ALONE = {"behaviour": "from the whole learning curve alone",
                  "hyperparameters": "from the hyperparameters alone"}
@@ -634,9 +638,7 @@ def _protocol(doc: Doc) -> list[Block]:
     text = (f"Cost: {_per_animal(p.get('cost'), cost_unit)} of recording (one simulated network stands for one "
             f"animal), from the cost model of {name}{key}{formula}.")
     if gains:
-        text += (" Unknown gains: the virtual recording scales every value by a lognormal gain per animal, per area "
-                 "(layer group) and per unit that the classifier never sees, as a rig that does not know absolute "
-                 "gains would.")
+        text += " Unknown gains: gains per animal, area and unit that the classifier never sees (see Caveats)."
     return [*blocks, Para(intro), Table(("property", "value"), tuple(rows)), Para(text)]
 
 
@@ -786,10 +788,9 @@ def _controls(doc: Doc) -> list[Block]:
     rows = [(f"{observable}: this protocol", _with(final, classifier), _with(protocol, classifier))]
     for name in dict.fromkeys([*controls, *searched]):
         rows.append((CONTROL_LABELS.get(name, name), _with(controls.get(name)), _with(searched.get(name))))
-    text = [f"A control is what an experimenter gets without recording a single unit: behaviour is "
-            f"{DESCRIPTIONS['behaviour']}; the other is {DESCRIPTIONS['hyperparameters']}. Each is scored by the "
-            f"better of a linear ({LINEAR}) and a nonlinear ({NONLINEAR}) classifier, so it is as strong as these "
-            "two make it; the table names the one that won."]
+    text = [f"A control is what an experimenter gets without recording a unit: behaviour is "
+            f"{DESCRIPTIONS['behaviour']}, the other {DESCRIPTIONS['hyperparameters']}; each is the better of a "
+            f"linear ({LINEAR}) and a nonlinear ({NONLINEAR}) classifier."]
     top_search = strongest_of(doc, search=True)
     if top_search:
         high = (ci_of(top_search[1]) or (None, top_search[1]["accuracy"]))[1]
@@ -840,7 +841,7 @@ def _pareto_table(front: Sequence[Mapping[str, Any]], unit: str | None, chosen: 
 
     rows = tuple((str(t.get("number")), _cost(t.get("cost"), None), _num(t.get("accuracy")), _ci(t), verdict(t),
                   _short(t)) for t in front)
-    return Table(("trial", f"cost ({unit})" if unit else "cost", "search accuracy", "95% CI", "feasible", "protocol"),
+    return Table(("trial", f"cost ({unit})" if unit else "cost", "accuracy", "95% CI", "feasible", "protocol"),
                  rows)
 
 
@@ -878,7 +879,7 @@ def _insufficient(doc: Doc) -> list[Block]:
     rows = tuple((i.get("description", ""), _num(i.get("accuracy")), _ci(i), _cost(i.get("cost"), unit),
                   i.get("why", "")) for i in items)
     return [*blocks, Para("Cheaper or different recordings that miss the target in the search (search estimates):"),
-            Table(("recording", "search accuracy", "95% CI", "cost per animal", "why not"), rows)]
+            Table(("recording", "accuracy", "95% CI", "cost per animal", "why not"), rows)]
 
 
 def _figures(doc: Doc) -> list[Block]:
@@ -984,7 +985,7 @@ def _compare_blocks(doc: Doc) -> list[Block]:
             rows.append((m["name"], f"no: {reason}", "n/a", "n/a", "-"))
         else:
             final = setaside_of(m) or (None if any_final else p)
-            verdict = "yes" if chosen else (f"no: {VERDICT_WORDS[verdict_of(m)]}" if setaside_of(m) is not None
+            verdict = "yes" if chosen else (f"no: {VERDICT_SHORT[verdict_of(m)]}" if setaside_of(m) is not None
                                             else f"no: {reason}")
             rows.append((m["name"], verdict, _cost(p.get("cost"), unit), _brief(final), _short(p)))
         front = m.get("pareto") or []

@@ -1,8 +1,8 @@
 """Reports: Markdown, self-contained HTML and PDF rendered from hand-written plan and compare documents.
 
-The fixtures in ``tests/data`` follow the document schema that ``advisor.planning`` produces (a feasible plan
-whose cheapest feasible protocol failed the re-check; a compare of three modalities: one sufficient, one not,
-one that cannot measure the observable).
+The fixtures in ``tests/data`` follow the document schema that ``advisor.planning`` produces (a feasible plan, tested
+on 64 set-aside networks, whose cheapest search-feasible protocol failed the re-check; a compare of three modalities:
+one recommended, one with no protocol feasible in the search, one that cannot measure the observable).
 """
 
 from __future__ import annotations
@@ -42,8 +42,8 @@ PLAN_HEADINGS = ("# Recording plan", "## Recommendation", "## Protocol", "## Pre
                  "## Pareto front", "## What would not suffice", "## Figures", "## Caveats", "## Methods",
                  "## How to reproduce")
 PLAN_PAGES = 9
-"""Two summary pages (title to controls; Pareto front and insufficient protocols), four figure pages, the caveats
-and methods page, and the reproduction page (the last table runs over)."""
+"""Three summary pages (title to accuracy table; accuracy text to the Pareto front; the rest of the front and the
+insufficient protocols), four figure pages, the caveats and methods page, and the reproduction page."""
 
 
 def load(name: str) -> dict[str, Any]:
@@ -74,94 +74,165 @@ def compare_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str,
 
 @pytest.fixture
 def infeasible() -> dict[str, Any]:
-    """The plan fixture as if no protocol had met the target (the re-check rejected them all)."""
+    """The plan fixture as if no protocol had met the target in the search (the re-check rejected them all): the
+    set-aside test is of the most accurate protocol."""
     doc = load("plan")
-    doc.update(feasible=False, recommendation=None, verification=None)
+    final = doc["setaside"]
+    doc.update(feasible=False, verdict="none_in_search", recommendation=None, candidate=None, verification=None)
+    doc["best"]["setaside"] = final
     return doc
+
+
+def verdict(doc: dict[str, Any], name: str) -> dict[str, Any]:
+    """The plan fixture with the candidate failing on the set-aside networks in the way ``name`` says."""
+    doc.update(feasible=False, verdict=name, recommendation=None)
+    if name == "setaside_below_target":
+        doc["setaside"].update(accuracy=0.7, ci=[0.58, 0.8], reaches_target=False)
+    else:
+        doc["controls"]["behaviour"].update(accuracy=0.86, ci=[0.76, 0.93])
+        doc["setaside"]["beyond_controls"] = False
+    doc["candidate"]["setaside"] = doc["setaside"]
+    return doc
+
+
+PROTOCOL = ("167 units of activations in the early, middle and deep layers at 7 sessions spread evenly over all of "
+            "learning, the first before training starts, with noise ≤ 0.58 (3 repeats)")
+RULES = "the learning rule (one of sgdm, adam, fa, ia)"
 
 
 # ------------------------------------------------------------------------------------------------ sentences
 def test_recommendation_sentence_feasible_plan() -> None:
     assert recommendation_sentence(load("plan")) == (
-        "Record ≥ 141 units of activations in the middle and deep layers at 12 sessions spread evenly over "
-        "learning, with noise ≤ 0.38 (7 repeats): the learning rule (one of sgdm, adam, fa, ia) is identified "
-        "with 0.93 accuracy (95% CI 0.90-0.96; chance 0.25).")
+        f"Record ≥ {PROTOCOL}: {RULES} is identified with 0.91 accuracy (95% CI 0.81-0.96) on 64 networks the "
+        "search never saw; chance 0.25; the strongest control, behaviour, reaches 0.52 (0.40-0.64).")
 
 
 def test_recommendation_sentence_matches_the_documented_wording() -> None:
     doc = load("plan")
-    doc["recommendation"].update(n_units=150, layers=["deep"], n_sessions=6, noise=0.35, repeats=3, accuracy=0.93,
-                                 ci=[0.89, 0.96])
+    doc["recommendation"].update(n_units=150, layers=["deep"], n_sessions=2, noise=0.35, repeats=3)
+    doc["setaside"].update(accuracy=0.81, ci=[0.74, 0.87])
+    doc["controls"]["behaviour"].update(accuracy=0.52, ci=[0.45, 0.6])
     assert recommendation_sentence(doc) == (
-        "Record ≥ 150 units of activations in the deep layers at 6 sessions spread evenly over learning, with "
-        "noise ≤ 0.35 (3 repeats): the learning rule (one of sgdm, adam, fa, ia) is identified with 0.93 accuracy "
-        "(95% CI 0.89-0.96; chance 0.25).")
+        "Record ≥ 150 units of activations in the deep layers at 2 sessions, one before training starts and one at "
+        f"the end of learning, with noise ≤ 0.35 (3 repeats): {RULES} is identified with 0.81 accuracy (95% CI "
+        "0.74-0.87) on 64 networks the search never saw; chance 0.25; the strongest control, behaviour, reaches "
+        "0.52 (0.45-0.60).")
 
 
 def test_recommendation_sentence_variants_of_the_protocol() -> None:
     doc = load("plan")
-    doc["recommendation"].update(observable="weights", window=[0.0, 0.3], repeats=1, chronic=False, n_sessions=1)
+    doc["recommendation"].update(observable="weights", window=[0.0, 0.3], repeats=1, chronic=False, n_sessions=3)
     doc["question"]["target"] = "family"
     doc["labels"] = ["backprop", "feedback_alignment"]
     assert recommendation_sentence(doc).startswith(
-        "Record ≥ 141 synapses of weights in the middle and deep layers at 1 session spread evenly over the first "
-        "30% of learning, with noise ≤ 0.38, new units each session: the learning-rule family (one of backprop, "
-        "feedback_alignment) is identified with 0.93 accuracy")
+        "Record ≥ 167 synapses of weights in the early, middle and deep layers at 3 sessions within the first 30% "
+        "of learning, the first before training starts, with noise ≤ 0.58, new units each session: the "
+        "learning-rule family (one of backprop, feedback_alignment) is identified with 0.91 accuracy")
+
+
+def test_recommendation_sentence_setaside_below_target() -> None:
+    assert recommendation_sentence(verdict(load("plan"), "setaside_below_target")) == (
+        f"The protocol chosen on the search networks to identify {RULES}, {PROTOCOL}, reaches 0.70 (95% CI "
+        "0.58-0.80) on 64 set-aside networks, below the target 0.80 for the lower 95% CI bound (search estimate "
+        "0.90, 95% CI 0.86-0.94; chance 0.25): no protocol is recommended.")
+
+
+def test_recommendation_sentence_setaside_not_beyond_controls() -> None:
+    assert recommendation_sentence(verdict(load("plan"), "setaside_not_beyond_controls")) == (
+        f"The protocol chosen on the search networks to identify {RULES}, {PROTOCOL}, reaches 0.91 (95% CI "
+        "0.81-0.96) on 64 set-aside networks but does not clear the behavioural control, which reaches 0.86 (95% "
+        "CI 0.76-0.93) from the whole learning curve alone (chance 0.25): no protocol is recommended.")
 
 
 def test_recommendation_sentence_infeasible_gives_the_best_reachable(infeasible: dict[str, Any]) -> None:
-    best = infeasible["best"]
-    sentence = recommendation_sentence(infeasible)
-    assert sentence.startswith("No protocol within the bounds (≤ 500 units, ≤ 41 sessions, modality generic) "
-                               "identifies the learning rule (one of sgdm, adam, fa, ia) with accuracy ≥ 0.90 at "
-                               "the lower 95% CI bound; the best reachable is ")
-    assert f"{best['accuracy']:.2f} accuracy (95% CI {best['ci'][0]:.2f}-{best['ci'][1]:.2f}; chance 0.25)" in sentence
-    assert f"recording ≥ {best['n_units']} units" not in sentence  # the best is described, not recommended
-    assert f"recording {best['n_units']} units of activations in the middle and deep layers at 13 sessions" in sentence
+    assert recommendation_sentence(infeasible) == (
+        "No protocol within the bounds (≤ 500 units, ≤ 41 sessions, modality generic) identifies the learning rule "
+        "(one of sgdm, adam, fa, ia) with accuracy ≥ 0.80 at the lower 95% CI bound beyond the controls; the most "
+        "accurate found, 201 units of activations in the middle and deep layers at 13 sessions spread evenly over "
+        "all of learning, the first before training starts, with noise ≤ 0.29 (12 repeats), reaches 0.98 (95% CI "
+        "0.96-1.00) in the search, where the strongest control, behaviour, reaches 0.55 (0.49-0.61), and 0.91 (95% "
+        "CI 0.81-0.96) on 64 set-aside networks; chance 0.25.")
+    assert "Record ≥" not in recommendation_sentence(infeasible)  # the best is described, not recommended
+
+
+def test_recommendation_sentence_of_an_old_document() -> None:
+    """A document from before the set-aside networks still renders, with its search estimate."""
+    doc = load("plan")
+    for key in ("setaside", "controls", "search_controls", "strongest_control", "verdict", "candidate"):
+        del doc[key]
+    del doc["recommendation"]["setaside"], doc["question"]["setaside"]
+    doc["control"] = {"accuracy": 0.55, "ci": [0.49, 0.61]}
+    assert recommendation_sentence(doc) == (
+        f"Record ≥ {PROTOCOL}: {RULES} is identified with 0.90 accuracy (95% CI 0.86-0.94; chance 0.25).")
+    md = render_markdown(doc, {})
+    assert "| task-performance control: learning curve only | 0.55 | 0.49-0.61 |" in md
+    assert "percentile bootstrap over networks" in methods_paragraph(doc)
 
 
 def test_recommendation_sentence_compare() -> None:
     doc = load("compare")
-    sentence = recommendation_sentence(doc)
-    assert sentence.startswith("The cheapest modality that identifies the learning rule (one of sgdm, adam, fa, ia) "
-                               "with accuracy ≥ 0.90 at the lower 95% CI bound is ephys: record ≥ 166 units of "
-                               "activations in the early, middle and deep layers at 6 sessions spread evenly over "
-                               "learning, with ≥ 30 spikes per stimulus (15 repeats), for 29.5 hours")
-    doc["modalities"][0].update(feasible=False, recommendation=None, reason="best accuracy 0.89 < target")
-    doc["modalities"][0]["best"]["accuracy"] = 0.89
+    assert recommendation_sentence(doc) == (
+        f"The cheapest modality that identifies {RULES} with accuracy ≥ 0.90 at the lower 95% CI bound, beyond the "
+        "controls, on networks the search never saw is ephys: record ≥ 166 units of activations in the early, "
+        "middle and deep layers at 6 sessions spread evenly over all of learning, the first before training "
+        "starts, with ≥ 30 spikes per stimulus (15 repeats), for 29.5 hours per animal, and it is identified with "
+        "0.98 accuracy (95% CI 0.91-1.00) on 64 networks the search never saw; chance 0.25.")
+    doc["modalities"][0].update(feasible=False, recommendation=None, verdict="setaside_below_target")
+    doc["modalities"][0]["setaside"].update(accuracy=0.85, ci=[0.75, 0.92])
     assert recommendation_sentence(doc).startswith(
         "None of the modalities compared (ephys, two_photon and spine_imaging) identifies the learning rule (one of "
-        "sgdm, adam, fa, ia) with accuracy ≥ 0.90 at the lower 95% CI bound; the most accurate is two_photon, with "
-        "0.92 accuracy (95% CI 0.88-0.95; chance 0.25)")
+        "sgdm, adam, fa, ia) with accuracy ≥ 0.90 at the lower 95% CI bound beyond the controls on networks the "
+        "search never saw; the most accurate there is two_photon, with 0.88 accuracy (95% CI 0.77-0.94) on 64 "
+        "networks the search never saw when recording 292 units")
+    assert recommendation_sentence(doc).endswith(
+        ", but no protocol met the target beyond the controls in the search; chance 0.25.")
 
 
 def test_methods_paragraph_has_every_number() -> None:
     doc = load("plan")
     text = methods_paragraph(doc)
-    rec, bank = doc["recommendation"], doc["bank"]
+    bank = doc["bank"]
     for fragment in (
         f"We simulated {bank['n_networks']} artificial neural networks", "preset quick, bank 28a02cc9c7b6",
         "4 candidate rules (adam, fa, ia, sgdm)", "conv2_relu and mlp3_relu architectures",
         "digits and gaussian_mixture tasks", "600 training steps each", "41 checkpoints",
-        f"{rec['n_units']} units of activations", f"{rec['n_sessions']} sessions", "noise ≤ 0.38 (7 repeats)",
+        "one network stands for one animal",
+        "25% of the question's networks (64; the search used the other 192)",
+        "rule, architecture, task and curriculum", "used only once",
+        "167 units of activations", "7 sessions spread evenly over all of learning", "noise ≤ 0.58 (3 repeats)",
+        "unknown gains", "log SD 0.5 per animal, 0.3 per area (layer group) and 0.5 per unit; no baseline",
         "21 statistics", "raw, absolute and squared values", "mean, median, third quartile, variance, L2 norm",
-        "skewness coefficient and kurtosis", "linear support-vector machine", "ten stratified 75/25 train/test splits",
-        "no network was on both sides", "percentile bootstrap over networks",
-        "0.93 accuracy (95% CI 0.90-0.96; balanced accuracy 0.93; chance 0.25)",
-        "learning curve", "reached 0.55 (95% CI 0.49-0.61)", "0.71 (95% CI 0.65-0.77; learning-curve control 0.50)",
-        "Optuna search (TPE sampler, 100 trials, seed 0)", "lower 95% CI bound", "target accuracy 0.90",
-        "fresh seeds (1001, 1002, 1003) gave 0.93 (95% CI 0.90-0.96)",
+        "skewness coefficient and kurtosis", "linear support-vector machine",
+        "three repeats of stratified 4-fold cross-validation over the search networks",
+        "no network was on both sides", "pooled out-of-fold hit rate", "Nadeau-Bengio corrected resampled t-interval",
+        "at least the Wilson interval over the distinct networks", "fit once on all search networks",
+        "20 refits on bootstrap resamples of the training networks", "in quadrature",
+        "In the search it reached 0.90 (95% CI 0.86-0.94); on the 64 set-aside networks, 0.91 (95% CI 0.81-0.96; "
+        "balanced accuracy 0.91; chance 0.25)",
+        "the whole learning curve (log training loss, training and test metric at every checkpoint)",
+        "the hyperparameters alone (log learning rate, batch size, init scale)",
+        "multinomial logistic regression", "random forest (200 trees)",
+        "behaviour 0.52 (95% CI 0.40-0.64, logreg) and hyperparameters 0.39 (95% CI 0.28-0.51, rf)",
+        "(conv and mlp), over all the question's networks, it reached 0.71 (95% CI 0.65-0.77) against 0.50 "
+        "(0.44-0.56) for the behavioural control",
+        "Optuna search (TPE sampler, 100 trials, seed 0)", "lower 95% CI bound", "target accuracy 0.80",
+        "above the strongest control's upper bound",
+        "fresh seeds (1001, 1002, 1003) on the search networks gave 0.90 (95% CI 0.85-0.94)",
         "Nayebi, Srivastava, Ganguli & Yamins", "NeurIPS 2020 (arXiv:2010.11765)",
     ):
         assert fragment in text, fragment
+    assert "transfers" not in text
 
 
 def test_methods_paragraph_compare_names_every_modality() -> None:
     text = methods_paragraph(load("compare"))
-    assert "Modality ephys: cheapest sufficient protocol 166 units" in text
+    assert "Modality ephys: recommended protocol 166 units" in text
+    assert "set-aside 0.98 (95% CI 0.91-1.00), search 0.96 (95% CI 0.93-0.98)" in text
+    assert "cost 29.5 hours per animal; unknown gains lognormal, log SD 0.3 per animal" in text
     assert "Modality two_photon: most accurate protocol 292 units" in text
     assert "Modality spine_imaging: cannot measure activations." in text
     assert "Optuna search (TPE sampler, 40 trials, seed 0)" in text
+    assert "Two controls measure what an experimenter gets without recording a unit" in text
 
 
 # --------------------------------------------------------------------------------------------- all formats
@@ -201,7 +272,7 @@ def test_plan_html_is_self_contained(plan_reports: tuple[dict[str, Path], dict[s
     for _, data in images:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
     assert html.escape(recommendation_sentence(doc)) in text
-    assert "<td>units per network</td><td>141</td>" in text
+    assert "<td>units per animal</td><td>167</td>" in text
 
 
 def test_plan_markdown(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
@@ -210,15 +281,41 @@ def test_plan_markdown(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> 
     positions = [text.index(f"{heading}") for heading in PLAN_HEADINGS]
     assert positions == sorted(positions)
     assert f"**{recommendation_sentence(doc)}**" in text
-    for row in ("| property | value |", "| units per network | 141 |", "| layer groups | middle, deep |",
-                "| sessions | 12 |", "| measurement noise | Gaussian, SD 0.38 × the observable's spread |",
-                "| repeats averaged per stimulus | 7 |", "| cost | 40.8 hours |"):
+    for row in ("| property | value |", "| units per animal | 167 |", "| layer groups | early, middle, deep |",
+                "| sessions | 7 |",
+                "| placement | spread evenly over all of learning, the first before training starts |",
+                "| measurement noise | Gaussian, SD 0.58 × the observable's spread |",
+                "| repeats averaged per stimulus | 3 |", "| cost per animal | 22.2 hours |",
+                "| unknown gains | lognormal, log SD 0.5 per animal, 0.3 per area (layer group) and 0.5 per unit; no "
+                "baseline |"):
         assert row in text, row
-    assert "| 97 | 36.2 | 0.94 | 0.90-0.96 | yes, failed re-check |" in text
-    assert "The recommended protocol (trial 78) is not on the front" in text
-    assert "| task-performance control: learning curve only | 0.55 | 0.49-0.61 |" in text
-    assert "Here it does: 0.93 (95% CI 0.90-0.96) against 0.55 (95% CI 0.49-0.61)" in text
+    # the accuracy table: which number is which, and the one recommended on
+    for row in ("| search estimate: 3 × 4-fold cross-validation on the 192 search networks | 0.90 | 0.86-0.94 |",
+                "| re-check: fresh seeds 1001, 1002, 1003, same search networks | 0.90 | 0.85-0.94 |",
+                "| set-aside test: one fit on the search networks, tested once on 64 networks the search never saw "
+                "(the number recommended on) | 0.91 | 0.81-0.96 |", "| target (lower 95% CI bound) | 0.80 |  |"):
+        assert row in text, row
+    assert "it is the number the recommendation rests on. Here the set-aside accuracy equals the search estimate" \
+        in text
+    # both controls, with their classifiers, and the verdict against the strongest
+    for row in ("| classifier input | set-aside networks (95% CI), classifier | search networks (95% CI), classifier |",
+                "| activations: this protocol | 0.91 (0.81-0.96), svm | 0.90 (0.86-0.94), svm |",
+                "| behaviour (whole learning curve) | 0.52 (0.40-0.64), logreg | 0.55 (0.49-0.61), rf |",
+                "| hyperparameters alone | 0.39 (0.28-0.51), rf | 0.41 (0.35-0.47), logreg |",
+                "| behaviour (whole learning curve) | logreg | 0.50 (0.44-0.56) |"):
+        assert row in text, row
+    assert ("On the set-aside networks the strongest control is behaviour, 0.52 (95% CI 0.40-0.64) with logreg; the "
+            "protocol's set-aside lower bound 0.81 clears its upper bound 0.64") in text
+    assert "it is not shown to carry over to an unseen architecture (its lower bound 0.65 is below the target 0.80)" \
+        in text
+    assert "transfers" not in text
+    assert "| 1 | 10.0 | 0.82 | 0.80-0.86 | yes, failed re-check |" in text
+    assert "| 86 | 22.2 | 0.90 | 0.86-0.94 | yes, recommended |" in text
+    assert "only the recommended protocol was tested on the set-aside networks: 0.91 (95% CI 0.81-0.96)" in text
     assert "Only the simulated rules were considered (sgdm, adam, fa, ia)" in text
+    assert "Unknown gains (generic): the virtual recording scales every value by gains the classifier never sees" \
+        in text
+    assert "| set-aside share | 25% of the networks (64 set aside, 192 searched), drawn with the search seed |" in text
     assert "```bash\nadvisor plan --max-units 500" in text
     assert "| MLflow run id | 7f3c2a9e41b04d2c8e5a1f6b9d0c3e27 |" in text
     links = re.findall(r"!\[Figure \d\. [^\]]+\]\((figures/[a-z]+\.png)\)", text)
@@ -233,10 +330,15 @@ def test_compare_reports(compare_reports: tuple[dict[str, Path], dict[str, Any]]
     paths, doc = compare_reports
     md = paths["md"].read_text(encoding="utf-8")
     assert "## Modalities side by side" in md and "## Per modality" in md
-    assert "| modality | meets target | cost | accuracy (95% CI) | protocol |" in md
-    assert "| ephys | yes | 29.5 hours | 0.96 (0.93-0.98) | activations, 166 units, early+middle+deep" in md
-    assert "| two_photon | no: best accuracy 0.92 < target | 82.9 hours |" in md
+    assert "| modality | meets target | cost per animal | set-aside accuracy (95% CI) | protocol |" in md
+    assert "| ephys | yes | 29.5 hours | 0.98 (0.91-1.00) | activations, 166 units, early+middle+deep" in md
+    assert "| two_photon | no: none in the search | 82.9 hours | 0.88 (0.77-0.94) |" in md
+    assert "- two_photon: not sufficient (no protocol met the target beyond the controls in the search)" in md
     assert "| spine_imaging | no: cannot measure activations | n/a | n/a | - |" in md
+    assert ("identified with 0.98 (95% CI 0.91-1.00) on 64 set-aside networks (search estimate 0.96, 95% CI "
+            "0.93-0.98); held-out architecture 0.93 (95% CI 0.90-0.96): it transfers to an unseen architecture.") in md
+    assert "held-out architecture 0.84 (95% CI 0.79-0.88): not shown to carry over to an unseen architecture." in md
+    assert md.count("transfers") == 1  # only ephys's held-out architecture transfers
     assert "- spine_imaging: not sufficient (cannot measure activations)." in md
     assert "### Pareto front: ephys" in md and "### Pareto front: spine_imaging\n\nNo trials." in md
     assert re.findall(r"\]\((figures/[a-z]+\.png)\)", md) == [f"figures/{k}.png" for k in COMPARE_FIGURES]
@@ -251,16 +353,45 @@ def test_infeasible_plan_says_so(infeasible: dict[str, Any]) -> None:
     figures = make_figures(infeasible)
     md = render_markdown(infeasible, {key: f"figures/{key}.png" for key in figures})
     assert "**No protocol within the bounds" in md
-    assert "No protocol meets the target; the most accurate one found:" in md
-    assert f"| units per network | {infeasible['best']['n_units']} |" in md
+    assert "No protocol met the target beyond the controls in the search; the most accurate one found:" in md
+    assert f"| units per animal | {infeasible['best']['n_units']} |" in md
     assert "No independent re-check with fresh seeds was run." in md
     assert "the diamond marks the most accurate protocol found (none met the target)" in md
     assert "Virtual recordings followed the most accurate protocol" in methods_paragraph(infeasible)
+    assert "(the number the verdict rests on)" in md
+
+
+@pytest.mark.parametrize("name", ["setaside_below_target", "setaside_not_beyond_controls"])
+def test_candidate_failing_on_setaside_networks(name: str) -> None:
+    doc = verdict(load("plan"), name)
+    md = render_markdown(doc, {})
+    assert "| units per animal | 167 |" in md  # the candidate is shown, not the most accurate trial
+    assert "it falls below the target on the set-aside networks" in md if name == "setaside_below_target" else \
+        "on the set-aside networks it does not clear the controls" in md
+    assert "| 86 | 22.2 | 0.90 | 0.86-0.94 | yes, chosen, fails set-aside |" in md
+    assert "Virtual recordings followed the chosen protocol" in methods_paragraph(doc)
+    if name == "setaside_not_beyond_controls":
+        assert "does not clear its upper bound 0.93: the identification may reflect no more than what the learning " \
+               "curve already tells" in md
+
+
+def test_transfers_only_when_the_document_says_so() -> None:
+    doc = load("plan")
+    doc["heldout_architecture"].update(accuracy=0.9, ci=[0.85, 0.94], transfers=True)
+    md = render_markdown(doc, {})
+    assert ("it reaches 0.90 (95% CI 0.85-0.94) against 0.50 (95% CI 0.44-0.56) for the behavioural control "
+            "(logreg): it transfers to an unseen architecture") in md
+    doc["heldout_architecture"]["transfers"] = False  # e.g. its lower bound does not clear the control
+    doc["heldout_architecture"]["control_ci"] = [0.6, 0.9]
+    md = render_markdown(doc, {})
+    assert "transfers" not in md
+    assert "(its lower bound does not clear the control's upper bound 0.90)" in md
 
 
 def test_absent_optional_sections(tmp_path: Path) -> None:
     doc = load("plan")
-    for key in ("curves", "importances", "heldout_architecture", "control", "verification", "modality"):
+    for key in ("curves", "importances", "heldout_architecture", "controls", "search_controls", "verification",
+                "modality"):
         doc[key] = None
     doc["insufficient"] = []
     del doc["rejected_by_recheck"]
@@ -270,7 +401,7 @@ def test_absent_optional_sections(tmp_path: Path) -> None:
     assert "*Figure 2. Accuracy vs. units, sessions and noise: not shown, the result has no accuracy curves.*" in md
     assert "*Figure 4. Most informative statistics and sessions: not shown, the result has no feature importances.*" \
         in md
-    assert "No task-performance control was computed" in md
+    assert "No control was computed, so it is unknown how much is behaviour or hyperparameters alone." in md
     assert "No held-out-architecture score was computed." in md
     assert "No independent re-check with fresh seeds was run." in md
     assert "The result lists no insufficient alternatives." in md
