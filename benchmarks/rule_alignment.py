@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from simulator.config import DEFAULT_WEIGHT_DECAY
 from simulator.ensemble import EnsembleTrainer
 from simulator.networks import (
     ARCHITECTURES,
@@ -42,7 +43,7 @@ from simulator.networks import (
     input_grad,
 )
 from simulator.objectives import objective_for
-from simulator.rules import RULES
+from simulator.rules import RULES, StepContext
 from simulator.tasks import TASKS
 
 DEFAULT_RULES = ("sgdm", "fa", "kp", "ia", "dfa", "sign_symmetry", "adam", "rmsprop")
@@ -78,7 +79,15 @@ def _dfa_error_ratio(trainer: EnsembleTrainer, x: torch.Tensor, y: torch.Tensor)
 
 
 def run_rule(
-    rule: str, lrs: Sequence[float], arch: str, task: str, n_seeds: int, n_steps: int, batch: int, seed: int
+    rule: str,
+    lrs: Sequence[float],
+    arch: str,
+    task: str,
+    n_seeds: int,
+    n_steps: int,
+    batch: int,
+    seed: int,
+    weight_decay: float = DEFAULT_WEIGHT_DECAY,
 ) -> dict[str, Any]:
     """Train len(lrs) × n_seeds networks of one rule; the same init seeds and batches for every rule."""
     data = TASKS.get(task).load()
@@ -86,7 +95,9 @@ def run_rule(
     lr_list = [lr for lr in lrs for _ in range(n_seeds)]
     seeds = [1000 + s for _ in lrs for s in range(n_seeds)]
     e = len(lr_list)
-    trainer = EnsembleTrainer(specs, rule, lr_list, [1.0] * e, seeds, objective_for(data.kind), "cpu", seed)
+    trainer = EnsembleTrainer(
+        specs, rule, lr_list, [1.0] * e, seeds, objective_for(data.kind), "cpu", seed, weight_decay
+    )
     w0 = [w.clone() for w in trainer.weights]
     x_train = torch.tensor(np.array(data.x_train))
     y_train = torch.tensor(np.array(data.y_train))
@@ -97,7 +108,12 @@ def run_rule(
     t0 = time.perf_counter()
     for step in range(n_steps):
         idx = torch.as_tensor(np.tile(idx_all[step], (len(lrs), 1)))
-        if step == 0 and rule == "dfa":
+        if step == 0 and rule == "dfa":  # after DFA's first-batch calibration (gradients() runs it once)
+            ctx = StepContext(
+                trainer.specs, trainer.weights, trainer.biases, x_train[idx], y_train[idx], trainer.objective
+            )
+            with torch.no_grad():
+                trainer.rule.gradients(ctx, trainer.state)
             dfa_ratio = _dfa_error_ratio(trainer, x_train[idx], y_train[idx])
         trainer.step(x_train[idx], y_train[idx])
     seconds = time.perf_counter() - t0
@@ -180,6 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sweep", nargs="*", default=[], help="rules to also sweep over --sweep-lrs")
     p.add_argument("--sweep-lrs", type=float, nargs="+", default=[1e-4, 3e-4, 1e-3, 3e-3, 1e-2])
+    p.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
     p.add_argument("--label", default="", help="a label stored in the JSON (e.g. before / after)")
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -190,14 +207,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     for rule in args.rules:
         lo, hi = RULES.get(rule).default_lr_range
         lrs = [lo, math.sqrt(lo * hi), hi]
-        run = run_rule(rule, lrs, args.arch, args.task, args.n_seeds, args.n_steps, args.batch, args.seed)
+        run = run_rule(
+            rule, lrs, args.arch, args.task, args.n_seeds, args.n_steps, args.batch, args.seed, args.weight_decay
+        )
         run["lr_range"] = [lo, hi]
         runs.append(run)
         rows += summarise(run, n_layers)
     print_table(rows)
     sweeps, sweep_rows = [], []
     for rule in args.sweep:
-        run = run_rule(rule, args.sweep_lrs, args.arch, args.task, args.n_seeds, args.n_steps, args.batch, args.seed)
+        run = run_rule(
+            rule,
+            args.sweep_lrs,
+            args.arch,
+            args.task,
+            args.n_seeds,
+            args.n_steps,
+            args.batch,
+            args.seed,
+            args.weight_decay,
+        )
         sweeps.append(run)
         sweep_rows += summarise(run, n_layers)
     if sweep_rows:
@@ -211,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "n_steps": args.n_steps,
             "batch": args.batch,
             "n_seeds": args.n_seeds,
+            "weight_decay": args.weight_decay,
             "torch_threads": 1,
             "summary": rows,
             "sweep_summary": sweep_rows,

@@ -19,9 +19,12 @@ import numpy as np
 
 from simulator.errors import ConfigError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Part of the bank hash: bump it whenever the bank layout, a rule's update or a recorded quantity changes, so
 that no cached bank built by older code is ever returned for a config."""
+
+DEFAULT_WEIGHT_DECAY = 0.01
+"""Forward-weight decay of every rule (issue 9: measured in ``benchmarks/results/rule_alignment-cpu2.json``)."""
 
 GROUPS = ("early", "middle", "deep")
 """Layer groups: hidden layers are split into thirds by depth (see ``networks.layer_groups``)."""
@@ -40,9 +43,7 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
         and lo <= value[0] <= value[1] <= hi
     )
     if not ok:
-        raise ConfigError(
-            f"{name} must be a pair [low, high] with {lo} <= low <= high <= {hi}; got {value!r}"
-        )
+        raise ConfigError(f"{name} must be a pair [low, high] with {lo} <= low <= high <= {hi}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,12 @@ class SimulationConfig:
         n_checkpoints: recording times, evenly spaced over training, initialization and the end included.
         batch_sizes: mini-batch sizes to draw from (one per network).
         init_scale: range of a multiplier on the default (He/Xavier) init SD, drawn log-uniformly.
-        lr_ranges: per-rule learning-rate log-range overrides, as ``((rule, low, high), ...)``.
+        lr_ranges: learning-rate log-range overrides per OPTIMIZER, as ``((optimizer, low, high), ...)``
+            (optimizer keys: sgd, sgdm, adam, rmsprop). Every rule on an optimizer draws from its one range,
+            so the learning rate alone never tells apart rules that share an optimizer; an entry keyed by a
+            rule that is not an optimizer (e.g. ``fa``) is rejected.
+        weight_decay: coupled L2 coefficient on the forward weights, applied identically by every optimizer
+            (torch.optim's ``weight_decay``); Kolen-Pollack gives its feedback weights the same decay.
         n_probes: fixed probe stimuli shown at every checkpoint (from the task's test split).
         units_per_group: units whose responses are recorded per layer group.
         synapses_per_group: forward-weight entries recorded per layer group.
@@ -79,6 +85,7 @@ class SimulationConfig:
     batch_sizes: tuple[int, ...] = (32, 64)
     init_scale: tuple[float, float] = (0.7, 1.4)
     lr_ranges: tuple[tuple[str, float, float], ...] = ()
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
     n_probes: int = 12
     units_per_group: int = 192
     synapses_per_group: int = 512
@@ -122,14 +129,26 @@ class SimulationConfig:
         _check_range("init_scale", self.init_scale, 0.01, 100.0)
         if self.init_scale[0] <= 0:
             raise ConfigError(f"init_scale must be positive; got {self.init_scale!r}")
+        from simulator.optim import OPTIMIZERS
+
         for entry in self.lr_ranges:
             if not (isinstance(entry, tuple) and len(entry) == 3 and entry[0] in RULES):
                 raise ConfigError(
-                    f"lr_ranges entries must be (rule, low, high) with a known rule; got {entry!r}"
+                    f"lr_ranges entries must be (optimizer, low, high) with a known optimizer; got {entry!r}"
+                )
+            if entry[0] not in OPTIMIZERS:
+                opt = RULES.get(entry[0]).optimizer
+                raise ConfigError(
+                    f"lr_ranges.{entry[0]}: learning-rate ranges are per optimizer (every rule on one optimizer "
+                    f"shares its range); {entry[0]!r} uses optimizer {opt!r}: set {opt} = [low, high] instead; "
+                    f"allowed keys: {', '.join(sorted(OPTIMIZERS))}"
                 )
             _check_range(f"lr_ranges.{entry[0]}", (entry[1], entry[2]), 1e-8, 10.0)
             if entry[1] <= 0:
                 raise ConfigError(f"lr_ranges.{entry[0]} must be positive; got {entry[1:]!r}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, int | float) or not 0.0 <= wd <= 1.0:
+            raise ConfigError(f"weight_decay must be a number in [0, 1]; got {wd!r}")
         _check_int("n_probes", self.n_probes, 1, 256)
         _check_int("units_per_group", self.units_per_group, 1, 4096)
         _check_int("synapses_per_group", self.synapses_per_group, 1, 65536)
@@ -150,11 +169,12 @@ class SimulationConfig:
 
     # ------------------------------------------------------------------ derived
     def lr_range(self, rule: str) -> tuple[float, float]:
-        """The learning-rate log-range for ``rule``: the preset's override, else the rule's default."""
+        """The learning-rate log-range for ``rule``: its optimizer's, as overridden by the preset."""
         from simulator.rules import RULES
 
+        optimizer = RULES.get(rule).optimizer
         for key, lo, hi in self.lr_ranges:
-            if key == rule:
+            if key == optimizer:
                 return (float(lo), float(hi))
         return RULES.get(rule).default_lr_range
 

@@ -27,9 +27,7 @@ def network_streams(
     """A network's independent random streams: init, data order, recorded units, feedback weights."""
     seqs = np.random.SeedSequence(seed).spawn(4)
     init = torch.Generator().manual_seed(int(seqs[0].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
-    feedback = torch.Generator().manual_seed(
-        int(seqs[3].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
-    )
+    feedback = torch.Generator().manual_seed(int(seqs[3].generate_state(1, dtype=np.uint64)[0] >> np.uint64(1)))
     return init, np.random.default_rng(seqs[1]), np.random.default_rng(seqs[2]), feedback
 
 
@@ -57,6 +55,8 @@ class EnsembleTrainer:
         objective: the task loss.
         device: torch device.
         noise_seed: seed of the shard's generator for stochastic rules.
+        weight_decay: coupled L2 on the forward weights, applied by the optimizer, the same for every rule
+            (``SimulationConfig.weight_decay``; 0 here so that a bare trainer is plain torch.optim).
     """
 
     def __init__(
@@ -69,6 +69,7 @@ class EnsembleTrainer:
         objective: Objective,
         device: str | torch.device = "cpu",
         noise_seed: int = 0,
+        weight_decay: float = 0.0,
     ) -> None:
         self.device = dev = torch.device(device)
         self.specs = list(specs)
@@ -81,15 +82,15 @@ class EnsembleTrainer:
         self.state = self.rule.init_state(self.specs, self.weights, [s[3] for s in self.streams])
         self.lr = torch.tensor(list(lrs), dtype=torch.float32, device=dev)
         self.params = self.weights + self.biases
-        self.optimizer = OPTIMIZERS.get(self.rule.optimizer)(self.params, self.lr)
+        decay = [True] * len(self.weights) + [False] * len(self.biases)
+        self.optimizer = OPTIMIZERS.get(self.rule.optimizer)(self.params, self.lr, weight_decay, decay)
+        self.extras = {"lr": self.lr, "weight_decay": torch.tensor(float(weight_decay))}
         self.generator = torch.Generator(device=dev).manual_seed(noise_seed)
 
     @torch.no_grad()
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """One update of every network on its own batch: x (E, B, n_features), y (E, B[, n_outputs])."""
-        ctx = StepContext(
-            self.specs, self.weights, self.biases, x, y, self.objective, self.generator, {"lr": self.lr}
-        )
+        ctx = StepContext(self.specs, self.weights, self.biases, x, y, self.objective, self.generator, self.extras)
         g_w, g_b = self.rule.gradients(ctx, self.state)
         updates = self.optimizer.step(self.params, g_w + g_b)
         self.rule.after_step(ctx, self.state, updates[: len(self.weights)])
@@ -121,9 +122,7 @@ def train_shard(
     task = TASKS.get(shard.task)
     data = task.load()
     objective = objective_for(data.kind)
-    specs: list[LayerSpec] = ARCHITECTURES.get(shard.architecture).layer_specs(
-        task.input_shape, data.n_outputs
-    )
+    specs: list[LayerSpec] = ARCHITECTURES.get(shard.architecture).layer_specs(task.input_shape, data.n_outputs)
     curriculum = CURRICULA.get(shard.curriculum)
     trainer = EnsembleTrainer(
         specs,
@@ -134,14 +133,13 @@ def train_shard(
         objective,
         dev,
         shard.seed,
+        config.weight_decay,
     )
     streams = trainer.streams
 
     x_train, y_train = _targets(data, "train", dev)
     x_test, y_test = _targets(data, "test", dev)
-    batches = np.stack(
-        [curriculum.batch_indices(data, config.n_steps, shard.batch_size, s[1]) for s in streams]
-    )
+    batches = np.stack([curriculum.batch_indices(data, config.n_steps, shard.batch_size, s[1]) for s in streams])
     batches_t = torch.as_tensor(batches, device=dev)  # (E, n_steps, B)
     probe_idx = torch.as_tensor(data.probe_indices(config.n_probes), device=dev)
     n_eval = min(N_EVAL, x_train.shape[0])

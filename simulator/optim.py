@@ -2,12 +2,23 @@
 
 Each optimizer turns a list of (pseudo-)gradients into the updates that are *subtracted* from the parameters,
 so a learning rule's credit assignment and the optimizer stay separate.
+
+Two things are the optimizer's, never a rule's, so that rules differ in credit assignment only:
+
+- the learning-rate range (``default_lr_range``): every rule on one optimizer draws its learning rate from the
+  same range, so the learning rate alone says nothing about which of them trained a network (adam's and
+  rmsprop's ranges were chosen so that their final accuracy and relative weight change overlap sgdm's:
+  ``benchmarks/rule_alignment.py``, ``benchmarks/results/rule_alignment-cpu2.json``);
+- weight decay on the forward weights: torch-style coupled L2 (g ← g + λ·W before momentum or moments), the
+  same λ for every rule (``SimulationConfig.weight_decay``), so backprop still equals ``torch.optim`` with
+  ``weight_decay=λ`` on the weights.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 
@@ -19,27 +30,50 @@ def _per_net(lr: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return lr.reshape((-1,) + (1,) * (like.dim() - 1))
 
 
+MOMENTUM = 0.9
+"""The momentum of ``sgdm`` (also the momentum Kolen-Pollack's feedback weights are updated with)."""
+
+
 class Optimizer(ABC):
     """Keeps the optimizer state of E networks' parameters.
 
     Args:
         params: the parameters the gradients will refer to (only their shapes are used).
         lr: (E,) learning rates.
+        weight_decay: coupled L2 coefficient λ (``torch.optim``'s ``weight_decay``), added as λ·p to the
+            gradient of every parameter flagged in ``decay``.
+        decay: one flag per parameter (default: none decayed); the trainer flags the forward weights.
     """
 
     key: str = ""
+    default_lr_range: ClassVar[tuple[float, float]]
+    """The learning-rate log-range shared by every rule on this optimizer."""
 
-    def __init__(self, params: Sequence[torch.Tensor], lr: torch.Tensor) -> None:
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        lr: torch.Tensor,
+        weight_decay: float = 0.0,
+        decay: Sequence[bool] | None = None,
+    ) -> None:
         self.lr = lr
         self.n_params = len(params)
         self.t = 0
+        self.weight_decay = float(weight_decay)
+        self.decay = [False] * len(params) if decay is None else list(decay)
+        if len(self.decay) != len(params):
+            raise ValueError(f"decay must have one flag per parameter ({len(params)}); got {len(self.decay)}")
 
     @abstractmethod
     def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Return the updates u such that ``param -= u`` applies one step (may overwrite ``grads``)."""
 
     def step(self, params: Sequence[torch.Tensor], grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Apply one step in place and return the updates."""
+        """Apply one step in place (weight decay included) and return the updates."""
+        if self.weight_decay:
+            for p, g, d in zip(params, grads, self.decay, strict=True):
+                if d:
+                    g.add_(p, alpha=self.weight_decay)
         ups = self.updates(grads)
         for p, u in zip(params, ups, strict=True):
             p.sub_(u)
@@ -52,12 +86,11 @@ OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
 @OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
     key = "sgd"
+    default_lr_range = (0.008, 0.06)
 
     def updates(self, grads: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         self.t += 1
-        return [
-            g.mul_(_per_net(self.lr, g)) for g in grads
-        ]  # in place: the gradient buffer becomes the update
+        return [g.mul_(_per_net(self.lr, g)) for g in grads]  # in place: the gradient buffer becomes the update
 
 
 @OPTIMIZERS.register("sgdm")
@@ -65,9 +98,17 @@ class SGDMomentum(Optimizer):
     """``torch.optim.SGD(momentum=0.9)``: buf ← μ·buf + g (buf = g at the first step); u = lr·buf."""
 
     key = "sgdm"
+    default_lr_range = (0.001, 0.012)
 
-    def __init__(self, params: Sequence[torch.Tensor], lr: torch.Tensor, momentum: float = 0.9) -> None:
-        super().__init__(params, lr)
+    def __init__(
+        self,
+        params: Sequence[torch.Tensor],
+        lr: torch.Tensor,
+        weight_decay: float = 0.0,
+        decay: Sequence[bool] | None = None,
+        momentum: float = MOMENTUM,
+    ) -> None:
+        super().__init__(params, lr, weight_decay, decay)
         self.momentum = momentum
         self.buf = [torch.zeros_like(p) for p in params]
 
@@ -76,9 +117,7 @@ class SGDMomentum(Optimizer):
         out = []
         for buf, g in zip(self.buf, grads, strict=True):
             torch.add(g, buf, alpha=self.momentum, out=buf)
-            out.append(
-                g.copy_(buf).mul_(_per_net(self.lr, buf))
-            )  # reuse the gradient's memory for the update
+            out.append(g.copy_(buf).mul_(_per_net(self.lr, buf)))  # reuse the gradient's memory for the update
         return out
 
 
@@ -87,15 +126,18 @@ class Adam(Optimizer):
     """``torch.optim.Adam`` (betas 0.9, 0.999; eps 1e-8), bias-corrected as torch does."""
 
     key = "adam"
+    default_lr_range = (0.0001, 0.001)
 
     def __init__(
         self,
         params: Sequence[torch.Tensor],
         lr: torch.Tensor,
+        weight_decay: float = 0.0,
+        decay: Sequence[bool] | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
     ) -> None:
-        super().__init__(params, lr)
+        super().__init__(params, lr, weight_decay, decay)
         self.beta1, self.beta2 = betas
         self.eps = eps
         self.m = [torch.zeros_like(p) for p in params]
@@ -119,11 +161,18 @@ class RMSprop(Optimizer):
     """``torch.optim.RMSprop`` (alpha 0.99, eps 1e-8, no momentum, not centered)."""
 
     key = "rmsprop"
+    default_lr_range = (0.0001, 0.0007)
 
     def __init__(
-        self, params: Sequence[torch.Tensor], lr: torch.Tensor, alpha: float = 0.99, eps: float = 1e-8
+        self,
+        params: Sequence[torch.Tensor],
+        lr: torch.Tensor,
+        weight_decay: float = 0.0,
+        decay: Sequence[bool] | None = None,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
     ) -> None:
-        super().__init__(params, lr)
+        super().__init__(params, lr, weight_decay, decay)
         self.alpha = alpha
         self.eps = eps
         self.v = [torch.zeros_like(p) for p in params]

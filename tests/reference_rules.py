@@ -157,21 +157,28 @@ OPTIMIZER_OF = {
     "fa": "sgdm", "dfa": "sgdm", "kp": "sgdm", "sign_symmetry": "sgdm", "ia": "sgdm",
     "hebbian": "sgd", "node_perturbation": "sgd",
 }
-KP_DECAY = 3e-3
-IA_ALPHA, IA_BETA, IA_GAMMA = 1.0, 0.5, 0.5
+KP_MOMENTUM = 0.9
+IA_BETA_OVER_GAMMA = 1.0
+IA_FEEDBACK_RATE = 2.0
+IA_NORM_RATIO = 0.5
 HEBBIAN_HIDDEN_RATE = 0.2
 NP_SIGMA = 0.05
+NP_STEP_SCALE = 0.065
 
 
-def make_optimizer(name: str, params: list[Tensor], lr: float) -> torch.optim.Optimizer:
+def make_optimizer(
+    name: str, weights: list[Tensor], biases: list[Tensor], lr: float, weight_decay: float = 0.0
+) -> torch.optim.Optimizer:
+    """torch.optim with coupled L2 ``weight_decay`` on the weights only (biases are not decayed)."""
+    groups = [{"params": weights, "weight_decay": weight_decay}, {"params": biases, "weight_decay": 0.0}]
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+        return torch.optim.SGD(groups, lr=lr)
     if name == "sgdm":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9)
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
     if name == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        return torch.optim.Adam(groups, lr=lr, betas=(0.9, 0.999), eps=1e-8)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.99, eps=1e-8)
+        return torch.optim.RMSprop(groups, lr=lr, alpha=0.99, eps=1e-8)
     raise ValueError(name)
 
 
@@ -185,21 +192,25 @@ class ReferenceNet:
         lr: its learning rate.
         kind: the task kind (selects the loss).
         feedback: initial feedback matrices in W's shape (fa, kp, ia), one per layer.
-        direct: DFA's (n_outputs, n_units) projection per hidden layer.
+        direct: DFA's (n_outputs, n_units) projection per hidden layer (before its first-batch calibration).
         dtype: computation dtype.
+        weight_decay: coupled L2 on the weights (every rule's; Kolen-Pollack's feedback gets it too).
     """
 
     def __init__(
         self, rule: str, specs: Sequence[LayerSpec], weights: Sequence[Tensor], biases: Sequence[Tensor],
         lr: float, kind: str = "classification", feedback: Sequence[Tensor] | None = None,
-        direct: Sequence[Tensor] | None = None, dtype: torch.dtype = torch.float64,
+        direct: Sequence[Tensor] | None = None, dtype: torch.dtype = torch.float64, weight_decay: float = 0.0,
     ) -> None:
         self.rule, self.specs, self.lr, self.kind, self.dtype = rule, list(specs), lr, kind, dtype
         self.w = [w.detach().to(dtype).clone().requires_grad_(True) for w in weights]
         self.b = [b.detach().to(dtype).clone().requires_grad_(True) for b in biases]
         self.fb = [f.detach().to(dtype).clone() for f in feedback] if feedback is not None else None
         self.direct = [d.detach().to(dtype).clone() for d in direct] if direct is not None else None
-        self.opt = make_optimizer(OPTIMIZER_OF[rule], self.w + self.b, lr)
+        self.weight_decay = weight_decay
+        self.opt = make_optimizer(OPTIMIZER_OF[rule], self.w, self.b, lr, weight_decay)
+        self.kp_buf = [torch.zeros_like(f) for f in self.fb] if self.fb is not None else None
+        self.dfa_calibrated = False
         self.min_margin = math.inf
         """Smallest |pre-activation| of a ReLU unit seen in any forward pass: how close the run came to a
         ReLU switching on or off, where float32 and float64 may take different branches."""
@@ -278,19 +289,22 @@ class ReferenceNet:
             grads = [weight_grad(s, d, xi) for s, d, xi in zip(self.specs, deltas, inputs, strict=True)]
             if rule == "ia":
                 self._ia_learn_feedback(inputs, ws)
-            before = [w.clone() for w in ws]
-            self._apply([g[0] for g in grads], [g[1] for g in grads])
             if rule == "kp":
-                keep = 1.0 - KP_DECAY
-                assert self.fb is not None
-                with torch.no_grad():
-                    for i, w in enumerate(self.w):
-                        u = before[i] - w  # the update the optimizer applied to W (W -= u)
-                        self.fb[i] = (self.fb[i] - u) * keep
-                        w.mul_(keep)
+                # B: torch.optim.SGD(momentum, weight_decay) given W's pseudo-gradient (Akrout et al. 2019)
+                assert self.fb is not None and self.kp_buf is not None
+                for i, (gw, _) in enumerate(grads):
+                    self.kp_buf[i] = KP_MOMENTUM * self.kp_buf[i] + gw + self.weight_decay * self.fb[i]
+                    self.fb[i] = self.fb[i] - self.lr * self.kp_buf[i]
+            self._apply([g[0] for g in grads], [g[1] for g in grads])
             return
         if rule == "dfa":
             assert self.direct is not None
+            if not self.dfa_calibrated:  # scale D_i so the hidden errors match backprop's norm on this batch
+                bp = self._chain(inputs, pre, err, ws)
+                for i, spec in enumerate(self.specs[:-1]):
+                    d = (err @ self.direct[i]) * act_prime(pre[i], spec.activation)
+                    self.direct[i] = self.direct[i] * (bp[i].norm() / d.norm())
+                self.dfa_calibrated = True
             gw, gb = [], []
             for i, spec in enumerate(self.specs):
                 if i == len(self.specs) - 1:
@@ -330,7 +344,7 @@ class ReferenceNet:
             gw, gb = [], []
             for i, spec in enumerate(self.specs):
                 # −ΔW ∝ mean over examples of (L(ξ) − L(0))/σ² · ξ xᵀ (summed over conv positions)
-                d = xi[i] * (gap / (NP_SIGMA**2 * batch)).unsqueeze(1)
+                d = xi[i] * (gap * NP_STEP_SCALE / (NP_SIGMA**2 * batch)).unsqueeze(1)
                 g = weight_grad(spec, d, noisy_inputs[i])
                 gw.append(g[0])
                 gb.append(g[1])
@@ -339,21 +353,35 @@ class ReferenceNet:
         raise ValueError(rule)
 
     def _ia_learn_feedback(self, inputs: list[Tensor], ws: list[Tensor]) -> None:
-        """One SGD step on F = Bᵀ of the local loss α·Amp + β·Null + γ·‖B‖² (Kunin et al. 2020), layers ≥ 1."""
+        """Layers >= 1: F ← (1 − η)F + η·F*, F* the minimiser over F of the batch's α·Amp + β·Null + γ·‖F‖²
+        (Kunin et al. 2020) with β = γ·var(r)⁻¹ and α such that ‖F*‖ = ‖W‖/2; η = 2·lr."""
         assert self.fb is not None
+        eta = min(1.0, IA_FEEDBACK_RATE * self.lr)
         for i in range(1, len(self.specs)):
             x = patches(self.specs[i], inputs[i])
             x = x - x.mean(0, keepdim=True)
-            x = x / x.pow(2).sum(1).mean().sqrt().clamp_min(1e-6)
             r = x @ ws[i].T
-            r = r / r.pow(2).sum(1).mean().sqrt().clamp_min(1e-6)
-            f = self.fb[i].clone().requires_grad_(True)
-            br = r @ f  # (B r_n)ᵀ for every example n, with B = Fᵀ
-            amp = -(x * br).sum(1).mean()  # −mean xᵀ B r
-            null = br.pow(2).sum(1).mean()  # mean ‖B r‖²
-            decay = f.pow(2).sum()  # ‖B‖² (‖W‖² is constant in B)
-            (g,) = torch.autograd.grad(IA_ALPHA * amp + IA_BETA * null + IA_GAMMA * decay, f)
-            self.fb[i] = (self.fb[i] - self.lr * g).detach()
+            beta = IA_BETA_OVER_GAMMA / r.pow(2).mean()
+            f = torch.zeros_like(self.fb[i]).requires_grad_(True)
+
+            def loss(f: Tensor, x: Tensor = x, r: Tensor = r, beta: Tensor = beta, alpha: float = 1.0) -> Tensor:
+                br = r @ f  # (B r_n)ᵀ for every example n, with B = Fᵀ
+                amp = -(x * br).sum(1).mean()  # −mean xᵀ B r
+                null = br.pow(2).sum(1).mean()  # mean ‖B r‖²
+                return alpha * amp + beta * null + f.pow(2).sum()  # γ = 1; ‖W‖² is constant in F
+
+            # quadratic in F: F* solves ∇L(F*) = 0, i.e. H F* = −∇L(0) with H F = ∇L(F) − ∇L(0)
+            (g0,) = torch.autograd.grad(loss(f), f)
+            n_out = r.shape[1]
+            hess = torch.empty(n_out, n_out, dtype=r.dtype)
+            for k in range(n_out):  # H acts on F's rows: column k of H from the unit row e_k
+                e = torch.zeros_like(self.fb[i])
+                e[k, 0] = 1.0
+                (gk,) = torch.autograd.grad(loss(e.requires_grad_(True)), e)
+                hess[:, k] = (gk - g0)[:, 0]
+            target = torch.linalg.solve(hess, -g0)
+            target = target * (IA_NORM_RATIO * ws[i].norm() / target.norm())
+            self.fb[i] = ((1.0 - eta) * self.fb[i] + eta * target).detach()
 
     # -- read out
     def weights(self) -> list[Tensor]:

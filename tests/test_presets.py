@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from simulator.config import SimulationConfig
 from simulator.errors import ConfigError
 from simulator.networks import ARCHITECTURES
+from simulator.optim import OPTIMIZERS
 from simulator.presets import dump_preset, list_presets, load_preset, preset_dir
 from simulator.rules import RULES
 
@@ -156,7 +157,8 @@ _positive = st.floats(min_value=1e-8, max_value=10.0, allow_nan=False, allow_inf
 @st.composite
 def _configs(draw: st.DrawFn) -> SimulationConfig:
     rules = draw(st.lists(st.sampled_from(sorted(RULES)), min_size=1, max_size=4, unique=True))
-    lr_rules = draw(st.lists(st.sampled_from(rules), unique=True))
+    # learning-rate ranges are per optimizer (the optimizer keys are also rule keys)
+    lr_rules = draw(st.lists(st.sampled_from(sorted(OPTIMIZERS)), unique=True))
     lr_ranges: list[tuple[str, float, float]] = []
     for rule in lr_rules:
         lo, hi = sorted((draw(_positive), draw(_positive)))
@@ -265,6 +267,12 @@ BAD_FILES = [
         "sgdm = [0.001, 0.01]",
         "sgdx = [0.001, 0.01]",
         ["population.lr_ranges.sgdx", "unknown learning rule 'sgdx'"],
+    ),
+    (
+        "lr range for a rule that shares its optimizer",
+        "sgdm = [0.001, 0.01]",
+        "fa = [0.001, 0.01]",
+        ["lr_ranges.fa", "ranges are per optimizer", "set sgdm = [low, high] instead"],
     ),
     (
         "bad lr range",

@@ -16,8 +16,17 @@ import pytest
 import torch
 from reference_rules import NP_SIGMA, ReferenceNet
 
+from simulator.config import DEFAULT_WEIGHT_DECAY
 from simulator.ensemble import EnsembleTrainer
-from simulator.networks import ARCHITECTURES, LayerSpec, forward
+from simulator.networks import (
+    ARCHITECTURES,
+    Architecture,
+    LayerSpec,
+    activation_derivative,
+    forward,
+    from_canonical,
+    input_grad,
+)
 from simulator.objectives import Objective, objective_for
 from simulator.optim import OPTIMIZERS, Optimizer
 from simulator.rules import RULES, LearningRule, State, StepContext
@@ -48,11 +57,11 @@ def specs_of(arch: str, task: str = "digits") -> list[LayerSpec]:
 
 def make_trainer(
     rule: str, arch: str, lrs: Sequence[float], seeds: Sequence[int], task: str = "digits",
-    init_scales: Sequence[float] | None = None, noise_seed: int = 0,
+    init_scales: Sequence[float] | None = None, noise_seed: int = 0, weight_decay: float = 0.0,
 ) -> EnsembleTrainer:
     scales = list(init_scales) if init_scales is not None else [1.0] * len(lrs)
     return EnsembleTrainer(specs_of(arch, task), rule, lrs, scales, seeds, objective_for(task_data(task).kind),
-                           "cpu", noise_seed)
+                           "cpu", noise_seed, weight_decay)
 
 
 def batches(n_networks: int, batch: int, n_steps: int, seed: int, task: str = "digits"):
@@ -73,6 +82,7 @@ def references(trainer: EnsembleTrainer, rule: str, lrs: Sequence[float], kind: 
             rule, trainer.specs, [w[j] for w in trainer.weights], [b[j] for b in trainer.biases], lrs[j], kind,
             feedback=None if fb is None else [f[j] for f in fb],
             direct=None if direct is None else [d[j] for d in direct],
+            weight_decay=trainer.optimizer.weight_decay,
         )
         for j in range(len(lrs))
     ]
@@ -86,7 +96,8 @@ def batched_step(
 ) -> None:
     """One ensemble step through the public rule/optimizer API (what ``EnsembleTrainer.step`` does), optionally
     with explicit node-perturbation noise."""
-    ctx = StepContext(specs, weights, biases, x, y, objective, None, {"lr": lr})
+    ctx = StepContext(specs, weights, biases, x, y, objective, None,
+                      {"lr": lr, "weight_decay": torch.tensor(optimizer.weight_decay)})
     if noise is None:
         g_w, g_b = rule.gradients(ctx, state)
     else:
@@ -155,6 +166,23 @@ def test_registry_holds_the_eleven_rules_with_their_families() -> None:
         lo, hi = rule.default_lr_range
         assert 0 < lo < hi
         assert rule.optimizer in OPTIMIZERS
+        # one learning-rate range per optimizer: the learning rate alone cannot tell its rules apart
+        assert rule.default_lr_range == OPTIMIZERS.get(rule.optimizer).default_lr_range
+
+
+def test_a_rule_cannot_bring_its_own_learning_rate_range() -> None:
+    from simulator.rules import _register
+
+    class Sneaky(LearningRule):
+        key, family, description, optimizer = "sneaky", "backprop", "x", "sgdm"
+        default_lr_range = (0.1, 0.2)
+
+        def gradients(self, ctx: StepContext, state: State) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+            raise NotImplementedError
+
+    with pytest.raises(TypeError, match="ranges belong to the optimizer"):
+        _register(Sneaky)
+    assert "sneaky" not in RULES
 
 
 # ------------------------------------------------------------------------------------------- comparison runs
@@ -211,7 +239,8 @@ def run_simulator_float64(
     biases = [b.to(dtype) for b in trainer.biases]
     state = {k: [t.to(dtype) for t in v] for k, v in trainer.state.items()}
     lr = torch.tensor(list(lrs), dtype=dtype)
-    optimizer = OPTIMIZERS.get(trainer.rule.optimizer)(weights + biases, lr)
+    opt = trainer.optimizer
+    optimizer = OPTIMIZERS.get(trainer.rule.optimizer)(weights + biases, lr, opt.weight_decay, opt.decay)
     for x, y, noise in steps:
         batched_step(trainer.rule, optimizer, trainer.specs, weights, biases, state, x.to(dtype),
                      y if y.dtype == torch.int64 else y.to(dtype), trainer.objective, lr, noise)
@@ -226,11 +255,12 @@ N_BP_STEPS = 5
 @pytest.mark.parametrize("arch", ["mlp3_relu", "mlp3_tanh", "conv2_relu"])
 @pytest.mark.parametrize("rule", ["sgd", "sgdm"])
 def test_sgd_rules_match_torch_autograd_and_torch_optim(rule: str, arch: str) -> None:
-    """EnsembleTrainer (float32, 2 networks, different lrs and batches) == per-network torch.autograd +
-    torch.optim (float64) after 5 steps of batch-mean cross-entropy."""
+    """EnsembleTrainer (float32, 2 networks, different lrs and batches, the population's weight decay) ==
+    per-network torch.autograd + torch.optim(weight_decay on the weights) (float64) after 5 steps."""
     lo, hi = RULES.get(rule).default_lr_range
     lrs = [hi, (lo * hi) ** 0.5]  # the top and the middle of the range
-    trainer = make_trainer(rule, arch, lrs, seeds=[11, 12], init_scales=[1.0, 0.8])
+    trainer = make_trainer(rule, arch, lrs, seeds=[11, 12], init_scales=[1.0, 0.8],
+                           weight_decay=DEFAULT_WEIGHT_DECAY)
     steps, refs = run_references(trainer, rule, lrs, "digits", 16, N_BP_STEPS, first_seed=1)
     run_simulator(trainer, steps)
     for j, ref in enumerate(refs):
@@ -319,10 +349,12 @@ def _sim_feedback(rule: str, weights: list[torch.Tensor], state: State) -> list[
 @pytest.mark.parametrize("rule", NON_BACKPROP)
 def test_rule_matches_single_network_reference(rule: str, arch: str) -> None:
     """EnsembleTrainer (float32, 2 networks, different lrs, init scales and batches): weights, biases and the
-    feedback state after 4 steps equal the plain reference's (float32 tolerance)."""
+    feedback state after 4 steps equal the plain reference's (float32 tolerance), with the population's
+    weight decay."""
     lo, hi = RULES.get(rule).default_lr_range
     lrs = [hi, lo]
-    trainer = make_trainer(rule, arch, lrs, seeds=[31, 32], init_scales=[1.1, 0.9])
+    trainer = make_trainer(rule, arch, lrs, seeds=[31, 32], init_scales=[1.1, 0.9],
+                           weight_decay=DEFAULT_WEIGHT_DECAY)
     steps, refs = run_references(trainer, rule, lrs, "digits", 12, N_RULE_STEPS, first_seed=4)
     run_simulator(trainer, steps)
     fb = trainer.feedback()
@@ -343,7 +375,8 @@ def test_rule_matches_reference_exactly_in_float64(rule: str) -> None:
     just their float32 values, are the reference's)."""
     lo, hi = RULES.get(rule).default_lr_range
     lrs = [hi, lo]
-    trainer = make_trainer(rule, "mlp3_relu", lrs, seeds=[33, 34], init_scales=[1.1, 0.9])
+    trainer = make_trainer(rule, "mlp3_relu", lrs, seeds=[33, 34], init_scales=[1.1, 0.9],
+                           weight_decay=DEFAULT_WEIGHT_DECAY)
     steps, refs = run_references(trainer, rule, lrs, "digits", 12, N_RULE_STEPS, first_seed=5, margin=0.0,
                                  dtype=torch.float64)
     weights, biases, state = run_simulator_float64(trainer, lrs, steps)
@@ -377,17 +410,32 @@ def test_random_feedback_is_distributed_like_the_forward_init(rule: str) -> None
 
 
 def test_dfa_direct_feedback_init() -> None:
-    """One fixed (n_outputs, n_units) Gaussian projection per hidden layer, SD 1/√n_outputs."""
+    """One fixed (n_outputs, n_units) Gaussian projection per hidden layer, SD 1/√n_outputs at init, scaled once
+    on the first batch so that every hidden layer's error has backprop's norm there; fixed afterwards."""
     trainer = make_trainer("dfa", "conv2_relu", [0.01, 0.01], seeds=[1, 2])
     direct = trainer.state["direct"]
     assert [tuple(d.shape) for d in direct] == [(2, 10, s.n_units) for s in trainer.specs[:-1]]
     for d in direct:
         assert abs(float(d.std()) * math.sqrt(10) - 1.0) < 0.05
         assert not torch.equal(d[0], d[1])
-    before = [d.clone() for d in direct]
-    for x, y in batches(2, 8, 5, seed=12):
+    steps = list(batches(2, 8, 5, seed=12))
+    x, y = steps[0]
+    specs, w0 = trainer.specs, [w.clone() for w in trainer.weights]
+    fwd = forward(specs, w0, trainer.biases, x)
+    err = trainer.objective.error(fwd.output, y)
+    trainer.step(x, y)
+    calibrated = [d.clone() for d in trainer.state["direct"]]
+    d_rows = err
+    for i in range(len(specs) - 1, 0, -1):  # backprop's hidden errors at init vs DFA's, on the first batch
+        prev = specs[i - 1]
+        deriv = activation_derivative(fwd.hidden[i - 1], prev.activation)
+        delta = input_grad(specs[i], d_rows, w0[i], x.shape[1]) * deriv
+        d_rows = from_canonical(prev, delta)
+        dfa = torch.bmm(err, calibrated[i - 1]) * deriv
+        torch.testing.assert_close(dfa.flatten(1).norm(dim=1), delta.flatten(1).norm(dim=1), rtol=1e-4, atol=0.0)
+    for x, y in steps[1:]:
         trainer.step(x, y)
-    assert all(torch.equal(a, b) for a, b in zip(trainer.state["direct"], before, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(trainer.state["direct"], calibrated, strict=True))
     assert trainer.feedback() is None
 
 
@@ -442,8 +490,9 @@ ALIGN_STEPS = 300
 
 @functools.cache
 def _aligned_run(rule: str, lr: float) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Angles (degrees, per network) before and after 300 steps on digits: layers 1..L-1 and layers 1..L-2."""
-    trainer = make_trainer(rule, "mlp3_relu", [lr, lr], seeds=[41, 42])
+    """Angles (degrees, per network) before and after 300 steps on digits: layers 1..L-1 and layers 1..L-2
+    (the population's weight decay)."""
+    trainer = make_trainer(rule, "mlp3_relu", [lr, lr], seeds=[41, 42], weight_decay=DEFAULT_WEIGHT_DECAY)
     n = len(trainer.specs)
     fb_layers, hidden_layers = list(range(1, n)), list(range(1, n - 1))
     a0 = [mean_angle(trainer, fb_layers, j) for j in range(2)]
@@ -482,6 +531,116 @@ def test_fa_readout_aligns_with_its_feedback() -> None:
     after = [mean_angle(trainer, [last], j) for j in range(2)]
     for b, a in zip(before, after, strict=True):
         assert a <= b - 5.0, f"fa readout angle {b:.1f} -> {a:.1f} degrees"
+
+
+# ------------------------------------------------------------------------------------------- conformance
+# Rules differ in credit assignment only: swap the true gradient path in for a rule's feedback and its forward
+# update is exactly its optimizer's backprop update. One reduction per rule on the sgdm optimizer; a new rule
+# on sgdm without one fails ``test_every_sgdm_rule_reduces_to_sgdm``.
+
+
+def _true_path_fa(trainer: EnsembleTrainer) -> None:
+    """FA with B = W (B is fixed, W moves: so B is re-set to W before every step, see the test)."""
+    for f, w in zip(trainer.state["feedback"], trainer.weights, strict=True):
+        f.copy_(w)
+
+
+def _true_path_dfa(trainer: EnsembleTrainer) -> None:
+    """DFA on a one-hidden-layer net with D = the readout W (the true path), calibration off."""
+    trainer.state["direct"][0].copy_(trainer.weights[-1])
+    trainer.state["calibrated"] = [torch.ones(1)]
+
+
+REDUCTIONS: dict[str, tuple[str, bool, object]] = {
+    # rule: (architecture, re-set the feedback before every step, how to install the true path)
+    "sgdm": ("mlp3_relu", False, lambda t: None),
+    "fa": ("mlp3_relu", True, _true_path_fa),
+    "kp": ("mlp3_relu", False, _true_path_fa),  # B = W at the start: KP keeps B = W by itself (same decay)
+    "ia": ("mlp3_relu", True, _true_path_fa),  # B = W re-set every step: IA's learning of B is irrelevant
+    "dfa": ("one_hidden", True, _true_path_dfa),
+    # sign_symmetry: its feedback is sign(W)·mean|W|, = W exactly when W's entries share one magnitude
+    "sign_symmetry": ("mlp3_relu", False, lambda t: [w.copy_(torch.sign(w) * w.abs().mean((1, 2), keepdim=True))
+                                                      for w in t.weights]),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(k for k in RULES if RULES.get(k).optimizer == "sgdm"))
+def test_every_sgdm_rule_reduces_to_sgdm(rule: str) -> None:
+    """With its feedback replaced by the true gradient path, the rule's weights and biases follow sgdm's
+    (same init, batches, learning rates and weight decay) to float tolerance over 5 steps. For
+    sign_symmetry the reduction holds at the first step only (W's entries then stop sharing a magnitude)."""
+    assert rule in REDUCTIONS, f"{rule} uses the sgdm optimizer but has no reduction to sgdm"
+    arch, every_step, install = REDUCTIONS[rule]
+    lrs = list(OPTIMIZERS.get("sgdm").default_lr_range)
+    kw = {"seeds": [71, 72], "init_scales": [1.0, 0.8], "weight_decay": DEFAULT_WEIGHT_DECAY}
+    if arch == "one_hidden":  # DFA's direct path is the true one only below the readout
+        specs = Architecture("one_hidden", "mlp", "relu", dense=(64,)).layer_specs(
+            TASKS.get("digits").input_shape, task_data().n_outputs)
+        sim, ref = (EnsembleTrainer(specs, r, lrs, kw["init_scales"], kw["seeds"],  # type: ignore[arg-type]
+                                    objective_for("classification"), "cpu", 0, DEFAULT_WEIGHT_DECAY)
+                    for r in (rule, "sgdm"))
+    else:
+        sim, ref = make_trainer(rule, arch, lrs, **kw), make_trainer("sgdm", arch, lrs, **kw)  # type: ignore[arg-type]
+    install(sim)  # type: ignore[operator]
+    for w_ref, w_sim in zip(ref.weights, sim.weights, strict=True):
+        w_ref.copy_(w_sim)
+    n_steps = 1 if rule == "sign_symmetry" else 5
+    for x, y in batches(2, 16, n_steps, seed=14):
+        if every_step:
+            install(sim)  # type: ignore[operator]
+        sim.step(x, y)
+        ref.step(x, y)
+    for a, b in zip(sim.weights + sim.biases, ref.weights + ref.biases, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_kp_forward_weights_get_only_the_optimizer_update() -> None:
+    """Option (a) of issue 9: KP's forward weights move by exactly what SGD-momentum with the shared weight
+    decay makes of KP's pseudo-gradients (no extra decay), and KP's feedback converges to W faster with the
+    shared decay than without."""
+    lrs = [0.012, 0.012]
+    trainer = make_trainer("kp", "mlp3_relu", lrs, seeds=[81, 82], weight_decay=DEFAULT_WEIGHT_DECAY)
+    shadow_w = [w.clone() for w in trainer.weights]
+    shadow_b = [b.clone() for b in trainer.biases]
+    opt = OPTIMIZERS.get("sgdm")(shadow_w + shadow_b, trainer.lr, DEFAULT_WEIGHT_DECAY, trainer.optimizer.decay)
+    gaps = []
+    for x, y in batches(2, 16, 40, seed=15):
+        ctx = StepContext(trainer.specs, [w.clone() for w in trainer.weights], [b.clone() for b in trainer.biases],
+                          x, y, trainer.objective, None, dict(trainer.extras))
+        state = {k: [t.clone() for t in v] for k, v in trainer.state.items()}
+        g_w, g_b = trainer.rule.gradients(ctx, state)
+        opt.step(shadow_w + shadow_b, g_w + g_b)
+        trainer.step(x, y)
+        fb = trainer.feedback()
+        assert fb is not None
+        gaps.append(float(sum((f - w).norm() for f, w in zip(fb, trainer.weights, strict=True))))
+    for a, b in zip(trainer.weights + trainer.biases, shadow_w + shadow_b, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert gaps[-1] < gaps[0]  # B − W decays with the shared weight decay (it is constant without decay)
+    no_decay = make_trainer("kp", "mlp3_relu", lrs, seeds=[81, 82])
+    gap0 = [(f - w).clone() for f, w in zip(no_decay.state["feedback"], no_decay.weights, strict=True)]
+    for x, y in batches(2, 16, 10, seed=15):
+        no_decay.step(x, y)
+    for g, f, w in zip(gap0, no_decay.state["feedback"], no_decay.weights, strict=True):
+        torch.testing.assert_close(f - w, g, rtol=1e-4, atol=1e-5)
+
+
+def test_ia_aligns_at_the_middle_of_the_shared_range() -> None:
+    """IA (issue 9): after 600 steps at the geometric middle of sgdm's range (mlp3_relu, digits, batch 32,
+    the population's weight decay), every layer whose feedback is used (>= 1) has B within 75° of W (FA's
+    hidden layers stay at ~90°; measured 64-69° hidden, 44° readout) and ‖B‖/‖W‖ in [0.3, 3]."""
+    lo, hi = OPTIMIZERS.get("sgdm").default_lr_range
+    lr = math.sqrt(lo * hi)
+    trainer = make_trainer("ia", "mlp3_relu", [lr], seeds=[91], weight_decay=DEFAULT_WEIGHT_DECAY)
+    for x, y in batches(1, 32, 600, seed=16):
+        trainer.step(x, y)
+    fb = trainer.feedback()
+    assert fb is not None
+    for i in range(1, len(trainer.specs)):
+        angle = angle_deg(fb[i][0], trainer.weights[i][0])
+        ratio = float(fb[i][0].norm() / trainer.weights[i][0].norm())
+        assert angle < 75.0, f"layer {i}: angle {angle:.1f} degrees"
+        assert 0.3 <= ratio <= 3.0, f"layer {i}: |B|/|W| = {ratio:.2f}"
 
 
 # ------------------------------------------------------------------------------------------- every rule learns
