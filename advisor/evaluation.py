@@ -24,6 +24,7 @@ protocol's interval clears the strongest control's.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -165,7 +166,7 @@ def make_splits(
     if heldout == "none":
         labels, counts = np.unique(y, return_counts=True)
         if counts.min() < FOLDS:
-            few = labels[np.argmin(counts)]
+            few = str(labels[np.argmin(counts)])
             raise AdvisorError(f"every label needs at least {FOLDS} networks for stratified {FOLDS}-fold splits; "
                                f"{few!r} has {counts.min()}")
         rkf = RepeatedStratifiedKFold(n_splits=FOLDS, n_repeats=n_repeats(n_splits), random_state=seed)
@@ -234,12 +235,19 @@ def _stratified_resample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def score(
     X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], labels: list[str], *,
     classifier: str, seed: int, importances: bool = False, refits: int = REFITS,
+    cross_validated: bool | None = None,
 ) -> Scores:
     """Fit ``classifier`` on every split and pool the out-of-split predictions.
 
     Repeated cross-validation (every network tested equally often, at least 4 splits) gets the corrected t
     interval; any other set of splits (leave one level out, a set-aside partition) is treated as a fixed
     partition and gets ``refits`` refits per split on bootstrap resamples of its training networks.
+
+    Args:
+        cross_validated: whether ``splits`` are repeated cross-validation folds (True) or a fixed partition
+            (False); None infers it from the splits, which cannot tell leave-one-level-out over 4 or more
+            levels (every network tested once) from one repeat of 4-fold cross-validation: callers that know
+            say so.
     """
     from sklearn.metrics import confusion_matrix
 
@@ -266,7 +274,8 @@ def score(
     pooled = float(hits[seen].sum() / tested[seen].sum())
     per_label = [cm[k, k] / cm[k].sum() for k in range(len(labels)) if cm[k].sum()]
     balanced = float(np.mean(per_label)) if per_label else 0.0
-    cross_validated = len(splits) >= FOLDS and len(set(tested[seen].tolist())) == 1
+    if cross_validated is None:
+        cross_validated = len(splits) >= FOLDS and len(set(tested[seen].tolist())) == 1
     if cross_validated:
         fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in splits]))
         ci, method = corrected_t_interval(np.asarray(accs), fraction, pooled, n_seen), "corrected_t"
@@ -315,23 +324,59 @@ def grouped_importances(
     return feat / n_repeats, sess / n_repeats
 
 
+CONTROL_CACHE_SIZE = 64
+"""Control scores kept per process (:func:`best_of`), by content of their inputs."""
+_control_cache: dict[str, ControlScores] = {}
+
+
+def _inputs_digest(*parts: Any) -> str:
+    """A SHA-256 over arrays (dtype, shape and bytes) and plain values, in order."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            a = np.ascontiguousarray(part)
+            h.update(f"{a.dtype.str}{a.shape}".encode())
+            h.update(a.tobytes())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"|")
+    return h.hexdigest()
+
+
 def best_of(name: str, X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
-            labels: list[str], seed: int) -> ControlScores:
+            labels: list[str], seed: int, cross_validated: bool | None = None) -> ControlScores:
     """Score a control's features with the linear and the nonlinear classifier on ``splits``; keep the more
     accurate (``advisor.controls``). On a fixed partition the candidates are compared on their fits, and only
-    the winner pays for the refits of its interval."""
-    results = {key: score(X, y, splits, labels, classifier=key, seed=seed, refits=0) for key in CONTROL_CLASSIFIERS}
+    the winner pays for the refits of its interval.
+
+    A control does not depend on the protocol, so one plan, a resumed plan and every modality of a comparison
+    ask for the same control on the same networks and splits: the result is kept per process, keyed by the
+    content of the features, labels, splits and seed (a pure function of them), for :data:`CONTROL_CACHE_SIZE`
+    entries.
+    """
+    flat = [a for split in splits for a in (np.asarray(split[0]), np.asarray(split[1]), "/")]
+    key = _inputs_digest(name, np.asarray(X), np.asarray(y).astype(str), *flat, tuple(labels), seed, REFITS,
+                         CONTROL_CLASSIFIERS, cross_validated)
+    cached = _control_cache.get(key)
+    if cached is not None:
+        return cached
+    results = {c: score(X, y, splits, labels, classifier=c, seed=seed, refits=0, cross_validated=cross_validated)
+               for c in CONTROL_CLASSIFIERS}
     best = max(CONTROL_CLASSIFIERS, key=lambda k: (results[k].accuracy, results[k].ci[1]))
     winner = results[best]
     if winner.ci_method == "refit":
-        winner = score(X, y, splits, labels, classifier=best, seed=seed)
-    return ControlScores(name, best, winner, {k: r.accuracy for k, r in results.items()})
+        winner = score(X, y, splits, labels, classifier=best, seed=seed, cross_validated=cross_validated)
+    out = ControlScores(name, best, winner, {k: r.accuracy for k, r in results.items()})
+    if len(_control_cache) >= CONTROL_CACHE_SIZE:
+        _control_cache.pop(next(iter(_control_cache)))
+    _control_cache[key] = out
+    return out
 
 
 def control_scores(inputs: Mapping[str, np.ndarray], y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
-                   labels: list[str], seed: int) -> dict[str, ControlScores]:
+                   labels: list[str], seed: int, cross_validated: bool | None = None) -> dict[str, ControlScores]:
     """Every control in ``inputs`` (name → features, rows aligned with ``y``) on the same splits."""
-    return {name: best_of(name, X, y, splits, labels, seed) for name, X in inputs.items()}
+    return {name: best_of(name, X, y, splits, labels, seed, cross_validated) for name, X in inputs.items()}
 
 
 def fixed_partition_splits(search: np.ndarray, setaside: np.ndarray, groups: np.ndarray | None = None
@@ -372,12 +417,14 @@ def evaluate(
     column = HELDOUT.get(heldout)
     groups = metadata[column].astype(str).to_numpy() if column else None
     splits = make_splits(y, heldout, groups, n_splits, seed)
-    scores = score(X, y, splits, labels, classifier=classifier, seed=seed, importances=importances)
+    cross_validated = heldout == "none"  # leave-one-level-out is a fixed partition, however many levels
+    scores = score(X, y, splits, labels, classifier=classifier, seed=seed, importances=importances,
+                   cross_validated=cross_validated)
     inputs: dict[str, np.ndarray] = {}
     if curve is not None:
         inputs["behaviour"] = curve
     if hyperparameters and {"lr", "batch_size", "init_scale"} <= set(metadata.columns):
         inputs["hyperparameters"] = hyperparameter_features(metadata)
-    controls = control_scores(inputs, y, splits, labels, seed=seed)
+    controls = control_scores(inputs, y, splits, labels, seed=seed, cross_validated=cross_validated)
     chance = float(max(np.mean(y == label) for label in labels))
     return EvaluationResult(scores, controls, labels, chance, len(y), heldout, classifier)
