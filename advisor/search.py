@@ -127,7 +127,7 @@ class TrialResult:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialResult:
-        gains = {"gain_sd": tuple(d["gain_sd"])} if "gain_sd" in d else {}
+        gains: dict[str, Any] = {"gain_sd": tuple(d["gain_sd"])} if "gain_sd" in d else {}
         return cls(**{**d, "layers": tuple(d["layers"]), "window": tuple(d["window"]), "ci": tuple(d["ci"]),
                       **gains})
 
@@ -248,8 +248,10 @@ def setaside_partition(metadata: Any, rules: Sequence[str], target: str, share: 
             either side.
     """
     lo, hi = SETASIDE_RANGE
-    if not (isinstance(share, int | float) and math.isfinite(share) and lo <= share <= hi):
-        raise AdvisorError(f"--setaside must be a share in [{lo:g}, {hi:g}] of the networks; got {share!r}")
+    number = isinstance(share, int | float) and not isinstance(share, bool)
+    if not (number and math.isfinite(share) and lo <= share <= hi):
+        shown = f"{share:g}" if number else repr(share)
+        raise AdvisorError(f"--setaside must be a share in [{lo:g}, {hi:g}] of the networks; got {shown}")
     meta = metadata.reset_index(drop=True)
     members = meta["rule"].astype(str).isin(rules).to_numpy()
     setaside = np.zeros(len(meta), dtype=bool)
@@ -268,7 +270,7 @@ def setaside_partition(metadata: Any, rules: Sequence[str], target: str, share: 
         n_search, n_set = int(np.sum(search & (y == label))), int(np.sum(setaside & (y == label)))
         if min(n_search, n_set) < MIN_PER_SIDE:
             raise AdvisorError(f"--setaside {share:g} leaves {n_search} search and {n_set} set-aside networks of "
-                               f"{target} {label!r}; each side needs at least {MIN_PER_SIDE} (simulate more "
+                               f"{target} {str(label)!r}; each side needs at least {MIN_PER_SIDE} (simulate more "
                                f"networks per rule, or change the share within [{lo:g}, {hi:g}])")
     return Partition(members, search, setaside, float(share))
 

@@ -1,8 +1,14 @@
 """The design search (``advisor.search``): the Pareto front, storages, the Optuna study (determinism, resume, the
-question guard, stored constraints, bounds, the trial cache) and the fresh-seed re-check behind a recommendation.
+question guard, stored constraints, bounds, the trial cache), the set-aside partition, feasibility beyond the
+controls and the fresh-seed re-check behind a recommendation.
 
-The study tests run on the session's ``plan_bank`` (48 networks in which the rule is identifiable) with the
-ridge classifier, 3 splits and 12-20 trials: each study takes well under a second.
+The study tests run on the session's ``plan_bank`` (96 networks in which the rule is identifiable and the
+controls sit at chance), half of them set aside, with the ridge classifier, 5 splits (two repeats of 4-fold
+cross-validation: with one repeat, the corrected t interval has 3 degrees of freedom and a chance-level
+control's upper bound reaches 1, which no protocol clears) and 12-20 trials: each study takes about a second
+once the controls are scored (they are kept per process). The set-aside networks must never reach the search:
+the scorer, the study and the re-check give the same numbers on a bank whose set-aside networks were replaced
+by garbage.
 """
 
 from __future__ import annotations
@@ -10,33 +16,42 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
+import math
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from plan_helpers import PLAN_SETASIDE
 from plan_helpers import question as plan_question
 
 from advisor import search
 from advisor.cost import Modality, load_modality
 from advisor.errors import AdvisorError
+from advisor.evaluation import ControlScores, Scores
 from advisor.protocol import RecordingProtocol
 from advisor.search import (
     LAYER_SUBSETS,
     MIN_SESSIONS,
+    STRATA,
     WINDOWS,
     Question,
+    Scorer,
     TrialResult,
     check_storage,
+    constraint_value,
+    evaluate_choice,
     make_scorer,
     pareto_front,
     question_from_dict,
     recommend,
     run_study,
+    setaside_partition,
     storage_for,
     verify,
 )
@@ -62,7 +77,7 @@ def _trial(number: int, cost: float, accuracy: float, *, feasible: bool = False,
 
 
 def _question(bank: TrajectoryBank, modality: Modality, **changes: Any) -> Question:
-    return plan_question(bank, modality, **{"target_accuracy": TARGET, "n_trials": 12, "n_splits": 3, **changes})
+    return plan_question(bank, modality, **{"target_accuracy": TARGET, "n_trials": 12, "n_splits": 5, **changes})
 
 
 def _run(bank: TrajectoryBank, question: Question, modality: Modality, storage: str, name: str = "study",
@@ -137,10 +152,10 @@ def test_trial_result_round_trips_through_json() -> None:
 def test_trial_result_describes_and_rebuilds_its_protocol() -> None:
     weights = _trial(0, 1.0, 0.5, observable="weights", n_units=12, layers=("early", "deep"), window=(0.0, 0.5))
     assert weights.describe() == ("12 synapses of weights (early, deep) at 3 sessions within the first 50% of "
-                                  "learning, gaussian noise 1 (1 repeat)")
+                                  "learning, the first before training starts, gaussian noise 1 (1 repeat)")
     acts = _trial(1, 1.0, 0.5, n_units=40, repeats=4, noise=0.5)
-    assert acts.describe() == ("40 units of activations (deep) at 3 sessions spread over all of learning, "
-                               "gaussian noise 0.5 (4 repeats)")
+    assert acts.describe() == ("40 units of activations (deep) at 3 sessions spread evenly over all of learning, "
+                               "the first before training starts, gaussian noise 0.5 (4 repeats)")
     assert acts.protocol(9) == RecordingProtocol(observable="activations", n_units=40, layers=("deep",),
                                                  n_sessions=3, window=(0.0, 1.0), noise_model="gaussian",
                                                  noise=0.5, seed=9)
@@ -153,7 +168,8 @@ def test_question_key_names_the_question_on_a_bank_and_modality(question: Questi
     assert dataclasses.replace(question, n_trials=500).key("bankhash", "generic") == key  # resumable
     assert question.key("otherbank", "generic") != key
     assert question.key("bankhash", "two_photon") != key
-    for change in ({"target_accuracy": 0.8}, {"n_splits": 5}, {"seed": 1}, {"classifier": "lda"}):
+    for change in ({"target_accuracy": 0.8}, {"n_splits": 9}, {"seed": 1}, {"classifier": "lda"},
+                   {"setaside": 0.3}):
         assert dataclasses.replace(question, **change).key("bankhash", "generic") != key, change
 
 
@@ -229,16 +245,146 @@ def test_check_storage_checks_syntax_without_creating_a_journal(tmp_path: Path) 
 
 
 # ---------------------------------------------------------------------------------------------- the scorer
-def test_scorer_keeps_the_questions_networks_and_splits(plan_bank: TrajectoryBank, question: Question) -> None:
+def test_scorer_keeps_the_questions_search_networks_and_splits(plan_bank: TrajectoryBank,
+                                                               question: Question) -> None:
     scorer = make_scorer(plan_bank, question)
-    assert scorer.keep.all() and len(scorer.y) == 48
+    partition = scorer.partition
+    assert partition is not None and partition.share == PLAN_SETASIDE
+    assert partition.members.all()  # every rule of the bank is in the question
+    assert np.array_equal(scorer.keep, partition.search) and not (scorer.keep & partition.setaside).any()
+    assert int(scorer.keep.sum()) == len(scorer.y) == 48 and int(partition.setaside.sum()) == 48
     assert scorer.labels == ["hebbian", "sgdm"] and scorer.n_checkpoints == 6
-    assert len(scorer.splits) == question.n_splits
+    assert len(scorer.splits) == 8  # 5 splits requested: two whole repeats of 4-fold cross-validation
+    tested = np.zeros(len(scorer.y), dtype=int)
     for train, test in scorer.splits:
         assert len(test) == 12 and not set(train) & set(test)
-        assert sorted(set(scorer.y[test])) == ["hebbian", "sgdm"]
+        assert sorted(np.unique(scorer.y[test], return_counts=True)[1]) == [6, 6]
+        tested[test] += 1
+    assert (tested == 2).all()
     other = make_scorer(plan_bank, question, seed=5)
     assert any(not np.array_equal(a[1], b[1]) for a, b in zip(scorer.splits, other.splits, strict=True))
+
+
+def test_the_controls_are_scored_on_the_search_splits(plan_bank: TrajectoryBank, question: Question) -> None:
+    scorer = make_scorer(plan_bank, question)
+    assert set(scorer.controls) == {"behaviour", "hyperparameters"}
+    for control in scorer.controls.values():
+        assert control.classifier in ("logreg", "rf") and set(control.candidates) == {"logreg", "rf"}
+        assert control.scores.ci_method == "corrected_t" and control.scores.n_tested == 48
+        assert len(control.scores.split_accuracies) == len(scorer.splits)
+    assert scorer.control_high == max(c.scores.ci[1] for c in scorer.controls.values())
+    bare = make_scorer(plan_bank, question, controls=False)
+    assert bare.controls == {} and bare.control_high == -math.inf
+
+
+def test_a_rechecks_scorer_keeps_the_same_partition(plan_bank: TrajectoryBank, question: Question) -> None:
+    first = make_scorer(plan_bank, question)
+    assert first.partition is not None
+    for seed in (5, 1001, 1002):
+        other = make_scorer(plan_bank, question, seed=seed, controls=False)
+        assert other.partition is not None and np.array_equal(other.keep, first.keep)
+        for name in ("members", "search", "setaside"):
+            assert np.array_equal(getattr(other.partition, name), getattr(first.partition, name)), name
+
+
+def _strata(metadata: Any) -> np.ndarray:
+    return metadata[list(STRATA)].astype(str).agg("|".join, axis=1).to_numpy()
+
+
+def test_the_setaside_networks_are_a_stratified_deterministic_draw(plan_bank: TrajectoryBank) -> None:
+    meta = plan_bank.metadata.reset_index(drop=True)
+    strata = _strata(meta)
+    rules = ("hebbian", "sgdm")
+    for share in (0.05, 0.25, 0.5):
+        partition = setaside_partition(meta, rules, "rule", share, seed=0)
+        assert not (partition.search & partition.setaside).any()
+        assert np.array_equal(partition.search | partition.setaside, partition.members)
+        for stratum in sorted(set(strata)):  # rule x architecture x task x curriculum: 4 cells of 24
+            rows = strata == stratum
+            assert int(partition.setaside[rows].sum()) == max(1, round(share * 24)), (share, stratum)
+        again = setaside_partition(meta, rules, "rule", share, seed=0)
+        assert np.array_equal(again.setaside, partition.setaside)
+        other = setaside_partition(meta, rules, "rule", share, seed=1)
+        assert not np.array_equal(other.setaside, partition.setaside)
+        assert sorted(_strata(meta[other.setaside])) == sorted(_strata(meta[partition.setaside]))
+
+
+def test_only_the_questions_rules_are_drawn_from() -> None:
+    meta = pd.DataFrame({"rule": np.repeat(["a", "b", "c"], 8), "architecture": "mlp", "task": "digits",
+                         "curriculum": "standard"})
+    partition = setaside_partition(meta, ("a", "c"), "rule", 0.25, seed=0)
+    assert np.array_equal(partition.members, meta["rule"].isin(["a", "c"]).to_numpy())
+    assert not (partition.setaside | partition.search)[meta["rule"].to_numpy() == "b"].any()
+    assert int(partition.setaside.sum()) == 4
+
+
+@pytest.mark.parametrize(("share", "message"), [
+    (0.0, "--setaside must be a share in [0.05, 0.5] of the networks; got 0"),
+    (0.9, "--setaside must be a share in [0.05, 0.5] of the networks; got 0.9"),
+    (0.04, "--setaside must be a share in [0.05, 0.5] of the networks; got 0.04"),
+    (math.nan, "--setaside must be a share in [0.05, 0.5] of the networks; got nan"),
+    (math.inf, "--setaside must be a share in [0.05, 0.5] of the networks; got inf"),
+    ("0.2", "--setaside must be a share in [0.05, 0.5] of the networks; got '0.2'"),
+])
+def test_a_share_outside_the_range_is_refused(plan_bank: TrajectoryBank, share: Any, message: str) -> None:
+    with pytest.raises(AdvisorError) as err:
+        setaside_partition(plan_bank.metadata, ("hebbian", "sgdm"), "rule", share, seed=0)
+    assert str(err.value) == message
+
+
+def test_a_share_that_leaves_too_few_networks_of_a_rule_is_refused() -> None:
+    meta = pd.DataFrame({"rule": ["a"] * 8 + ["b"] * 3, "architecture": "mlp", "task": "digits",
+                         "curriculum": "standard"})
+    with pytest.raises(AdvisorError) as err:
+        setaside_partition(meta, ("a", "b"), "rule", 0.25, seed=0)
+    assert str(err.value) == ("--setaside 0.25 leaves 2 search and 1 set-aside networks of rule 'b'; each side "
+                              "needs at least 2 (simulate more networks per rule, or change the share within "
+                              "[0.05, 0.5])")
+    with pytest.raises(AdvisorError, match=r"leaves 1 search and 2 set-aside networks of rule 'b'"):
+        setaside_partition(meta, ("a", "b"), "rule", 0.5, seed=0)
+    ok = setaside_partition(meta.assign(rule=["a"] * 6 + ["b"] * 5), ("a", "b"), "rule", 0.5, seed=0)
+    assert int(ok.setaside.sum()) == 3 + 2 and int(ok.search.sum()) == 3 + 3
+
+
+class _Garbage:
+    """``bank`` with the recordings, learning curves and hyperparameters of the ``rows`` networks replaced by
+    large random values: anything computed from them changes, anything that never reads them does not."""
+
+    def __init__(self, bank: TrajectoryBank, rows: np.ndarray) -> None:
+        self._bank, self._rows = bank, rows
+        self.hash, self.path, self.config = bank.hash, bank.path, bank.config
+        meta = bank.metadata.copy()
+        rng = np.random.default_rng(99)
+        for column in ("lr", "init_scale"):
+            meta.loc[rows, column] = rng.uniform(10.0, 100.0, int(rows.sum()))
+        self.metadata = meta
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = np.array(self._bank[name])
+        if name in ("weights", "activations", "activity_change", "loss", "metric", "test_metric"):
+            rng = np.random.default_rng(abs(hash(name)) % 2**32)
+            array[self._rows] = rng.normal(50.0, 30.0, array[self._rows].shape).astype(array.dtype)
+        return array
+
+
+def test_setaside_networks_never_reach_the_search(plan_bank: TrajectoryBank, generic: Modality,
+                                                  question: Question, study: tuple[list[TrialResult], str],
+                                                  tmp_path: Path) -> None:
+    clean = make_scorer(plan_bank, question)
+    assert clean.partition is not None
+    garbage = _Garbage(plan_bank, clean.partition.setaside)
+    dirty = make_scorer(garbage, question)  # type: ignore[arg-type]
+    assert dirty.partition is not None
+    assert np.array_equal(dirty.partition.setaside, clean.partition.setaside)
+    assert {k: c.to_dict() for k, c in dirty.controls.items()} == {k: c.to_dict() for k, c in clean.controls.items()}
+    protocol = RecordingProtocol(observable="activations", n_units=24, layers=("early",), n_sessions=3)
+    garbled = dirty.features(protocol).X != clean.features(protocol).X
+    assert garbled[clean.partition.setaside].any() and not garbled[clean.partition.search].any()
+    trials = run_study(dirty, question, generic, storage=f"journal:{tmp_path / 'g.log'}", study_name="study")
+    assert _dicts(trials) == _dicts(study[0])
+    best = max(trials, key=lambda t: t.accuracy)
+    seeds = [1001, 1002]
+    assert verify(best, garbage, question, seeds) == verify(best, plan_bank, question, seeds)  # type: ignore[arg-type]
 
 
 def test_scorer_caches_plain_scores_only(plan_bank: TrajectoryBank, question: Question,
@@ -330,14 +476,18 @@ def test_a_study_name_is_bound_to_its_modality(plan_bank: TrajectoryBank, generi
         _run(plan_bank, question, costly, url)
 
 
-def test_constraints_and_results_are_stored_on_the_trials(study: tuple[list[TrialResult], str]) -> None:
+def test_constraints_and_results_are_stored_on_the_trials(study: tuple[list[TrialResult], str],
+                                                         plan_bank: TrajectoryBank, question: Question) -> None:
     import optuna
 
     trials, url = study
     stored = optuna.load_study(study_name="study", storage=storage_for(url))
     assert [f.number for f in stored.trials] == [t.number for t in trials]
+    control_high = make_scorer(plan_bank, question).control_high
     for frozen, result in zip(stored.trials, trials, strict=True):
-        assert frozen.constraints == {"accuracy": pytest.approx(TARGET - result.ci[0])}
+        gap = max(TARGET - result.ci[0], control_high - result.ci[0] + 1e-9)
+        assert frozen.constraints == {"accuracy": pytest.approx(gap)}
+        assert frozen.constraints["accuracy"] == constraint_value(result, question, control_high)
         assert frozen.values == [result.cost, result.accuracy]
         assert frozen.user_attrs["result"] == result.to_dict()
         assert result.feasible is (frozen.constraints["accuracy"] <= 0)
@@ -346,6 +496,7 @@ def test_constraints_and_results_are_stored_on_the_trials(study: tuple[list[Tria
 def _assert_within_bounds(trials: list[TrialResult], question: Question, modality: Modality,
                           bank: TrajectoryBank) -> None:
     assert len(trials) == question.n_trials
+    control_high = make_scorer(bank, question).control_high
     for t in trials:
         assert t.observable in question.observables
         assert ",".join(t.layers) in question.layers and set(t.layers) <= set(modality.layers)
@@ -357,7 +508,8 @@ def _assert_within_bounds(trials: list[TrialResult], question: Question, modalit
         assert 1 <= t.repeats <= modality.max_repeats
         assert t.noise_model == modality.noise_model and t.noise == modality.noise_for(t.repeats)
         assert t.cost == modality.cost(t.n_units, t.n_sessions, t.repeats)
-        assert t.feasible is (t.ci[0] >= question.target_accuracy)
+        assert t.beyond_control is (t.ci[0] > control_high)
+        assert t.feasible is (t.ci[0] >= question.target_accuracy and t.beyond_control)
         assert 0.0 <= t.ci[0] <= t.ci[1] <= 1.0 and 0.0 <= t.accuracy <= 1.0
         assert t.chronic is ("chronic" in modality.sampling)
         modality.check(t.observable, t.n_units, t.n_sessions, t.layers, t.chronic)
@@ -437,6 +589,48 @@ def test_the_recheck_asks_what_the_search_asked(plan_bank: TrajectoryBank, quest
     check = verify(trial, plan_bank, question, [11, 12])
     between = dataclasses.replace(question, target_accuracy=(check["ci"][0] + check["accuracy"]) / 2)
     assert verify(trial, plan_bank, between, [11, 12])["meets_target"] is False
+    low = dataclasses.replace(question, target_accuracy=0.05)
+    assert verify(trial, plan_bank, low, [11, 12])["meets_target"] is True
+    # the lower bound must also clear the strongest control's upper bound, as in the search
+    assert verify(trial, plan_bank, low, [11, 12], control_high=check["ci"][0])["meets_target"] is False
+    assert verify(trial, plan_bank, low, [11, 12], control_high=check["ci"][0] - 0.01)["meets_target"] is True
+
+
+def _control(high: float) -> ControlScores:
+    scores = Scores(high - 0.1, (high - 0.2, high), high - 0.1, [high - 0.1], np.eye(2, dtype=np.int64))
+    return ControlScores("behaviour", "rf", scores, {"rf": high - 0.1, "logreg": 0.5})
+
+
+def test_a_trial_that_reaches_the_target_but_not_beyond_a_control_is_infeasible(
+        plan_bank: TrajectoryBank, generic: Modality) -> None:
+    q = _question(plan_bank, generic, target_accuracy=0.6)
+    choice = {"observable": "activations", "n_units": 24, "layers": ("early",), "n_sessions": 3,
+              "window": (0.0, 1.0), "repeats": 16}
+    real = make_scorer(plan_bank, q)
+    result = evaluate_choice(choice, real, generic, q, 0)
+    assert result.ci[0] >= q.target_accuracy and result.ci[0] > real.control_high
+    assert result.feasible is True and result.beyond_control is True
+    assert constraint_value(result, q, real.control_high) <= 0
+    strong = dataclasses.replace(real, controls={"behaviour": _control(result.ci[0])}, cache={})
+    assert strong.control_high == result.ci[0]
+    blocked = evaluate_choice(choice, strong, generic, q, 0)
+    assert (blocked.accuracy, blocked.ci) == (result.accuracy, result.ci)  # same protocol, same score
+    assert blocked.ci[0] >= q.target_accuracy  # it reaches the target ...
+    assert blocked.beyond_control is False and blocked.feasible is False  # ... but not beyond the control
+    assert constraint_value(blocked, q, strong.control_high) > 0  # Optuna sees it as infeasible too
+    weaker = dataclasses.replace(real, controls={"behaviour": _control(result.ci[0] - 0.01)}, cache={})
+    assert evaluate_choice(choice, weaker, generic, q, 0).feasible is True
+
+
+def test_a_study_against_an_unbeatable_control_has_no_feasible_trial(
+        plan_bank: TrajectoryBank, generic: Modality, question: Question, tmp_path: Path) -> None:
+    strong: Scorer = dataclasses.replace(make_scorer(plan_bank, question), controls={"behaviour": _control(1.0)},
+                                         cache={})
+    low = dataclasses.replace(question, target_accuracy=0.05, n_trials=6)
+    trials = run_study(strong, low, generic, storage=f"journal:{tmp_path / 's.log'}", study_name="study")
+    assert any(t.ci[0] >= low.target_accuracy for t in trials)
+    assert not any(t.feasible or t.beyond_control for t in trials)
+    assert recommend(trials, plan_bank, low, [1], control_high=strong.control_high) == (None, None, [])
 
 
 class FakeVerify:
@@ -445,9 +639,12 @@ class FakeVerify:
     def __init__(self, failing: set[int]) -> None:
         self.failing = failing
         self.calls: list[int] = []
+        self.control_highs: list[float] = []
 
-    def __call__(self, trial: TrialResult, bank: Any, question: Question, seeds: list[int]) -> dict[str, Any]:
+    def __call__(self, trial: TrialResult, bank: Any, question: Question, seeds: list[int],
+                 control_high: float = -math.inf) -> dict[str, Any]:
         self.calls.append(trial.number)
+        self.control_highs.append(control_high)
         ok = trial.number not in self.failing
         return {"accuracy": 0.9 if ok else 0.6, "ci": [0.8, 0.95], "per_seed": [0.9], "seeds": list(seeds),
                 "meets_target": ok}
@@ -459,9 +656,10 @@ def test_a_candidate_that_fails_the_recheck_is_skipped_and_listed(monkeypatch: p
     monkeypatch.setattr(search, "verify", fake)
     trials = [_trial(0, 0.5, 0.7), _trial(3, 1.0, 0.9, feasible=True), _trial(5, 2.0, 0.85, feasible=True),
               _trial(6, 3.0, 0.95, feasible=True)]
-    chosen, check, rejected = recommend(trials, None, question, [1, 2])
+    chosen, check, rejected = recommend(trials, None, question, [1, 2], control_high=0.55)
     assert chosen is trials[2] and check is not None and check["meets_target"] is True
     assert fake.calls == [3, 5]  # the infeasible trial 0 is never re-checked, trial 6 is not needed
+    assert fake.control_highs == [0.55, 0.55]  # the re-check asks to clear the same control
     assert rejected == [{"trial": trials[1].to_dict(), "verification": {
         "accuracy": 0.6, "ci": [0.8, 0.95], "per_seed": [0.9], "seeds": [1, 2], "meets_target": False}}]
 
