@@ -126,7 +126,7 @@ class Adam(Optimizer):
     """``torch.optim.Adam`` (betas 0.9, 0.999; eps 1e-8), bias-corrected as torch does."""
 
     key = "adam"
-    default_lr_range = (0.0001, 0.001)
+    default_lr_range = (0.00005, 0.0004)
 
     def __init__(
         self,
@@ -161,7 +161,7 @@ class RMSprop(Optimizer):
     """``torch.optim.RMSprop`` (alpha 0.99, eps 1e-8, no momentum, not centered)."""
 
     key = "rmsprop"
-    default_lr_range = (0.0001, 0.0007)
+    default_lr_range = (0.00004, 0.00025)
 
     def __init__(
         self,
