@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from advisor.errors import AdvisorError
+from simulator.presets import is_number
 from simulator.registry import Registry
 
 OBSERVABLES = ("weights", "activations", "activity_change")
@@ -62,15 +63,11 @@ def gain_problem(gain_sd: Any, baseline: Any, what: str, names: tuple[str, str, 
     if not (isinstance(gain_sd, tuple | list) and len(gain_sd) == len(GAIN_LEVELS)):
         return f"{what} must be three numbers (SDs of the log gain per {', '.join(GAIN_LEVELS)}); got {gain_sd!r}"
     for name, value in zip(names[:3], gain_sd, strict=True):
-        if not (_is_number(value) and math.isfinite(value) and 0 <= value <= MAX_GAIN_SD):
+        if not (is_number(value) and math.isfinite(value) and 0 <= value <= MAX_GAIN_SD):
             return f"{name} must be a number in [0, {MAX_GAIN_SD:g}] (SD of the log gain); got {value!r}"
-    if not (_is_number(baseline) and math.isfinite(baseline) and 0 <= baseline <= MAX_BASELINE):
+    if not (is_number(baseline) and math.isfinite(baseline) and 0 <= baseline <= MAX_BASELINE):
         return f"{names[3]} must be a number in [0, {MAX_BASELINE:g}]; got {baseline!r}"
     return None
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
