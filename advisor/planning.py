@@ -237,9 +237,10 @@ def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, m
     final_controls = control_scores(
         {"behaviour": behaviour, "hyperparameters": hyperparameter_features(meta.iloc[rows])},
         y, final_splits, labels, question.seed)
-    # importances: on the search networks' own splits (the set-aside networks are tested once, for the number)
+    # importances: on the search networks' own splits (the set-aside networks are tested once, for the number);
+    # only the importances are read, so no refits for an interval
     full = score(features.X[scorer.keep], scorer.y, scorer.splits, labels, classifier=question.classifier,
-                 seed=question.seed, importances=True)
+                 seed=question.seed, importances=True, refits=0)
     top = strongest(final_controls)
     reaches = final.ci[0] >= question.target_accuracy
     clears = beyond(final, final_controls)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
+
+import numpy as np
 
 from advisor.planning import make_question
 from advisor.search import Question
@@ -28,3 +31,24 @@ def question(bank: Any, modality: Any, **changes: Any) -> Question:
     }
     args.update(changes)
     return make_question(bank, modality, **args)
+
+
+class GarbageSetaside:
+    """``bank`` with the recordings, learning curves and hyperparameters of the ``rows`` networks replaced by
+    large random values: anything computed from them changes, anything that never reads them does not."""
+
+    def __init__(self, bank: Any, rows: np.ndarray) -> None:
+        self._bank, self._rows = bank, rows
+        self.hash, self.path, self.config = bank.hash, bank.path, bank.config
+        meta = bank.metadata.copy()
+        rng = np.random.default_rng(99)
+        for column in ("lr", "init_scale"):
+            meta.loc[rows, column] = rng.uniform(10.0, 100.0, int(rows.sum()))
+        self.metadata = meta
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        array = np.array(self._bank[name])
+        if name in ("weights", "activations", "activity_change", "loss", "metric", "test_metric"):
+            rng = np.random.default_rng(zlib.crc32(name.encode()))
+            array[self._rows] = rng.normal(50.0, 30.0, array[self._rows].shape).astype(array.dtype)
+        return array

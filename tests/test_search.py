@@ -27,7 +27,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from plan_helpers import PLAN_SETASIDE
+from plan_helpers import PLAN_SETASIDE, GarbageSetaside
 from plan_helpers import question as plan_question
 
 from advisor import search
@@ -346,34 +346,13 @@ def test_a_share_that_leaves_too_few_networks_of_a_rule_is_refused() -> None:
     assert int(ok.setaside.sum()) == 3 + 2 and int(ok.search.sum()) == 3 + 3
 
 
-class _Garbage:
-    """``bank`` with the recordings, learning curves and hyperparameters of the ``rows`` networks replaced by
-    large random values: anything computed from them changes, anything that never reads them does not."""
-
-    def __init__(self, bank: TrajectoryBank, rows: np.ndarray) -> None:
-        self._bank, self._rows = bank, rows
-        self.hash, self.path, self.config = bank.hash, bank.path, bank.config
-        meta = bank.metadata.copy()
-        rng = np.random.default_rng(99)
-        for column in ("lr", "init_scale"):
-            meta.loc[rows, column] = rng.uniform(10.0, 100.0, int(rows.sum()))
-        self.metadata = meta
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        array = np.array(self._bank[name])
-        if name in ("weights", "activations", "activity_change", "loss", "metric", "test_metric"):
-            rng = np.random.default_rng(abs(hash(name)) % 2**32)
-            array[self._rows] = rng.normal(50.0, 30.0, array[self._rows].shape).astype(array.dtype)
-        return array
-
-
 def test_setaside_networks_never_reach_the_search(plan_bank: TrajectoryBank, generic: Modality,
                                                   question: Question, study: tuple[list[TrialResult], str],
                                                   tmp_path: Path) -> None:
     clean = make_scorer(plan_bank, question)
     assert clean.partition is not None
-    garbage = _Garbage(plan_bank, clean.partition.setaside)
-    dirty = make_scorer(garbage, question)  # type: ignore[arg-type]
+    garbage = GarbageSetaside(plan_bank, clean.partition.setaside)
+    dirty = make_scorer(garbage, question)
     assert dirty.partition is not None
     assert np.array_equal(dirty.partition.setaside, clean.partition.setaside)
     assert {k: c.to_dict() for k, c in dirty.controls.items()} == {k: c.to_dict() for k, c in clean.controls.items()}
@@ -384,7 +363,7 @@ def test_setaside_networks_never_reach_the_search(plan_bank: TrajectoryBank, gen
     assert _dicts(trials) == _dicts(study[0])
     best = max(trials, key=lambda t: t.accuracy)
     seeds = [1001, 1002]
-    assert verify(best, garbage, question, seeds) == verify(best, plan_bank, question, seeds)  # type: ignore[arg-type]
+    assert verify(best, garbage, question, seeds) == verify(best, plan_bank, question, seeds)
 
 
 def test_scorer_caches_plain_scores_only(plan_bank: TrajectoryBank, question: Question,
