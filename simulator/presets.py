@@ -21,11 +21,12 @@ and defaults to :class:`SimulationConfig`'s default; ``name`` defaults to the fi
     n_networks_per_rule = 64
     batch_sizes = [32, 64]
     init_scale = [0.7, 1.4]
-    [population.lr_ranges]          # per-rule learning-rate log-range overrides
+    [population.lr_ranges]          # per-optimizer learning-rate log-range overrides (shared by its rules)
     sgdm = [0.001, 0.01]
     [training]
     n_steps = 600
     max_ensemble = 64
+    weight_decay = 0.01             # coupled L2 on every rule's forward weights
     [recording]
     n_checkpoints = 41
     n_probes = 16
@@ -124,20 +125,28 @@ def _float_pair(value: Any, key: str, file: str) -> tuple[float, float]:
     return (float(value[0]), float(value[1]))
 
 
+def _float(value: Any, key: str, file: str) -> float:
+    if not is_number(value):
+        raise ConfigError(f"{file}: {key} must be a number; {_got(value)}")
+    return float(value)
+
+
 def _lr_ranges(value: Any, key: str, file: str) -> tuple[tuple[str, float, float], ...]:
     if not isinstance(value, dict):
         raise ConfigError(
-            f"{file}: {key} must be a table of rule = [low, high] (a [{key}] section); {_got(value)}"
+            f"{file}: {key} must be a table of optimizer = [low, high] (a [{key}] section); {_got(value)}"
         )
+    from simulator.optim import OPTIMIZERS
     from simulator.rules import RULES
 
     entries = []
-    for rule, pair in value.items():
-        if rule not in RULES:
-            allowed = ", ".join(sorted(RULES))
-            raise ConfigError(f"{file}: {key}.{rule}: unknown learning rule {rule!r}; allowed: {allowed}")
-        lo, hi = _float_pair(pair, f"{key}.{rule}", file)
-        entries.append((rule, lo, hi))
+    for optimizer, pair in value.items():
+        if optimizer not in OPTIMIZERS and optimizer not in RULES:  # a rule's key: the config names its optimizer
+            allowed = ", ".join(sorted(OPTIMIZERS))
+            raise ConfigError(f"{file}: {key}.{optimizer}: unknown optimizer {optimizer!r} (learning-rate ranges "
+                              f"are shared by every rule on one optimizer); allowed: {allowed}")
+        lo, hi = _float_pair(pair, f"{key}.{optimizer}", file)
+        entries.append((optimizer, lo, hi))
     return tuple(entries)
 
 
@@ -158,6 +167,7 @@ _SCHEMA: dict[str, Any] = {
     "training": {
         "n_steps": ("n_steps", _int),
         "max_ensemble": ("max_ensemble", _int),
+        "weight_decay": ("weight_decay", _float),
     },
     "recording": {
         "n_checkpoints": ("n_checkpoints", _int),

@@ -263,10 +263,10 @@ BAD_FILES = [
     ),
     ("rule listed twice", '["sgdm", "fa"]', '["sgdm", "sgdm"]', ["population.rules lists a value twice"]),
     (
-        "unknown rule in lr_ranges",
+        "unknown optimizer in lr_ranges",
         "sgdm = [0.001, 0.01]",
         "sgdx = [0.001, 0.01]",
-        ["population.lr_ranges.sgdx", "unknown learning rule 'sgdx'"],
+        ["population.lr_ranges.sgdx", "unknown optimizer 'sgdx'"],
     ),
     (
         "lr range for a rule that shares its optimizer",
