@@ -349,7 +349,8 @@ def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
     for key, value in (
         ("observable", rec["observable"]), (what, str(rec["n_units"])), ("layer groups", ", ".join(rec["layers"])),
         ("sessions", sessions_phrase(rec["n_sessions"], rec["window"])),
-        ("noise", f"{rec['noise_model']} {rec['noise']:.3g} ({rec['repeats']} repeats)"),
+        ("noise", f"{rec['noise_model']} {rec['noise']:.3g} ({rec['repeats']} repeat"
+                  f"{'s' if rec['repeats'] != 1 else ''})"),
         ("cost", f"{rec['cost']:.1f} {unit} per animal ({doc['modality']['key']})"),
         ("accuracy, set-aside", f"{_ci_range(final)} on {final['n_networks']} networks never searched; "
                                 f"chance {doc['chance']:.3f}"),
@@ -440,12 +441,19 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     tracker = _tracker(app, tracking_uri)
     storage_url = _storage(app, storage)
     bank, preset_name = _open_bank(app, preset, bank_dir)
+    # every modality's question is checked before anything is written (a bad bound fails in one line)
+    questions = {mod.key: make_question(bank, mod, observable=observable, max_units=max_units,
+                                        max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
+                                        family=family, heldout=heldout, classifier=classifier, n_trials=trials,
+                                        n_splits=splits, seed=seed, setaside=setaside)
+                 for mod in modalities if observable is None or observable in mod.observables}
     workspace = app.open_workspace()
     _prepare_storage(storage_url)
     entries: list[dict[str, Any]] = []
     params = {"command": command, "preset": preset_name or "", "bank_hash": bank.hash,
               "modalities": ",".join(m.key for m in modalities), "observable": observable or "",
-              "target_accuracy": target_accuracy, "trials": trials, "seed": seed, "classifier": classifier}
+              "target_accuracy": target_accuracy, "trials": trials, "seed": seed, "classifier": classifier,
+              "splits": splits, "setaside": setaside}
     import time
 
     started = time.perf_counter()
@@ -460,10 +468,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                     entry["reason"] = f"cannot measure {observable}; it measures {', '.join(mod.observables)}"
                     entries.append(entry)
                     continue
-                question = make_question(bank, mod, observable=observable, max_units=max_units,
-                                         max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
-                                         family=family, heldout=heldout, classifier=classifier, n_trials=trials,
-                                         n_splits=splits, seed=seed, setaside=setaside)
+                question = questions[mod.key]
                 doc = _run_plan(app, bank, question, mod, storage=storage_url,
                                 study=f"compare-{question.key(bank.hash, mod.key)}", timeout=timeout, curves=False,
                                 run=run, bar=bar, tracking_uri=tracker.uri)
@@ -477,8 +482,8 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                     entry["reason"] = infeasible_reason(doc, target_accuracy)
                 entries.append(entry)
                 run.log_metrics({f"{mod.key}.feasible": float(doc["feasible"]),
-                                 **({f"{mod.key}.cost": rec["cost"], f"{mod.key}.accuracy": rec["accuracy"]}
-                                    if rec else {})})
+                                 **({f"{mod.key}.cost": rec["cost"], f"{mod.key}.accuracy": doc["setaside"]["accuracy"],
+                                     f"{mod.key}.search_accuracy": rec["accuracy"]} if rec else {})})
         doc = {
             "kind": "compare", "title": "Which recording modality can tell the learning rule?",
             "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -488,7 +493,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                          "target_accuracy": target_accuracy, "rules": list(rules) if rules else
                          sorted(set(bank.metadata["rule"].astype(str))), "target": "family" if family else "rule",
                          "heldout": heldout, "classifier": classifier, "trials": trials, "n_splits": splits,
-                         "seed": seed, "modalities": [m.key for m in modalities]},
+                         "seed": seed, "setaside": setaside, "modalities": [m.key for m in modalities]},
             "bank": bank_document(bank, preset_name), "modalities": entries, "versions": versions(),
             "storage": storage_url,
         }

@@ -20,8 +20,13 @@ from click.testing import CliRunner, Result
 
 from advisor.cli import cli
 
-FAST = ["--trials", "8", "--splits", "3", "--no-curves"]
+FAST = ["--trials", "8", "--splits", "5", "--setaside", "0.5", "--no-curves"]
+"""8 trials on two repeats of 4-fold cross-validation (one repeat's corrected t interval, with 3 degrees of
+freedom, lets no protocol clear a chance-level control), half of the 96 networks set aside."""
 REC_KEYS = {"observable", "n_units", "n_sessions", "noise", "layers", "cost", "accuracy", "ci"}
+PANEL_TITLES = ("Recommendation", "No protocol within the bounds reaches the target beyond the controls",
+                "The search's choice falls short of the target on set-aside networks",
+                "The search's choice does not clear the controls on set-aside networks")
 
 
 @pytest.fixture(autouse=True)
@@ -41,21 +46,27 @@ def _plan(bank: Any, workspace: Path, *extra: str) -> dict[str, Any]:
     return doc
 
 
+FEASIBLE = ["--trials", "15", "--target-accuracy", "0.75"]
+"""A question this bank answers: 15 trials over every observable, target 0.75 (feasible with seed 0)."""
+
+
 @pytest.fixture(scope="module")
 def planned(plan_bank: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
     workspace = tmp_path_factory.mktemp("plan-ws")
-    return workspace, _plan(plan_bank, workspace, "--observable", "activations")
+    return workspace, _plan(plan_bank, workspace, *FEASIBLE)
 
 
 def test_plan_json_has_the_documented_keys_and_writes_reports(planned: tuple[Path, dict[str, Any]]) -> None:
     workspace, doc = planned
-    assert {"feasible", "recommendation", "run_id", "reports", "best", "pareto", "trials", "control"} <= set(doc)
+    assert {"feasible", "verdict", "recommendation", "candidate", "run_id", "reports", "best", "pareto", "trials",
+            "controls", "search_controls", "setaside"} <= set(doc)
     assert isinstance(doc["feasible"], bool)
+    assert doc["question"]["setaside"] == 0.5
     rec = doc["recommendation"] or doc["best"]
     assert REC_KEYS <= set(rec)
-    assert rec["observable"] == "activations"
+    assert rec["observable"] in doc["question"]["observables"]
     assert rec["ci"][0] <= rec["accuracy"] <= rec["ci"][1]
-    assert len(doc["trials"]) == 8
+    assert len(doc["trials"]) == 15
     assert set(doc["reports"]) == {"md", "html", "pdf"}
     for path in doc["reports"].values():
         assert Path(path).is_file() and Path(path).stat().st_size > 0
@@ -65,13 +76,29 @@ def test_plan_json_has_the_documented_keys_and_writes_reports(planned: tuple[Pat
     assert (workspace / "studies" / "journal.log").is_file()
 
 
+def test_plan_json_carries_the_controls_and_the_setaside_estimate(planned: tuple[Path, dict[str, Any]]) -> None:
+    _, doc = planned
+    assert set(doc["controls"]) == {"behaviour", "hyperparameters"}
+    for name, entry in doc["controls"].items():
+        assert {"accuracy", "ci", "classifier"} <= set(entry), name
+        assert entry["classifier"] in ("logreg", "rf")
+        assert 0 <= entry["ci"][0] <= entry["accuracy"] <= entry["ci"][1] <= 1
+    for name in ("recommendation", "candidate"):
+        final = doc[name]["setaside"]
+        assert {"accuracy", "ci", "n_networks"} <= set(final), name
+        assert final["n_networks"] == 48 and final == doc["setaside"]
+        assert final["ci"][0] <= final["accuracy"] <= final["ci"][1]
+    assert doc["verdict"] == "recommended"
+
+
 def test_a_feasible_plan_was_rechecked_and_meets_the_target(planned: tuple[Path, dict[str, Any]]) -> None:
     _, doc = planned
-    assert doc["feasible"], "the plan bank is built so that target 0.6 is reachable"
+    assert doc["feasible"], "the plan bank is built so that target 0.75 is reachable"
     rec = doc["recommendation"]
-    assert rec["ci"][0] >= 0.6
+    assert rec["ci"][0] >= 0.75 and doc["setaside"]["ci"][0] >= 0.75
+    assert doc["setaside"]["ci"][0] > max(c["ci"][1] for c in doc["controls"].values())
     assert doc["verification"]["meets_target"] is True
-    assert doc["verification"]["accuracy"] >= 0.6
+    assert doc["verification"]["accuracy"] >= 0.75
     cheaper_feasible = [t for t in doc["trials"] if t["feasible"] and t["cost"] < rec["cost"]]
     rejected = {json.dumps(r["trial"], sort_keys=True) for r in doc["rejected_by_recheck"]}
     for t in cheaper_feasible:  # any cheaper feasible protocol must have failed the fresh-seed re-check
@@ -81,10 +108,10 @@ def test_a_feasible_plan_was_rechecked_and_meets_the_target(planned: tuple[Path,
 def test_same_command_same_recommendation(plan_bank: Any, planned: tuple[Path, dict[str, Any]],
                                           tmp_path: Path) -> None:
     workspace, first = planned
-    again = _plan(plan_bank, workspace, "--observable", "activations")  # resumes the study: no new trial
-    fresh = _plan(plan_bank, tmp_path, "--observable", "activations")  # a new study with the same seed
+    again = _plan(plan_bank, workspace, *FEASIBLE)  # resumes the study: no new trial
+    fresh = _plan(plan_bank, tmp_path, *FEASIBLE)  # a new study with the same seed
     for doc in (again, fresh):
-        assert doc["recommendation"] == first["recommendation"]
+        assert doc["recommendation"] == first["recommendation"] and doc["setaside"] == first["setaside"]
         assert [t["accuracy"] for t in doc["trials"]] == [t["accuracy"] for t in first["trials"]]
     assert again["run_id"] != first["run_id"]
 
@@ -96,13 +123,13 @@ def test_runs_list_show_and_report(planned: tuple[Path, dict[str, Any]], tmp_pat
     rows = json.loads(listed.stdout)["runs"]
     row = next(r for r in rows if r["run_id"] == doc["run_id"])
     assert row["kind"] == "plan" and row["status"] == "FINISHED"
-    assert row["accuracy"] == pytest.approx((doc["recommendation"] or doc["best"])["accuracy"])
+    assert row["accuracy"] == pytest.approx(doc["setaside"]["accuracy"])  # the headline: the set-aside number
     assert row["command"].startswith("advisor plan --bank ")
 
     shown = _invoke(["runs", "show", doc["run_id"], "--workspace", str(workspace), "--json"])
     assert shown.exit_code == 0, shown.stderr
     detail = json.loads(shown.stdout)
-    assert detail["question"]["target_accuracy"] == 0.6
+    assert detail["question"]["target_accuracy"] == 0.75
     assert detail["recommendation"] == doc["recommendation"]
 
     human = _invoke(["runs", "show", doc["run_id"], "--workspace", str(workspace)])
@@ -121,7 +148,10 @@ def test_plan_human_output_names_the_recommendation_and_the_files(plan_bank: Any
     result = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), *FAST,
                       "--target-accuracy", "0.6"])
     assert result.exit_code == 0, result.stderr
-    assert "Recommendation" in result.stdout or "No protocol" in result.stdout
+    assert any(title in " ".join(result.stdout.split()) for title in PANEL_TITLES)
+    text = " ".join(result.stdout.split())
+    assert "accuracy, set-aside" in text and "accuracy, search estimate" in text
+    assert "control: behaviour (whole learning curve)" in text and "control: hyperparameters alone" in text
     assert "Cost-accuracy Pareto front" in result.stdout
     assert "report.pdf" in result.stdout and "MLflow run" in result.stdout
 
@@ -131,8 +161,9 @@ def test_unreachable_target_says_so_with_the_best_accuracy(plan_bank: Any, tmp_p
                       "--target-accuracy", "1.0", "--json"])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["feasible"] is False and doc["recommendation"] is None
-    assert doc["best"]["accuracy"] > 0.0
+    assert doc["feasible"] is False and doc["recommendation"] is None and doc["candidate"] is None
+    assert doc["verdict"] == "none_in_search"
+    assert doc["best"]["accuracy"] > 0.0 and doc["best"]["setaside"] == doc["setaside"]
 
 
 def test_unreachable_target_in_words(plan_bank: Any, tmp_path: Path) -> None:
@@ -146,8 +177,8 @@ def test_unreachable_target_in_words(plan_bank: Any, tmp_path: Path) -> None:
 
 def test_compare_modalities_side_by_side(plan_bank: Any, tmp_path: Path) -> None:
     result = _invoke(["compare", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), "--modalities",
-                      "ephys,spine_imaging", "--observable", "activations", "--trials", "6", "--splits", "3",
-                      "--target-accuracy", "0.6", "--json"])
+                      "ephys,spine_imaging", "--observable", "activations", "--trials", "6", "--splits", "5",
+                      "--setaside", "0.5", "--target-accuracy", "0.6", "--json"])
     assert result.exit_code == 0, result.stderr
     doc = json.loads(result.stdout)
     by_name = {m["name"]: m for m in doc["modalities"]}
@@ -155,7 +186,12 @@ def test_compare_modalities_side_by_side(plan_bank: Any, tmp_path: Path) -> None
     assert by_name["spine_imaging"]["feasible"] is False
     assert "cannot measure activations" in by_name["spine_imaging"]["reason"]
     assert len(by_name["ephys"]["trials"]) == 6
-    assert {"name", "feasible", "cost", "recommendation"} <= set(by_name["ephys"])
+    assert {"name", "feasible", "cost", "recommendation", "candidate", "setaside", "controls", "verdict",
+            "heldout_architecture"} <= set(by_name["ephys"])
+    assert set(by_name["ephys"]["controls"]) == {"behaviour", "hyperparameters"}
+    if not by_name["ephys"]["feasible"]:
+        assert by_name["ephys"]["reason"]
+    assert doc["question"]["setaside"] == 0.5
     assert doc["run_id"] and Path(doc["reports"]["html"]).is_file()
 
 
@@ -174,6 +210,9 @@ BAD = [
     (["--heldout", "task"], ["--heldout", "task"]),
     (["--classifier", "knn"], ["--classifier", "knn"]),
     (["--storage", "nonsense"], ["--storage must be journal:PATH", "nonsense"]),
+    (["--setaside", "0"], ["--setaside must be a share in [0.05, 0.5] of the networks; got 0"]),
+    (["--setaside", "0.9"], ["--setaside must be a share in [0.05, 0.5] of the networks; got 0.9"]),
+    (["--setaside", "half"], ["--setaside", "half"]),
 ]
 
 
@@ -246,8 +285,10 @@ def test_mlflow_server_on_the_workspace_store_serves_the_plan(planned: tuple[Pat
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
         assert run["info"]["status"] == "FINISHED"
-        assert params["target_accuracy"] == "0.6" and params["trials"] == "8"
-        assert metrics["accuracy"] == pytest.approx((doc["recommendation"] or doc["best"])["accuracy"])
+        assert params["target_accuracy"] == "0.75" and params["trials"] == "15" and params["setaside"] == "0.5"
+        assert metrics["accuracy"] == pytest.approx(doc["setaside"]["accuracy"])
+        assert metrics["search_accuracy"] == pytest.approx((doc["recommendation"] or doc["best"])["accuracy"])
+        assert {"control_behaviour_accuracy", "control_hyperparameters_ci_high"} <= set(metrics)
         assert tags["advisor.kind"] == "plan"
         search = urllib.request.Request(
             f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", method="POST",
@@ -257,7 +298,7 @@ def test_mlflow_server_on_the_workspace_store_serves_the_plan(planned: tuple[Pat
             headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(search, timeout=10) as response:
             children = json.load(response).get("runs", [])
-        assert len(children) == 8
+        assert len(children) == 15
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
