@@ -15,6 +15,9 @@ from advisor.cli import cli
 
 BANK = "{bank}"
 """Placeholder for the path of a small, valid bank (the `plan_bank` fixture)."""
+TINY = "{tiny}"
+"""Placeholder for the path of the `tiny` preset's bank (2 networks per rule: too few to set any aside)."""
+SETASIDE = "--setaside must be a share in [0.05, 0.5] of the networks; got "
 
 # (id, argv, substrings the one error line must contain)
 CASES: list[tuple[str, list[str], list[str]]] = [
@@ -60,9 +63,20 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("plan unsupported tracking uri", ["plan", "--bank", BANK, "--tracking-uri", "ftp://example"],
      ["ftp://example"]),
     ("plan both bank and preset", ["plan", "--bank", BANK, "--preset", "quick"], ["--bank", "--preset"]),
+    ("plan setaside 0", ["plan", "--bank", BANK, "--setaside", "0"], [SETASIDE + "0"]),
+    ("plan setaside 0.9", ["plan", "--bank", BANK, "--setaside", "0.9"], [SETASIDE + "0.9"]),
+    ("plan setaside nan", ["plan", "--bank", BANK, "--setaside", "nan"], [SETASIDE + "nan"]),
+    ("plan setaside not a number", ["plan", "--bank", BANK, "--setaside", "a quarter"], ["--setaside", "a quarter"]),
+    ("plan setaside leaving one network of a rule", ["plan", "--bank", TINY, "--setaside", "0.25"],
+     ["--setaside 0.25 leaves 1 search and 1 set-aside networks of rule", "each side needs at least 2"]),
     # compare
     ("compare empty modality list", ["compare", "--bank", BANK, "--modalities", ","], ["--modalities"]),
     ("compare unknown modality", ["compare", "--bank", BANK, "--modalities", "ephys,nope"], ["nope"]),
+    ("compare setaside 0.9", ["compare", "--bank", BANK, "--modalities", "ephys", "--setaside", "0.9"],
+     [SETASIDE + "0.9"]),
+    ("compare setaside 0", ["compare", "--bank", BANK, "--setaside", "0"], [SETASIDE + "0"]),
+    ("compare setaside leaving one network of a rule", ["compare", "--bank", TINY, "--modalities", "ephys"],
+     ["--setaside 0.25 leaves 1 search and 1 set-aside networks of rule"]),
     # worker, runs, report, catalog
     ("worker unknown study", ["worker", "--study", "nostudy"], ["nostudy"]),
     ("runs show unknown id", ["runs", "show", "0123abcd"], ["unknown run id '0123abcd'"]),
@@ -96,17 +110,19 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize(("argv", "parts"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_bad_input(argv: list[str], parts: list[str], plan_bank: Any, inputs: Path, tmp_path: Path,
-                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_bad_input(argv: list[str], parts: list[str], plan_bank: Any, tiny_bank: Any, inputs: Path,
+                   tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "keep.txt").write_text("the user's own file")
-    args = [a.replace(BANK, str(plan_bank.path)).replace("{tmp}", str(inputs)) for a in argv]
-    before = _files(workspace, Path(plan_bank.path), inputs)
+    tiny = Path(tiny_bank.bank.path)
+    args = [a.replace(BANK, str(plan_bank.path)).replace(TINY, str(tiny)).replace("{tmp}", str(inputs))
+            for a in argv]
+    before = _files(workspace, Path(plan_bank.path), tiny, inputs)
     result = CliRunner().invoke(cli, [*args, "--workspace", str(workspace)], catch_exceptions=False)
     assert_one_error_line(result, *parts)
-    assert _files(workspace, Path(plan_bank.path), inputs) == before
+    assert _files(workspace, Path(plan_bank.path), tiny, inputs) == before
 
 
 def test_the_table_covers_every_command() -> None:
