@@ -6,6 +6,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+import torch
+
+# One torch thread in the test process, as every bank build uses (simulator.pipeline): with torch's OpenMP pool
+# and numpy's OpenBLAS threads both spinning on 2 cores, a batched torch.linalg.solve after numpy-heavy tests
+# could spin for minutes.
+torch.set_num_threads(1)
 
 if TYPE_CHECKING:
     from simulator.bank import TrajectoryBank
