@@ -224,11 +224,13 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
          tracking_uri: str | None, modality: str | None, trials: int, study: str | None, no_curves: bool) -> None:
     """Find the cheapest recording protocol that identifies the learning rule.
 
-    Searches recording protocols (units, layer groups, sessions and their placement, repeats and hence noise,
-    the observable where not fixed) with Optuna: minimise cost subject to the lower end of the accuracy's 95% CI
-    reaching --target-accuracy. The recommended protocol is re-checked with fresh seeds, compared with the
-    task-performance control and a held-out architecture, and written up as Markdown, HTML and PDF reports.
-    Every plan is an MLflow run with its trials nested.
+    Sets a share of the networks aside (--setaside), then searches recording protocols (units, layer groups,
+    sessions and their placement, repeats and hence noise, the observable where not fixed) with Optuna on the
+    rest: minimise cost subject to the lower end of the accuracy's 95% CI reaching --target-accuracy and clearing
+    the strongest control (the whole learning curve, or the hyperparameters alone). The cheapest such protocol is
+    re-checked with fresh seeds, then tested once on the set-aside networks, which give the reported accuracy;
+    written up as Markdown, HTML and PDF reports. One network stands for one animal. Every plan is an MLflow run
+    with its trials nested.
 
     \b
     Example:

@@ -25,7 +25,7 @@ class Features:
         X: (n_networks, n_sessions, n_groups · n_statistics) float32.
         names: the channel names, ``"{group}.{function}_{statistic}"``.
         curve: (n_networks, n_sessions, 2) training loss and metric at the same sessions (the
-            task-performance control's only input).
+            protocol's sessions; the controls use the whole curve, ``advisor.controls``).
         sessions: (n_sessions,) checkpoint indices.
         nan_report: non-finite feature values, counted per feature before the policy was applied.
     """
