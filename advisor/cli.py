@@ -601,14 +601,22 @@ def build_preset_bank(
 )
 @click.option("--verify", is_flag=True,
               help="Check a cached bank's checksums; a corrupt one is reported in one line and rebuilt.")
+@click.option("--dry-run", is_flag=True,
+              help="Print the shard plan (networks, batched ensembles, networks per ensemble) without training.")
 @common_options
-def simulate(app: App, preset: str, seed: int | None, device: str, scheduler: str | None, verify: bool) -> None:
+def simulate(app: App, preset: str, seed: int | None, device: str, scheduler: str | None, verify: bool,
+             dry_run: bool) -> None:
     """Simulate a population of networks into a trajectory bank.
 
     The bank is stored in the workspace's banks/ folder, content-addressed by the preset's settings: running
     the same preset and seed again reads the cached bank instead of training, and an interrupted run resumes
     where it stopped. With --scheduler, the shards train on a Dask cluster and this process writes the bank.
+    Networks of one rule, architecture and task train together as one batched ensemble (shard), whatever their
+    curriculum, learning rate, init and (where the rule allows) batch size: --dry-run shows the plan.
     """
+    if dry_run:
+        _render_shard_plan(app, preset, seed)
+        return
     config, result = build_preset_bank(app, preset, seed=seed, device=device, scheduler=scheduler, verify=verify)
     bank = result.bank
     if app.json_output:
@@ -625,6 +633,26 @@ def simulate(app: App, preset: str, seed: int | None, device: str, scheduler: st
         )
         return
     _render_summary(app.consoles.out, config, result)
+
+
+def _render_shard_plan(app: App, preset: str, seed: int | None) -> None:
+    """``simulate --dry-run``: the shard plan of a preset, computed from its config alone (nothing is trained
+    or written; the workspace is not opened)."""
+    from simulator.config import shard_summary
+    from simulator.presets import load_preset
+
+    config = load_preset(preset)
+    if seed is not None:
+        config = config.with_seed(seed)
+    summary = shard_summary(config)
+    if app.json_output:
+        app.consoles.emit_json(summary)
+        return
+    per = summary["networks_per_shard"]
+    app.consoles.out.print(
+        f"{config.name}: {summary['n_networks']} networks in {summary['n_shards']} batched ensembles "
+        f"(networks per ensemble: mean {per['mean']:.1f}, min {per['min']}, max {per['max']}; "
+        f"at most {config.max_ensemble})", highlight=False, soft_wrap=True)
 
 
 # ------------------------------------------------------------------------------------------ evaluate

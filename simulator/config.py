@@ -19,7 +19,7 @@ import numpy as np
 
 from simulator.errors import ConfigError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Part of the bank hash: bump it whenever the bank layout, a rule's update or a recorded quantity changes, so
 that no cached bank built by older code is ever returned for a config."""
 
@@ -237,17 +237,20 @@ class NetworkSpec:
 
 @dataclass(frozen=True)
 class ShardSpec:
-    """Networks that train together as one batched ensemble (same shapes, rule and batch size)."""
+    """Networks that train together as one batched ensemble: one rule, architecture and task (so one shape).
+
+    Members may differ in curriculum, learning rate, init and seed (each draws its own batches), and in batch
+    size where the rule allows replicated batches (:func:`plan_shards`): ``batch_size`` is the ensemble's,
+    the largest of its members'.
+    """
 
     index: int
     rule: str
     architecture: str
     task: str
-    curriculum: str
     batch_size: int
     networks: tuple[int, ...]
     seed: int
-
 
 def sample_population(config: SimulationConfig) -> list[NetworkSpec]:
     """Draw the population: every rule gets the same design (cells spread evenly), hyperparameters drawn
@@ -287,21 +290,51 @@ def sample_population(config: SimulationConfig) -> list[NetworkSpec]:
     return specs
 
 
+def mixes_batch_sizes(config: SimulationConfig, rule: str) -> bool:
+    """Whether networks of ``rule`` with different batch sizes can share an ensemble: every batch size of the
+    config divides the largest, and the rule's update depends on its batch only through batch means
+    (``LearningRule.replicable_batches``), so a network's batch tiled to the ensemble's size gives the same
+    update."""
+    from simulator.rules import RULES
+
+    largest = max(config.batch_sizes)
+    return RULES.get(rule).replicable_batches and all(largest % b == 0 for b in config.batch_sizes)
+
+
 def plan_shards(config: SimulationConfig, specs: list[NetworkSpec]) -> list[ShardSpec]:
     """Group networks into batched ensembles of at most ``config.max_ensemble`` networks.
 
-    The grouping depends only on the config, so a resumed run computes the same shards.
+    One ensemble holds networks of one rule, architecture and task (their weights have one shape); curricula,
+    learning rates, inits and seeds differ freely (batch indices are drawn per network), and batch sizes differ
+    where :func:`mixes_batch_sizes` allows (members sorted by batch size, so an ensemble's smaller batches are
+    tiled as little as possible). The grouping depends only on the config, so a resumed run computes the same
+    shards.
     """
-    groups: dict[tuple[str, str, str, str, int], list[int]] = {}
+    groups: dict[tuple[str, str, str, int], list[NetworkSpec]] = {}
     for s in specs:
-        groups.setdefault((s.rule, s.architecture, s.task, s.curriculum, s.batch_size), []).append(s.index)
+        batch = 0 if mixes_batch_sizes(config, s.rule) else s.batch_size
+        groups.setdefault((s.rule, s.architecture, s.task, batch), []).append(s)
     seqs = np.random.SeedSequence([config.seed, 1]).spawn(
         sum(math.ceil(len(v) / config.max_ensemble) for v in groups.values())
     )
     shards: list[ShardSpec] = []
-    for (rule, arch, task, curriculum, batch), members in groups.items():
-        for start in range(0, len(members), config.max_ensemble):
-            chunk = tuple(members[start : start + config.max_ensemble])
+    for (rule, arch, task, _), members in groups.items():
+        ordered = sorted(members, key=lambda m: (m.batch_size, m.index))
+        for start in range(0, len(ordered), config.max_ensemble):
+            chunk = ordered[start : start + config.max_ensemble]
             seed = int(seqs[len(shards)].generate_state(1, dtype=np.uint64)[0] >> np.uint64(2))
-            shards.append(ShardSpec(len(shards), rule, arch, task, curriculum, batch, chunk, seed))
+            batch = max(m.batch_size for m in chunk)
+            shards.append(ShardSpec(len(shards), rule, arch, task, batch, tuple(m.index for m in chunk), seed))
     return shards
+
+
+def shard_summary(config: SimulationConfig) -> dict[str, Any]:
+    """The shard plan without training: ``{"n_networks", "n_shards", "networks_per_shard": {mean, min, max}}``
+    (``advisor simulate --dry-run --json``)."""
+    shards = plan_shards(config, sample_population(config))
+    sizes = [len(sh.networks) for sh in shards]
+    return {
+        "n_networks": config.n_networks,
+        "n_shards": len(shards),
+        "networks_per_shard": {"mean": round(sum(sizes) / len(sizes), 3), "min": min(sizes), "max": max(sizes)},
+    }

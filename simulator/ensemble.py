@@ -1,4 +1,4 @@
-"""Train one shard (an ensemble of networks of one shape, rule and batch size) as one batched computation."""
+"""Train one shard (an ensemble of networks of one rule and shape) as one batched computation."""
 
 from __future__ import annotations
 
@@ -100,6 +100,20 @@ class EnsembleTrainer:
         return self.rule.feedback(self.weights, self.state)
 
 
+def member_batches(data: TaskData, n_steps: int, member: NetworkSpec, ensemble_batch: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """(n_steps, ensemble_batch) example indices of one member: its own curriculum's batches of its own size,
+    each tiled ``ensemble_batch / member.batch_size`` times (a batch mean over the tiled batch is the mean over
+    the member's batch; ``simulator.config.mixes_batch_sizes`` allows it only for rules where that is all that
+    counts)."""
+    own = CURRICULA.get(member.curriculum).batch_indices(data, n_steps, member.batch_size, rng)
+    if ensemble_batch == member.batch_size:
+        return own
+    if ensemble_batch % member.batch_size:
+        raise ValueError(f"batch size {member.batch_size} does not divide the ensemble's {ensemble_batch}")
+    return np.tile(own, (1, ensemble_batch // member.batch_size))
+
+
 def train_shard(
     config: SimulationConfig,
     shard: ShardSpec,
@@ -111,7 +125,7 @@ def train_shard(
 
     Args:
         config: the simulation config (steps, checkpoints, recording sizes).
-        shard: which networks, rule, architecture, task, curriculum and batch size.
+        shard: which networks, rule, architecture, task and ensemble batch size.
         networks: the population (indexed by network index).
         device: torch device to train on.
         on_step: called as ``on_step(step, n_steps)`` after every update (progress).
@@ -123,7 +137,6 @@ def train_shard(
     data = task.load()
     objective = objective_for(data.kind)
     specs: list[LayerSpec] = ARCHITECTURES.get(shard.architecture).layer_specs(task.input_shape, data.n_outputs)
-    curriculum = CURRICULA.get(shard.curriculum)
     trainer = EnsembleTrainer(
         specs,
         shard.rule,
@@ -139,7 +152,8 @@ def train_shard(
 
     x_train, y_train = _targets(data, "train", dev)
     x_test, y_test = _targets(data, "test", dev)
-    batches = np.stack([curriculum.batch_indices(data, config.n_steps, shard.batch_size, s[1]) for s in streams])
+    batches = np.stack([member_batches(data, config.n_steps, m, shard.batch_size, s[1])
+                        for m, s in zip(members, streams, strict=True)])
     batches_t = torch.as_tensor(batches, device=dev)  # (E, n_steps, B)
     probe_idx = torch.as_tensor(data.probe_indices(config.n_probes), device=dev)
     n_eval = min(N_EVAL, x_train.shape[0])

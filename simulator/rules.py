@@ -74,6 +74,11 @@ class LearningRule(ABC):
     optimizer: ClassVar[str]
     default_lr_range: ClassVar[tuple[float, float]]
     """Set at registration from the optimizer (``simulator.optim``): one range per optimizer, never per rule."""
+    replicable_batches: ClassVar[bool] = True
+    """The update depends on the batch only through means over its examples, so a batch repeated k times gives
+    the same update: networks of different batch sizes may then share an ensemble (``simulator.config``).
+    False for a rule that draws noise per example (node perturbation: a repeated example would get fresh noise,
+    a lower-variance estimate than its own batch size gives)."""
 
     def init_state(
         self,
@@ -439,6 +444,7 @@ class NodePerturbation(LearningRule):
     family = "perturbation"
     description = "node perturbation: global scalar reward vs. baseline times unit noise times input"
     optimizer = "sgd"
+    replicable_batches = False
     sigma = 0.05
     step_scale = 0.065
     """Damping of the noisy gradient estimate (√(0.0005·0.004) / √(0.008·0.06): the old range's middle)."""

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from simulator.bank import load_bank
-from simulator.config import GROUPS, SimulationConfig, plan_shards, sample_population
+from simulator.config import GROUPS, ShardSpec, SimulationConfig, plan_shards, sample_population, shard_summary
+from simulator.ensemble import train_shard
 from simulator.errors import ConfigError
 from simulator.pipeline import bank_path, simulate
 from simulator.rules import RULES
@@ -212,3 +213,57 @@ def test_kill_9_mid_build_then_rerun_gives_the_uninterrupted_bank(tmp_path: Path
     (clean_dir,) = (tmp_path / "clean").iterdir()
     assert array_bytes(bank_dir) == array_bytes(clean_dir)
     assert load_bank(bank_dir, verify=True).n_networks == 8
+
+
+# --------------------------------------------------------------------------- mixed ensembles
+def test_shards_mix_curricula_and_batch_sizes_where_the_rule_allows() -> None:
+    config = small_config(rules=("sgdm", "node_perturbation"), n_networks_per_rule=12, max_ensemble=16,
+                          curricula=("iid", "class_incremental"), batch_sizes=(4, 8))
+    specs = sample_population(config)
+    shards = plan_shards(config, specs)
+    assert sorted(i for sh in shards for i in sh.networks) == list(range(len(specs)))
+    by_rule = {r: [sh for sh in shards if sh.rule == r] for r in config.rules}
+    # sgdm: one ensemble of all 12 networks, both curricula and both batch sizes, at the larger batch
+    (mixed,) = by_rule["sgdm"]
+    assert len(mixed.networks) == 12 and mixed.batch_size == 8
+    assert {specs[i].curriculum for i in mixed.networks} == {"iid", "class_incremental"}
+    assert {specs[i].batch_size for i in mixed.networks} == {4, 8}
+    # node perturbation draws noise per example: its ensembles keep one batch size each
+    for sh in by_rule["node_perturbation"]:
+        assert {specs[i].batch_size for i in sh.networks} == {sh.batch_size}
+    assert len(by_rule["node_perturbation"]) == 2
+
+
+def test_batch_sizes_that_do_not_divide_the_largest_stay_apart() -> None:
+    config = small_config(n_networks_per_rule=6, batch_sizes=(6, 8))
+    for sh in plan_shards(config, sample_population(config)):
+        assert len({b for b in (sample_population(config)[i].batch_size for i in sh.networks)}) == 1
+
+
+def test_shard_summary_counts_the_plan() -> None:
+    config = small_config(n_networks_per_rule=10, max_ensemble=4)
+    summary = shard_summary(config)
+    sizes = [len(sh.networks) for sh in plan_shards(config, sample_population(config))]
+    assert summary == {"n_networks": 30, "n_shards": len(sizes),
+                       "networks_per_shard": {"mean": round(30 / len(sizes), 3), "min": min(sizes),
+                                              "max": max(sizes)}}
+
+
+@pytest.mark.parametrize("rule", [r for r in RULES.keys() if RULES.get(r).replicable_batches])
+def test_a_network_trains_the_same_in_a_mixed_ensemble_as_alone(rule: str) -> None:
+    """Conformance over every rule that may share an ensemble across batch sizes and curricula: each member's
+    recorded trajectory equals the one it has when trained alone at its own batch size."""
+    config = small_config(rules=(rule,), n_networks_per_rule=4, curricula=("iid", "class_incremental"),
+                          batch_sizes=(4, 8), n_steps=8, n_checkpoints=3)
+    specs = sample_population(config)
+    (mixed,) = plan_shards(config, specs)
+    assert {specs[i].batch_size for i in mixed.networks} == {4, 8}
+    together = train_shard(config, mixed, specs)
+    for j, i in enumerate(mixed.networks):
+        alone = train_shard(config, ShardSpec(0, rule, specs[i].architecture, specs[i].task, specs[i].batch_size,
+                                              (i,), mixed.seed), specs)
+        for name, value in alone.arrays.items():
+            # float32 sums in another order, stored at the bank's precision (float16 for the observables)
+            tol = 4e-3 if value.dtype == np.float16 else 2e-4
+            np.testing.assert_allclose(together.arrays[name][j], value[0], rtol=tol, atol=tol / 10, err_msg=name)
+        assert together.rows[j]["batch_size"] == specs[i].batch_size
