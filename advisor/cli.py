@@ -661,7 +661,8 @@ def _render_shard_plan(app: App, preset: str, seed: int | None) -> None:
 OBSERVABLE_CHOICES = ("weights", "activations", "activity_change")
 NOISE_MODEL_CHOICES = ("none", "gaussian", "poisson")
 CLASSIFIER_CHOICES = ("rf", "svm", "ridge", "lda", "logreg", "gbt", "conv1d")
-HELDOUT_CHOICES = ("none", "architecture", "task")
+HELDOUT_CHOICES = ("none", "architecture", "arch_family", "task", "nonlinearity")
+STATISTICS_CHOICES = ("marginal", "population", "both")
 LAYER_GROUPS = ("early", "middle", "deep")
 TOP_FEATURES = 8
 TOP_SESSIONS = 3
@@ -782,7 +783,15 @@ def _protocol_document(protocol: Any) -> dict[str, Any]:
 @click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="svm", show_default=True,
               help="Classifier that identifies the rule.")
 @click.option("--heldout", type=click.Choice(HELDOUT_CHOICES), default="none", show_default=True,
-              help="none: repeated stratified 4-fold splits (75/25); architecture/task: leave one out.")
+              help="none: repeated stratified 4-fold splits (75/25); architecture, arch_family (mlp/conv), task, "
+                   "nonlinearity (relu/tanh): leave one out at a time.")
+@click.option("--statistics", type=click.Choice(STATISTICS_CHOICES), default="marginal", show_default=True,
+              help="marginal: the paper's 21 statistics of each group's values; population: gain-invariant "
+                   "statistics of the recorded population (dimensionality, correlations, sparseness, drift); "
+                   "both.")
+@click.option("--augment", type=int, default=1, show_default=True, metavar="K",
+              help="Train on K virtual recordings of every training network (other units, gains and noise); "
+                   "test networks are recorded once.")
 @click.option("--rules", "rules_text", default=None, metavar="LIST",
               help="Only these rules, a comma list (e.g. sgdm,fa) [default: every rule in the bank].")
 @click.option("--family", is_flag=True, help="Identify rule families instead of rules.")
@@ -808,6 +817,8 @@ def evaluate(
     baseline: float,
     classifier: str,
     heldout: str,
+    statistics: str,
+    augment: int,
     rules_text: str | None,
     family: bool,
     splits: int,
@@ -823,6 +834,9 @@ def evaluate(
     """
     if bank_dir is not None and preset is not None:
         raise click.UsageError("--bank and --preset are mutually exclusive: give one")
+    if isinstance(augment, bool) or augment < 1:
+        raise AdvisorError(f"--augment must be a positive integer (virtual recordings per training network); "
+                           f"got {augment}")
     from advisor.protocol import DEFAULT_GAIN_SD, RecordingProtocol
 
     protocol = RecordingProtocol(
@@ -838,6 +852,7 @@ def evaluate(
         seed=seed,
         gain_sd=parse_gain_sd(gain_sd_text) if gain_sd_text is not None else DEFAULT_GAIN_SD,
         baseline=baseline,
+        statistics=statistics,
     )
     wanted = parse_list(rules_text) if rules_text is not None else None
     if wanted is not None and not wanted:
@@ -865,7 +880,7 @@ def evaluate(
 
     from advisor.controls import behaviour_features
     from advisor.evaluation import evaluate as run_evaluation
-    from advisor.features import featurize
+    from advisor.features import augmented_features, featurize
 
     target = "family" if family else "rule"
     meta = meta[keep].reset_index(drop=True)
@@ -873,12 +888,13 @@ def evaluate(
         _check_stratified_splits(list(meta[target].astype(str)), target)
     with app.consoles.err.status("recording and computing features", spinner="dots"):
         features = featurize(bank, protocol)
+        extra = [x[keep] for x in augmented_features(bank, protocol, augment)]
     X, curve = features.X[keep], behaviour_features(bank, np.flatnonzero(keep))
     with app.consoles.err.status(f"evaluating {classifier} and the controls on {len(meta)} networks",
                                  spinner="dots"):
         result = run_evaluation(
             X, curve, meta, target=target, classifier=classifier, heldout=heldout, n_splits=splits, seed=seed,
-            importances=True,
+            importances=True, augment=extra,
         )
 
     from advisor.controls import CONTROL_LABELS, controls_document
@@ -920,6 +936,8 @@ def evaluate(
                 "protocol_description": protocol.describe(),
                 "classifier": classifier,
                 "heldout": heldout,
+                "statistics": statistics,
+                "augment": augment,
                 "target": target,
                 "n_splits": len(scores.split_accuracies),
                 "sessions": [int(s) for s in features.sessions],

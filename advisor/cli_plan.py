@@ -28,7 +28,7 @@ from advisor.cli import (
 )
 from advisor.errors import AdvisorError
 
-PLAN_HELDOUT = ("none", "architecture")
+PLAN_HELDOUT = ("none", "architecture", "arch_family")
 REPORT_FORMATS = ("md", "html", "pdf")
 DEFAULT_TARGET = 0.75
 DEFAULT_SETASIDE = 0.25
@@ -155,7 +155,12 @@ def _plan_options(command: Any) -> Any:
                      help="Only these rules, a comma list [default: every rule in the bank]."),
         click.option("--family", is_flag=True, help="Tell rule families apart instead of rules."),
         click.option("--heldout", type=click.Choice(PLAN_HELDOUT), default="none", show_default=True,
-                     help="none: stratified 75/25 splits; architecture: leave one architecture family out."),
+                     help="none: stratified 75/25 splits; architecture: leave one architecture out; arch_family: "
+                          "leave one architecture family (mlp, conv) out."),
+        click.option("--robust", is_flag=True,
+                     help="Feasible only if the protocol also holds leaving one architecture out (its lower CI "
+                          "bound reaching the target beyond the behavioural control), in the search and on the "
+                          "set-aside networks: a protocol for a circuit unlike any simulated one."),
         click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="ridge", show_default=True,
                      help="Classifier that identifies the rule in every trial."),
         click.option("--splits", type=click.IntRange(min=2), default=10, show_default=True, metavar="N",
@@ -220,8 +225,9 @@ def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str
 @common_options
 def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
          max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
-         classifier: str, splits: int, setaside: float, timeout: float | None, seed: int, storage: str | None,
-         tracking_uri: str | None, modality: str | None, trials: int, study: str | None, no_curves: bool) -> None:
+         robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
+         storage: str | None, tracking_uri: str | None, modality: str | None, trials: int, study: str | None,
+         no_curves: bool) -> None:
     """Find the cheapest recording protocol that identifies the learning rule.
 
     Sets a share of the networks aside (--setaside), then searches recording protocols (units, layer groups,
@@ -252,7 +258,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
                              target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
                              classifier=classifier, n_trials=trials, n_splits=splits, seed=seed,
-                             setaside=setaside)
+                             setaside=setaside, robust=robust)
     study_name = study or f"plan-{question.key(bank.hash, mod.key)}"
     workspace = app.open_workspace()
     _prepare_storage(storage_url)
@@ -261,7 +267,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
               "max_sessions": question.max_sessions, "target_accuracy": target_accuracy,
               "rules": ",".join(question.rules), "target": question.target, "heldout": heldout,
               "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
-              "storage": storage_url, "setaside": setaside}
+              "storage": storage_url, "setaside": setaside, **({"robust": True} if robust else {})}
     join = f"advisor worker --study {study_name}" + (f" --storage {shlex.quote(storage)}" if storage else "")
     app.consoles.err.print(f"study {study_name} — more workers: {join}", highlight=False, soft_wrap=True)
     with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
@@ -367,7 +373,7 @@ def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
     held = doc.get("heldout_architecture")
     if held:
         verdict_text = "transfers" if held.get("transfers") else "does not reach the target"
-        table.add_row("held-out architecture family",
+        table.add_row(f"held-out {held.get('level', 'architecture family')}",
                       f"{_ci_range(held)} (control {held['control_accuracy']:.3f}): {verdict_text}")
     gains = (doc.get("modality") or {}).get("gains")
     if gains:
@@ -423,8 +429,8 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
 @common_options
 def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
             max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
-            classifier: str, splits: int, setaside: float, timeout: float | None, seed: int, storage: str | None,
-            tracking_uri: str | None, modalities_text: str, trials: int) -> None:
+            robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
+            storage: str | None, tracking_uri: str | None, modalities_text: str, trials: int) -> None:
     """Compare recording modalities: the cheapest sufficient protocol of each, side by side.
 
     One search per modality (its observables, limits, noise and cost), one MLflow parent run with every trial
@@ -447,7 +453,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     questions = {mod.key: make_question(bank, mod, observable=observable, max_units=max_units,
                                         max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
                                         family=family, heldout=heldout, classifier=classifier, n_trials=trials,
-                                        n_splits=splits, seed=seed, setaside=setaside)
+                                        n_splits=splits, seed=seed, setaside=setaside, robust=robust)
                  for mod in modalities if observable is None or observable in mod.observables}
     workspace = app.open_workspace()
     _prepare_storage(storage_url)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,14 @@ from advisor.classifiers import make_classifier
 from advisor.controls import CONTROL_CLASSIFIERS, hyperparameter_features
 from advisor.errors import AdvisorError
 
-HELDOUT = {"none": None, "architecture": "arch_family", "task": "task"}
+HELDOUT = {"none": None, "architecture": "architecture", "arch_family": "arch_family", "task": "task",
+           "nonlinearity": "nonlinearity"}
+"""Held-out modes and the metadata column whose levels are left out one at a time: ``architecture`` leaves one
+architecture out (train on the others), ``arch_family`` one family (mlp, conv), ``nonlinearity`` one activation
+function (relu, tanh; from the architecture registry), ``task`` one task."""
+HELDOUT_NAMES = {"architecture": ("architecture", "architectures"),
+                 "arch_family": ("architecture family", "architecture families"), "task": ("task", "tasks"),
+                 "nonlinearity": ("nonlinearity", "nonlinearities")}
 IMPORTANCE_SPLITS = 3
 """Permutation importances are averaged over the first splits only (they cost (F + S) x 3 predictions each)."""
 FOLDS = 4
@@ -148,6 +155,25 @@ def n_repeats(n_splits: int) -> int:
     return max(1, math.ceil(n_splits / FOLDS))
 
 
+def heldout_groups(metadata: Any, heldout: str) -> np.ndarray | None:
+    """The level of every network (row of ``metadata``) that ``heldout`` leaves out one at a time, or None for
+    ``none``. ``nonlinearity`` is read from the architecture registry where the bank has no such column.
+
+    Raises:
+        AdvisorError: an unknown mode.
+    """
+    if heldout not in HELDOUT:
+        raise AdvisorError(f"heldout must be one of {', '.join(HELDOUT)}; got {heldout!r}")
+    column = HELDOUT[heldout]
+    if column is None:
+        return None
+    if column == "nonlinearity" and column not in metadata.columns:
+        from simulator.networks import ARCHITECTURES
+
+        return np.array([ARCHITECTURES.get(str(a)).activation for a in metadata["architecture"]])
+    return metadata[column].astype(str).to_numpy()
+
+
 def make_splits(
     y: np.ndarray, heldout: str, groups: np.ndarray | None, n_splits: int, seed: int,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -174,7 +200,8 @@ def make_splits(
     assert groups is not None
     levels = np.unique(groups)
     if len(levels) < 2:
-        raise AdvisorError(f"held-out {heldout} needs at least 2 {heldout}s in the bank; it has only {levels[0]!r}")
+        one, many = HELDOUT_NAMES[heldout]
+        raise AdvisorError(f"held-out {one} needs at least 2 {many} in the bank; it has only {levels[0]!r}")
     return [(np.flatnonzero(groups != g), np.flatnonzero(groups == g)) for g in levels]
 
 
@@ -235,7 +262,7 @@ def _stratified_resample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def score(
     X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], labels: list[str], *,
     classifier: str, seed: int, importances: bool = False, refits: int = REFITS,
-    cross_validated: bool | None = None,
+    cross_validated: bool | None = None, augment: Sequence[np.ndarray] = (),
 ) -> Scores:
     """Fit ``classifier`` on every split and pool the out-of-split predictions.
 
@@ -248,8 +275,21 @@ def score(
             (False); None infers it from the splits, which cannot tell leave-one-level-out over 4 or more
             levels (every network tested once) from one repeat of 4-fold cross-validation: callers that know
             say so.
+        augment: other virtual recordings of the same networks (arrays shaped like ``X``, rows aligned:
+            other unit subsets, gains and noise draws, ``advisor.features.augmented_features``). Each training
+            network contributes one sample per recording; test networks are scored on ``X`` alone, one
+            recording each, as an experimenter has.
     """
     from sklearn.metrics import confusion_matrix
+
+    extra = [np.asarray(a) for a in augment]
+    if any(a.shape != X.shape for a in extra):
+        raise ValueError(f"augment arrays must be shaped like X {X.shape}")
+
+    def training(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if not extra:
+            return X[rows], y[rows]
+        return np.concatenate([X[rows]] + [a[rows] for a in extra]), np.tile(y[rows], 1 + len(extra))
 
     n = len(y)
     hits, tested = np.zeros(n), np.zeros(n)
@@ -258,7 +298,7 @@ def score(
     preds: list[np.ndarray] = []
     for i, (train, test) in enumerate(splits):
         est = make_classifier(classifier, random_state=seed + i, n_sessions=X.shape[1])
-        est.fit(X[train], y[train])
+        est.fit(*training(train))
         pred = est.predict(X[test])
         preds.append(pred)
         hits[test] += pred == y[test]
@@ -290,7 +330,7 @@ def score(
             for r in range(refits):
                 pick = train[_stratified_resample(y[train], rng)]
                 est = make_classifier(classifier, random_state=seed + 1000 * (i + 1) + r, n_sessions=X.shape[1])
-                est.fit(X[pick], y[pick])
+                est.fit(*training(pick))
                 boot.append(float(np.mean(est.predict(X[test]) == y[test])))
             var_train += (len(test) / total) ** 2 * float(np.var(boot, ddof=1))
         ci, method = partition_interval(pooled, n_seen, math.sqrt(var_train)), "refit"
@@ -398,7 +438,7 @@ def fixed_partition_splits(search: np.ndarray, setaside: np.ndarray, groups: np.
 def evaluate(
     X: np.ndarray, curve: np.ndarray | None, metadata: Any, *, target: str = "rule", classifier: str = "rf",
     heldout: str = "none", n_splits: int = 10, seed: int = 0, importances: bool = False,
-    hyperparameters: bool = True,
+    hyperparameters: bool = True, augment: Sequence[np.ndarray] = (),
 ) -> EvaluationResult:
     """Identify ``metadata[target]`` (``rule`` or ``family``) from features X (networks, sessions, features).
 
@@ -409,17 +449,18 @@ def evaluate(
         metadata: the bank's metadata table (pandas DataFrame).
         hyperparameters: also score the hyperparameter control (needs ``lr``, ``batch_size`` and
             ``init_scale`` columns; skipped where they are missing).
+        augment: more virtual recordings of the same networks for training (:func:`score`); the controls see
+            one copy of each network (behaviour and hyperparameters do not change between recordings).
     """
     y = metadata[target].astype(str).to_numpy()
     labels = sorted(set(y))
     if len(labels) < 2:
         raise AdvisorError(f"need at least 2 different {target}s to identify; the bank has only {labels}")
-    column = HELDOUT.get(heldout)
-    groups = metadata[column].astype(str).to_numpy() if column else None
+    groups = heldout_groups(metadata, heldout)
     splits = make_splits(y, heldout, groups, n_splits, seed)
     cross_validated = heldout == "none"  # leave-one-level-out is a fixed partition, however many levels
     scores = score(X, y, splits, labels, classifier=classifier, seed=seed, importances=importances,
-                   cross_validated=cross_validated)
+                   cross_validated=cross_validated, augment=augment)
     inputs: dict[str, np.ndarray] = {}
     if curve is not None:
         inputs["behaviour"] = curve

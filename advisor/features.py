@@ -2,7 +2,10 @@
 
 For every recorded layer group the 21 unit statistics (raw/abs/sq × mean, median, q3, var, norm, skew,
 kurtosis; ``advisor.statistics``) are computed over units, per probe stimulus for activity observables (then
-averaged over probes, as in Nayebi et al. 2020) and over synapses for weights. The result has one sample per
+averaged over probes, as in Nayebi et al. 2020) and over synapses for weights; with the protocol's
+``statistics`` set to ``population`` or ``both``, the gain-invariant population statistics of
+``advisor.population`` (dimensionality, pairwise correlations, sparseness, representational drift) take their
+place or join them. The result has one sample per
 network, a time axis of sessions and a channel axis of (group, statistic) features.
 """
 
@@ -13,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from advisor.population import POPULATION_STATISTICS, population_statistics
 from advisor.protocol import Recording, RecordingProtocol, learning_curve, record_chunks
 from advisor.statistics import FEATURES, NanPolicy, NanReport, feature_names, unit_statistics
 
@@ -38,6 +42,29 @@ class Features:
 
 
 N_STATISTICS = len(FEATURES)
+
+
+def group_names(statistics: str, observable: str, chronic: bool) -> list[str]:
+    """The statistic names of one recorded group, in the order :func:`group_features` computes them: the
+    marginal ones (``{function}_{statistic}``), then the population ones (``advisor.population``; without
+    ``tuning_stability`` for an acute recording, which has no unit to follow, and none for weights)."""
+    names = feature_names() if statistics in ("marginal", "both") else []
+    if statistics in ("population", "both") and observable != "weights":
+        names += [n for n in POPULATION_STATISTICS if chronic or n != "tuning_stability"]
+    return names
+
+
+def group_features(values: np.ndarray, statistics: str, observable: str, chronic: bool) -> np.ndarray:
+    """(n, S, k[, P]) recorded values of one group → (n, S, len(group_names(...))) float32."""
+    parts = []
+    if statistics in ("marginal", "both"):
+        parts.append(_group_statistics(values))
+    if statistics in ("population", "both") and observable != "weights" and values.ndim == 4:
+        pop = population_statistics(values, chronic)
+        if not chronic:
+            pop = np.delete(pop, POPULATION_STATISTICS.index("tuning_stability"), axis=-1)
+        parts.append(pop)
+    return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
 def _group_statistics(values: np.ndarray) -> np.ndarray:
@@ -68,11 +95,15 @@ def _finish(X: np.ndarray, names: list[str], curve: np.ndarray, sessions: np.nda
     return Features(X, names, curve, sessions, report)
 
 
-def featurize_recording(recording: Recording, nan_policy: NanPolicy | str = NanPolicy.ZERO) -> Features:
-    """Statistics over units of every recorded group and session (averaged over probes)."""
+def featurize_recording(recording: Recording, nan_policy: NanPolicy | str = NanPolicy.ZERO,
+                        statistics: str = "marginal", observable: str = "activations",
+                        chronic: bool = True) -> Features:
+    """Statistics of every recorded group and session (marginal ones averaged over probes)."""
     policy = NanPolicy(nan_policy) if isinstance(nan_policy, str) else nan_policy
-    names = [n for group in recording.groups for n in feature_names(f"{group}.")]
-    X = np.concatenate([_group_statistics(v) for v in recording.values], axis=-1).astype(np.float32)
+    per_group = group_names(statistics, observable, chronic)
+    names = [f"{group}.{n}" for group in recording.groups for n in per_group]
+    X = np.concatenate([group_features(v, statistics, observable, chronic) for v in recording.values],
+                       axis=-1).astype(np.float32)
     return _finish(X, names, recording.curve, recording.sessions, policy)
 
 
@@ -82,9 +113,37 @@ def featurize(bank: Any, protocol: RecordingProtocol, nan_policy: NanPolicy | st
     policy = NanPolicy(nan_policy) if isinstance(nan_policy, str) else nan_policy
     n = int(bank[protocol.observable].shape[0])
     sessions = protocol.session_indices(bank[protocol.observable].shape[1])
-    X = np.empty((n, len(sessions), len(protocol.layers) * N_STATISTICS), dtype=np.float32)
+    per_group = group_names(protocol.statistics, protocol.observable, protocol.chronic)
+    width = len(per_group)
+    X = np.empty((n, len(sessions), len(protocol.layers) * width), dtype=np.float32)
     for position, networks, values in record_chunks(bank, protocol):
-        X[networks, :, position * N_STATISTICS:(position + 1) * N_STATISTICS] = _group_statistics(values)
-    names = [n for group in protocol.layers for n in feature_names(f"{group}.")]
+        X[networks, :, position * width:(position + 1) * width] = group_features(
+            values, protocol.statistics, protocol.observable, protocol.chronic)
+    names = [f"{group}.{n}" for group in protocol.layers for n in per_group]
     return _finish(X, names, learning_curve(bank, protocol), sessions, policy)
 
+
+
+AUGMENT_SEED_STRIDE = 7919
+"""Recording seeds of the extra virtual recordings: ``protocol.seed + AUGMENT_SEED_STRIDE * j``, j = 1..K-1."""
+
+
+def augmented_features(bank: Any, protocol: RecordingProtocol, k: int,
+                       nan_policy: NanPolicy | str = NanPolicy.ZERO) -> list[np.ndarray]:
+    """K − 1 more virtual recordings of every network under ``protocol`` (other unit subsets, gains and noise
+    draws; the same sessions, stimuli and statistics), as feature arrays aligned with ``featurize(bank,
+    protocol).X``: training networks can be recorded many times at no simulation cost (``advisor.evaluation.score``'s
+    ``augment``). ``k = 1`` gives none.
+
+    Raises:
+        AdvisorError: ``k`` is not a positive integer.
+    """
+    from dataclasses import replace
+
+    from advisor.errors import AdvisorError
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise AdvisorError(f"--augment must be a positive integer (virtual recordings per training network); "
+                           f"got {k!r}")
+    return [featurize(bank, replace(protocol, seed=protocol.seed + AUGMENT_SEED_STRIDE * j), nan_policy).X
+            for j in range(1, k)]

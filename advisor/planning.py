@@ -27,11 +27,11 @@ from advisor.controls import behaviour_features, controls_document, hyperparamet
 from advisor.errors import AdvisorError
 from advisor.evaluation import (
     FOLDS,
-    HELDOUT,
     beyond,
     control_scores,
+    HELDOUT_NAMES,
     fixed_partition_splits,
-    make_splits,
+    heldout_groups,
     score,
     strongest,
 )
@@ -69,7 +69,7 @@ def bank_limits(bank: Any) -> dict[str, int]:
 def make_question(
     bank: Any, modality: Any, *, observable: str | None, max_units: int | None, max_sessions: int | None,
     target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str, classifier: str,
-    n_trials: int, n_splits: int, seed: int, setaside: float = 0.25,
+    n_trials: int, n_splits: int, seed: int, setaside: float = 0.25, robust: bool = False,
 ) -> Question:
     """Check the user's bounds against the bank and the modality and return the search question."""
     if not 0.0 < target_accuracy <= 1.0:
@@ -111,9 +111,20 @@ def make_question(
     if len(labels) < 2:
         plural = {"rule": "rules", "family": "families"}[target]
         raise AdvisorError(f"need at least 2 different {plural} to tell apart; got {', '.join(sorted(labels))}")
-    if heldout == "architecture" and meta["arch_family"].nunique() < 2:
-        raise AdvisorError("--heldout architecture needs a bank with at least 2 architecture families (mlp, "
-                           f"conv); this one has only {meta['arch_family'].iloc[0]}")
+    if heldout != "none":
+        levels = sorted(set(heldout_groups(meta, heldout)))  # raises on an unknown mode
+        if len(levels) < 2:
+            one, many = HELDOUT_NAMES[heldout]
+            raise AdvisorError(f"--heldout {heldout} needs a bank with at least 2 {many}; this one has only "
+                               f"{levels[0]}")
+    if robust:
+        archs = sorted(set(meta["architecture"].astype(str)))
+        if len(archs) < 2:
+            raise AdvisorError(f"--robust needs a bank with at least 2 architectures (it leaves one out at a time); "
+                               f"this one has only {archs[0]}")
+        if heldout != "none":
+            raise AdvisorError(f"--robust already leaves one architecture out next to the search's own splits; use "
+                               f"it with --heldout none, got --heldout {heldout}")
     per_group = {o: limits[o] // len(GROUPS) for o in observables}
     partition = setaside_partition(meta, chosen, target, setaside, seed)  # raises on a share the bank cannot split
     if heldout == "none":
@@ -124,7 +135,7 @@ def make_question(
                                f"{FOLDS}-fold splits need at least {FOLDS} (simulate more networks per rule)")
     return Question(observables, unit_cap, per_group, session_cap, n_checkpoints, allowed_layers,
                     float(target_accuracy), target, chosen, heldout, classifier, n_trials, n_splits, seed,
-                    float(setaside))
+                    float(setaside), bool(robust))
 
 
 def versions() -> dict[str, str]:
@@ -152,7 +163,7 @@ def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any)
     params = {"observable": trial.observable, "n_units": trial.n_units, "layers": trial.layers,
               "n_sessions": trial.n_sessions, "window": trial.window, "noise_model": modality.noise_model,
               "noise": float(modality.noise_for(repeats)), "chronic": trial.chronic, "seed": seed,
-              **modality.protocol_kwargs(), **changes}
+              "statistics": trial.statistics, **modality.protocol_kwargs(), **changes}
     return RecordingProtocol(**params)
 
 
@@ -196,20 +207,28 @@ def curve_points(trial: TrialResult, question: Question, modality: Any) -> int:
 
 
 def _transfer(bank: Any, X: np.ndarray, y: np.ndarray, labels: list[str], rows: np.ndarray, question: Question,
-              behaviour: np.ndarray) -> dict[str, Any] | None:
-    """Leave one architecture family out over all of the question's networks (search and set-aside): the
-    protocol's classifier and the behavioural control, with refit intervals; None with one family."""
+              behaviour: np.ndarray, search: np.ndarray, setaside: np.ndarray) -> dict[str, Any] | None:
+    """Leave one architecture out, on networks nothing was chosen on: for each architecture, the protocol's
+    classifier trained on the search networks of the other architectures is tested on the set-aside networks of
+    this one (and the behavioural control likewise), with refit intervals over all set-aside networks. None for
+    a bank of one architecture.
+
+    ``X``, ``y``, ``behaviour`` are the question's networks (``rows`` of the bank); ``search`` and ``setaside``
+    are positions into them."""
     meta = bank.metadata.reset_index(drop=True).iloc[rows].reset_index(drop=True)
-    if meta["arch_family"].nunique() < 2:
+    groups = heldout_groups(meta, "architecture")
+    if groups is None or len(set(groups)) < 2:
         return None
-    groups = meta["arch_family"].astype(str).to_numpy()
-    splits = make_splits(y, "architecture", groups, 0, question.seed)
+    splits = fixed_partition_splits(search, setaside, groups)
     held = score(X, y, splits, labels, classifier=question.classifier, seed=question.seed)
     controls = control_scores({"behaviour": behaviour}, y, splits, labels, question.seed)
     control = controls["behaviour"]
+    per = {str(groups[test][0]): {"accuracy": float(a), "n_networks": len(test)}
+           for (_, test), a in zip(splits, held.split_accuracies, strict=True)}
     return {"accuracy": float(held.accuracy), "ci": [float(v) for v in held.ci],
             "control_accuracy": float(control.scores.accuracy), "control_ci": [float(v) for v in control.scores.ci],
-            "control_classifier": control.classifier, "families": sorted(set(groups)),
+            "control_classifier": control.classifier, "level": "architecture", "levels": sorted(per),
+            "per_level": per, "n_networks": int(sum(len(t) for _, t in splits)),
             "transfers": bool(held.ci[0] >= question.target_accuracy and held.ci[0] > control.scores.ci[1])}
 
 
@@ -229,8 +248,8 @@ def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, m
     position = {int(r): i for i, r in enumerate(rows)}
     search = np.array([position[int(r)] for r in np.flatnonzero(partition.search)])
     setaside = np.array([position[int(r)] for r in np.flatnonzero(partition.setaside)])
-    column = HELDOUT[question.heldout]
-    groups = meta[column].astype(str).to_numpy()[rows] if column else None
+    held = heldout_groups(meta, question.heldout)
+    groups = held[rows] if held is not None else None
     final_splits = fixed_partition_splits(search, setaside, groups)
     final = score(X, y, final_splits, labels, classifier=question.classifier, seed=question.seed)
     behaviour = behaviour_features(bank, rows)
@@ -268,7 +287,7 @@ def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, m
                           "importance": float(full.session_importance[t])} for t in range(len(features.sessions))],
         }
     if question.heldout == "none":
-        out["heldout_architecture"] = _transfer(bank, X, y, labels, rows, question, behaviour)
+        out["heldout_architecture"] = _transfer(bank, X, y, labels, rows, question, behaviour, search, setaside)
     return out
 
 
@@ -304,17 +323,33 @@ def trial_document(t: TrialResult | None, cost_unit: str) -> dict[str, Any] | No
     return d
 
 
-def verdict(searched: bool, final: dict[str, Any], question: Question) -> str:
+def verdict(searched: bool, final: dict[str, Any], question: Question,
+            heldout: dict[str, Any] | None = None) -> str:
     """Why a plan is or is not feasible, in one phrase keyed for reports: ``recommended``,
     ``none_in_search`` (no protocol's search estimate cleared the target and the controls),
-    ``setaside_below_target`` or ``setaside_not_beyond_controls`` (the candidate failed on set-aside networks)."""
+    ``setaside_below_target`` or ``setaside_not_beyond_controls`` (the candidate failed on set-aside networks),
+    ``setaside_does_not_transfer`` (``--robust``: it held on set-aside networks of the simulated architectures
+    but not on those of an architecture its classifier never saw)."""
     if not searched:
         return "none_in_search"
     if not final["reaches_target"]:
         return "setaside_below_target"
     if not final["beyond_controls"]:
         return "setaside_not_beyond_controls"
+    if question.robust and not (heldout or {}).get("transfers"):
+        return "setaside_does_not_transfer"
     return "recommended"
+
+
+def heldout_summary(held: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The recommendation's ``"heldout"`` entry: accuracy, CI and behavioural control leaving one architecture
+    out (on set-aside networks), or None without a held-out score."""
+    if not held:
+        return None
+    return {"accuracy": held["accuracy"], "ci": list(held["ci"]), "level": held.get("level"),
+            "control": {"accuracy": held["control_accuracy"], "ci": list(held["control_ci"]),
+                        "classifier": held.get("control_classifier")},
+            "transfers": bool(held.get("transfers"))}
 
 
 class Progress:
@@ -361,15 +396,19 @@ def plan(
         curve_doc = sensitivity_curves(scorer, focus, question, modality, tick=progress.advance)
     unit = modality.cost_unit
     final = analysis["setaside"]
-    feasible = candidate is not None and final["reaches_target"] and final["beyond_controls"]
+    held = analysis.get("heldout_architecture")
+    why = verdict(candidate is not None, final, question, held)
+    feasible = why == "recommended"
     candidate_doc = trial_document(candidate, unit)
     if candidate_doc is not None:
         candidate_doc["setaside"] = final
+        candidate_doc["heldout"] = heldout_summary(held)
         if verification is not None:
             candidate_doc["verified_accuracy"] = verification["accuracy"]
     best_doc = trial_document(best, unit)
     if best_doc is not None and candidate is None:
         best_doc["setaside"] = final
+        best_doc["heldout"] = heldout_summary(held)
     return {
         "kind": "plan",
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -380,11 +419,11 @@ def plan(
             "target_accuracy": question.target_accuracy, "rules": list(question.rules), "target": question.target,
             "heldout": question.heldout, "classifier": question.classifier, "trials": question.n_trials,
             "n_splits": question.n_splits, "seed": question.seed, "study": study_name,
-            "setaside": question.setaside,
+            "setaside": question.setaside, "robust": question.robust, "statistics": question.statistics,
         },
         "modality": modality.to_dict(),
         "feasible": bool(feasible),
-        "verdict": verdict(candidate is not None, final, question),
+        "verdict": why,
         "recommendation": candidate_doc if feasible else None,
         "candidate": candidate_doc,
         "best": best_doc,

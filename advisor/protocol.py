@@ -245,6 +245,10 @@ def _fail(message: str) -> None:
     raise AdvisorError(message)
 
 
+STATISTIC_SETS = ("marginal", "population", "both")
+"""What the classifier sees of a recording: the paper's marginal statistics, the population statistics, or both."""
+
+
 @dataclass(frozen=True)
 class RecordingProtocol:
     """A recording protocol. Frozen; validated on construction (bank-independent checks; see :meth:`check`).
@@ -259,6 +263,11 @@ class RecordingProtocol:
         noise: the noise level (gaussian: SD relative to the spread; poisson: mean spikes per stimulus).
         chronic: the same units every session (True) or fresh units each session (False, acute).
         n_probes: stimuli shown per session (None: every probe in the bank).
+        statistics: which statistics the classifier sees (``advisor.features``): ``marginal`` (the paper's 21
+            statistics of each group's distribution over units), ``population`` (the gain-invariant statistics
+            of ``advisor.population``: dimensionality, correlations, sparseness, representational drift) or
+            ``both``. Weights have no stimuli: their population statistics do not exist, so ``both`` gives the
+            marginal ones and ``population`` is refused.
         seed: the protocol's own seed (unit subsets, gains, noise).
         gain_sd: SDs of the log of the unknown multiplicative gain per animal (network), area (layer group) and
             unit (synapse, for weights), independent lognormal factors whose product multiplies every recorded
@@ -283,6 +292,7 @@ class RecordingProtocol:
     seed: int = 0
     gain_sd: tuple[float, float, float] = DEFAULT_GAIN_SD
     baseline: float = 0.0
+    statistics: str = "marginal"
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -314,6 +324,11 @@ class RecordingProtocol:
                                ("gain_sd (animal)", "gain_sd (area)", "gain_sd (unit)", "baseline"))
         if problem:
             _fail(problem)
+        if self.statistics not in STATISTIC_SETS:
+            _fail(f"statistics must be one of {', '.join(STATISTIC_SETS)}; got {self.statistics!r}")
+        if self.statistics == "population" and self.observable == "weights":
+            _fail("statistics 'population' needs stimuli (activations or activity_change); weights have none: use "
+                  "marginal or both")
         if isinstance(self.gain_sd, list):  # from JSON or TOML
             object.__setattr__(self, "gain_sd", tuple(self.gain_sd))
 

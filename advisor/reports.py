@@ -68,16 +68,20 @@ SPLIT_WORDS = {"none": "stratified 75/25 train/test splits over networks",
 FOLDS = 4
 """Folds of the search's repeated cross-validation (``advisor.evaluation.FOLDS``, which is not imported here: it
 pulls in torch and scikit-learn)."""
-VERDICTS = ("recommended", "none_in_search", "setaside_below_target", "setaside_not_beyond_controls")
+VERDICTS = ("recommended", "none_in_search", "setaside_below_target", "setaside_not_beyond_controls",
+            "setaside_does_not_transfer")
 """A plan's ``verdict``s (``advisor.planning.verdict``)."""
 VERDICT_WORDS = {"recommended": "recommended",
                  "none_in_search": "no protocol met the target beyond the controls in the search",
                  "setaside_below_target": "the search's choice falls below the target on set-aside networks",
                  "setaside_not_beyond_controls": "the search's choice does not clear the controls on set-aside "
-                                                 "networks"}
+                                                 "networks",
+                 "setaside_does_not_transfer": "the search's choice does not hold on set-aside networks of an "
+                                               "architecture its classifier never saw"}
 VERDICT_SHORT = {"recommended": "yes", "none_in_search": "none in the search",
                  "setaside_below_target": "below target on set-aside",
-                 "setaside_not_beyond_controls": "not beyond controls on set-aside"}
+                 "setaside_not_beyond_controls": "not beyond controls on set-aside",
+                 "setaside_does_not_transfer": "does not transfer"}
 """The verdicts in a table cell."""
 CONTROL_NOUNS = {"behaviour": "behavioural control", "hyperparameters": "hyperparameter control"}
 CONTROL_ALONE = {"behaviour": "from the whole learning curve alone",
@@ -289,6 +293,7 @@ def recommendation_sentence(doc: Doc) -> str:
         ``setaside_below_target``: "The protocol chosen on the search networks to identify ..., ..., reaches 0.70
         (95% CI 0.58-0.80) on 64 set-aside networks, below the target 0.75 for the lower 95% CI bound ...".
         ``setaside_not_beyond_controls``: "... but does not clear the behavioural control, which reaches ...".
+        ``setaside_does_not_transfer`` (``--robust``): "... but only ... leaving one architecture out ...".
         ``none_in_search``: "No protocol within the bounds (...) identifies ... with accuracy ≥ 0.75 at the lower
         95% CI bound beyond the controls; the most accurate found, ..., reaches ... in the search ...".
         For a compare, the cheapest sufficient modality (or the most accurate one on the set-aside networks when
@@ -370,6 +375,13 @@ def _plan_sentence(doc: Doc) -> str:
         alone = CONTROL_ALONE.get(name, "without the recording")
         return (f"{head} but does not clear the {_control_noun(name)}, which reaches {_acc(strongest)} {alone} "
                 f"(chance {_chance(doc)}): no protocol is recommended.")
+    held = doc.get("heldout_architecture")
+    if verdict == "setaside_does_not_transfer" and candidate and held:
+        return (f"The protocol chosen on the search networks to identify {what}, {protocol_phrase(candidate)}, "
+                f"reaches {_acc(final)} on {n} set-aside networks of the simulated architectures, but only "
+                f"{_acc(held)} leaving one architecture out (behavioural control {_brief(_held_control(held))}): "
+                "the in-distribution answer does not transfer to an unseen architecture, so no robust protocol is "
+                "recommended.")
     head = (f"No protocol within the bounds ({_bounds(doc)}) identifies {what} with accuracy ≥ {target} at the "
             "lower 95% CI bound beyond the controls")
     best = doc.get("best")
@@ -552,10 +564,8 @@ def methods_paragraph(doc: Doc) -> str:
     text += _controls_methods(doc)
     held = doc.get("heldout_architecture")
     if held:
-        families = _and(held.get("families") or [])
-        text += (f" Leaving one architecture family out at a time{f' ({families})' if families else ''}, over all "
-                 f"the question's networks, it reached {_acc(held)} against {_brief(_held_control(held))} for the "
-                 "behavioural control.")
+        text += (f" {_heldout_scheme(held)}, it reached {_acc(held)} against {_brief(_held_control(held))} for "
+                 "the behavioural control.")
     text += _search(doc, f"recording protocols ({_bounds(doc)})")
     if doc.get("verification"):
         v = doc["verification"]
@@ -736,13 +746,20 @@ def _held_control(held: Mapping[str, Any]) -> dict[str, Any]:
     return {"accuracy": held.get("control_accuracy"), "ci": held.get("control_ci")}
 
 
+def _heldout_scheme(held: Mapping[str, Any]) -> str:
+    """How the held-out-architecture score was measured, as the start of a sentence."""
+    level = held.get("level", "architecture family")
+    levels = _and(held.get("levels") or held.get("families") or [])
+    where = (" (trained on the search networks of the other architectures, tested on the set-aside networks of "
+             "the one left out)" if held.get("per_level") else ", over all the question's networks")
+    return f"Leaving one {level} out at a time{f' ({levels})' if levels else ''}{where}"
+
+
 def _heldout_text(doc: Doc, held: Mapping[str, Any]) -> str:
     """The held-out-architecture score in words; "it transfers to an unseen architecture" only when the document
     says ``transfers``."""
     control = _held_control(held)
-    families = _and(held.get("families") or [])
-    head = (f"Leaving one architecture family out at a time{f' ({families})' if families else ''}, over all the "
-            f"question's networks, it reaches {_acc(held)} against {_acc(control)} for the behavioural control"
+    head = (f"{_heldout_scheme(held)}, it reaches {_acc(held)} against {_acc(control)} for the behavioural control"
             + (f" ({held['control_classifier']})" if held.get("control_classifier") else "") + ": ")
     if held.get("transfers"):
         return head + "it transfers to an unseen architecture (its lower bound reaches the target and clears the " \

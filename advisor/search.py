@@ -55,7 +55,8 @@ class Question:
         target_accuracy: the lower 95% confidence bound of the accuracy must reach this.
         target: ``rule`` or ``family``.
         rules: the rules considered (the bank's, or the user's subset).
-        heldout: ``none`` (repeated stratified splits) or ``architecture`` (leave one architecture family out).
+        heldout: ``none`` (repeated stratified splits), ``architecture`` (leave one architecture out) or
+            ``arch_family`` (leave one architecture family out).
         classifier: classifier key (``advisor.classifiers.CLASSIFIERS``).
         n_trials: finished trials the study should hold.
         n_splits: train/test splits per trial (with ``heldout == "none"``; rounded up to whole repeats of a
@@ -64,6 +65,10 @@ class Question:
         setaside: share of the networks set aside before the search (stratified by rule and design cell); the
             search, the re-check and any tuning never see them, and the recommended protocol's reported accuracy
             comes from them.
+        robust: a protocol is feasible only if, leaving one architecture out at a time (over the search networks
+            in the search, then on the set-aside networks), its lower CI bound also reaches the target and clears
+            the behavioural control's upper bound on the same splits.
+        statistics: the statistics every protocol is scored on (``RecordingProtocol.statistics``).
     """
 
     observables: tuple[str, ...]
@@ -81,10 +86,17 @@ class Question:
     n_splits: int
     seed: int
     setaside: float = 0.25
+    robust: bool = False
+    statistics: str = "marginal"
 
     def key(self, bank_hash: str, modality: str) -> str:
         """A short hash naming the study: the same question on the same bank and modality → the same study."""
-        blob = json.dumps({"bank": bank_hash, "modality": modality, **asdict(self), "n_trials": None},
+        fields = asdict(self)
+        if not self.robust:  # studies from before --robust keep their names
+            fields.pop("robust")
+        if self.statistics == "marginal":  # and from before --statistics
+            fields.pop("statistics")
+        blob = json.dumps({"bank": bank_hash, "modality": modality, **fields, "n_trials": None},
                           sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
@@ -111,23 +123,29 @@ class TrialResult:
     beyond_control: bool = True
     gain_sd: tuple[float, float, float] = DEFAULT_GAIN_SD
     baseline: float = 0.0
+    heldout_accuracy: float | None = None
+    heldout_ci: tuple[float, float] | None = None
+    statistics: str = "marginal"
 
     def protocol(self, seed: int) -> RecordingProtocol:
         """The recording protocol of this trial, with the given recording seed."""
         return RecordingProtocol(observable=self.observable, n_units=self.n_units, layers=self.layers,
                                  n_sessions=self.n_sessions, window=self.window, noise_model=self.noise_model,
                                  noise=self.noise, chronic=self.chronic, seed=seed, gain_sd=self.gain_sd,
-                                 baseline=self.baseline)
+                                 baseline=self.baseline, statistics=self.statistics)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["layers"], d["window"], d["ci"] = list(self.layers), list(self.window), list(self.ci)
         d["gain_sd"] = list(self.gain_sd)
+        d["heldout_ci"] = list(self.heldout_ci) if self.heldout_ci is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrialResult:
         gains: dict[str, Any] = {"gain_sd": tuple(d["gain_sd"])} if "gain_sd" in d else {}
+        if d.get("heldout_ci") is not None:
+            gains["heldout_ci"] = tuple(d["heldout_ci"])
         return cls(**{**d, "layers": tuple(d["layers"]), "window": tuple(d["window"]), "ci": tuple(d["ci"]),
                       **gains})
 
@@ -172,6 +190,9 @@ class Scorer:
         cache: scores by protocol.
         partition: the question's networks, split into search and set-aside networks.
         controls: the controls on the search networks (same splits), by name.
+        transfer_splits: leave-one-architecture-out splits over the search networks (``--robust``), else None.
+        transfer_control: the behavioural control on ``transfer_splits`` (``--robust``), else None.
+        transfer_cache: transfer scores by protocol.
     """
 
     bank: Any
@@ -185,6 +206,26 @@ class Scorer:
     cache: dict[RecordingProtocol, Any] = field(default_factory=dict)
     partition: Partition | None = None
     controls: dict[str, Any] = field(default_factory=dict)
+    transfer_splits: list[tuple[np.ndarray, np.ndarray]] | None = None
+    transfer_control: Any = None
+    transfer_cache: dict[RecordingProtocol, Any] = field(default_factory=dict)
+
+    @property
+    def transfer_control_high(self) -> float:
+        """The behavioural control's upper CI bound leaving one architecture out (−inf without it)."""
+        return float(self.transfer_control.scores.ci[1]) if self.transfer_control is not None else -math.inf
+
+    def score_transfer(self, protocol: RecordingProtocol) -> Any:
+        """Accuracy leaving one architecture out over the search networks (``--robust``; cached by protocol)."""
+        from advisor.evaluation import score
+
+        assert self.transfer_splits is not None
+        if protocol not in self.transfer_cache:
+            X = self.features(protocol).X[self.keep]
+            self.transfer_cache[protocol] = score(X, self.y, self.transfer_splits, self.labels,
+                                                  classifier=self.classifier, seed=self.seed, refits=0,
+                                                  cross_validated=False)
+        return self.transfer_cache[protocol]
 
     @property
     def control_high(self) -> float:
@@ -284,7 +325,7 @@ def make_scorer(bank: Any, question: Question, seed: int | None = None, *, contr
             search's feasibility needs them, a re-check does not).
     """
     from advisor.controls import behaviour_features, hyperparameter_features
-    from advisor.evaluation import HELDOUT, control_scores, make_splits
+    from advisor.evaluation import control_scores, heldout_groups, make_splits
 
     seed = question.seed if seed is None else seed
     meta = bank.metadata.reset_index(drop=True)
@@ -292,16 +333,23 @@ def make_scorer(bank: Any, question: Question, seed: int | None = None, *, contr
     keep = partition.search
     meta = meta[keep].reset_index(drop=True)
     y = meta[question.target].astype(str).to_numpy()
-    column = HELDOUT[question.heldout]
-    groups = meta[column].astype(str).to_numpy() if column else None
+    groups = heldout_groups(meta, question.heldout)
     splits = make_splits(y, question.heldout, groups, question.n_splits, seed)
     labels = sorted(set(y))
     scored = {}
     if controls:
         inputs = {"behaviour": behaviour_features(bank, keep), "hyperparameters": hyperparameter_features(meta)}
         scored = control_scores(inputs, y, splits, labels, seed)
+    transfer_splits, transfer_control = None, None
+    if question.robust:
+        archs = heldout_groups(meta, "architecture")
+        transfer_splits = make_splits(y, "architecture", archs, 0, seed)
+        if controls:
+            transfer_control = control_scores({"behaviour": behaviour_features(bank, keep)}, y, transfer_splits,
+                                              labels, seed, cross_validated=False)["behaviour"]
     return Scorer(bank, keep, y, labels, splits, question.classifier, seed, int(bank["loss"].shape[1]),
-                  partition=partition, controls=scored)
+                  partition=partition, controls=scored, transfer_splits=transfer_splits,
+                  transfer_control=transfer_control)
 
 
 def pareto_front(trials: Sequence[TrialResult]) -> list[TrialResult]:
@@ -371,19 +419,28 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, quest
     noise = float(modality.noise_for(choice["repeats"]))
     chronic = "chronic" in getattr(modality, "sampling", ("chronic",))  # chronic where the modality can
     rig = modality.protocol_kwargs()  # the modality's unknown gains and baseline
+    # weights have no stimuli and so no population statistics: a population-only search scores them on the
+    # marginal ones (the trial records which)
+    statistics = "marginal" if choice["observable"] == "weights" and question.statistics == "population" \
+        else question.statistics
     protocol = RecordingProtocol(observable=choice["observable"], n_units=choice["n_units"], layers=choice["layers"],
                                  n_sessions=choice["n_sessions"], window=choice["window"],
                                  noise_model=modality.noise_model, noise=noise, chronic=chronic, seed=question.seed,
-                                 **rig)
+                                 statistics=statistics, **rig)
     scores = scorer.score(protocol)
     cost = float(modality.cost(choice["n_units"], choice["n_sessions"], choice["repeats"]))
     ci = (float(scores.ci[0]), float(scores.ci[1]))
     beyond = ci[0] > scorer.control_high
+    feasible = ci[0] >= question.target_accuracy and beyond
+    held_acc, held_ci = None, None
+    if question.robust:
+        held = scorer.score_transfer(protocol)
+        held_acc, held_ci = float(held.accuracy), (float(held.ci[0]), float(held.ci[1]))
+        feasible = feasible and held_ci[0] >= question.target_accuracy and held_ci[0] > scorer.transfer_control_high
     return TrialResult(number, choice["observable"], choice["n_units"], tuple(choice["layers"]),
                        choice["n_sessions"], tuple(choice["window"]), choice["repeats"], modality.noise_model, noise,
-                       cost, float(scores.accuracy), ci, float(scores.balanced_accuracy),
-                       ci[0] >= question.target_accuracy and beyond, chronic, beyond, rig["gain_sd"],
-                       rig["baseline"])
+                       cost, float(scores.accuracy), ci, float(scores.balanced_accuracy), feasible, chronic, beyond,
+                       rig["gain_sd"], rig["baseline"], held_acc, held_ci, statistics)
 
 
 def constraint_value(result: TrialResult, question: Question, control_high: float) -> float:
@@ -392,6 +449,10 @@ def constraint_value(result: TrialResult, question: Question, control_high: floa
     gap = question.target_accuracy - result.ci[0]
     if math.isfinite(control_high):
         gap = max(gap, control_high - result.ci[0] + 1e-9)
+    if result.heldout_ci is not None:  # --robust: the held-out-architecture bound must reach the target too
+        gap = max(gap, question.target_accuracy - result.heldout_ci[0])
+        if not result.feasible:
+            gap = max(gap, 1e-9)
     return float(gap)
 
 

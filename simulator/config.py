@@ -71,6 +71,10 @@ class SimulationConfig:
         units_per_group: units whose responses are recorded per layer group.
         synapses_per_group: forward-weight entries recorded per layer group.
         max_ensemble: largest number of networks trained as one batched ensemble (bounds memory).
+        mix_batch_sizes: let networks of different batch sizes share an ensemble, each batch tiled to the
+            ensemble's (where the rule allows, :func:`mixes_batch_sizes`): fewer, larger ensembles, which pays
+            where each step's overhead dominates (a GPU); on a CPU the tiled examples cost more than they save
+            (``benchmarks/results/sharding-cpu2.json``). Curricula, learning rates and inits always share.
         seed: the one seed everything else is derived from.
     """
 
@@ -90,6 +94,7 @@ class SimulationConfig:
     units_per_group: int = 192
     synapses_per_group: int = 512
     max_ensemble: int = 64
+    mix_batch_sizes: bool = False
     seed: int = 0
     description: str = field(default="", compare=False)
 
@@ -153,6 +158,8 @@ class SimulationConfig:
         _check_int("units_per_group", self.units_per_group, 1, 4096)
         _check_int("synapses_per_group", self.synapses_per_group, 1, 65536)
         _check_int("max_ensemble", self.max_ensemble, 1, 65536)
+        if not isinstance(self.mix_batch_sizes, bool):
+            raise ConfigError(f"mix_batch_sizes must be true or false; got {self.mix_batch_sizes!r}")
         _check_int("seed", self.seed, 0, 2**63 - 1)
         for arch_key in self.architectures:
             arch = ARCHITECTURES.get(arch_key)
@@ -291,14 +298,15 @@ def sample_population(config: SimulationConfig) -> list[NetworkSpec]:
 
 
 def mixes_batch_sizes(config: SimulationConfig, rule: str) -> bool:
-    """Whether networks of ``rule`` with different batch sizes can share an ensemble: every batch size of the
-    config divides the largest, and the rule's update depends on its batch only through batch means
+    """Whether networks of ``rule`` with different batch sizes share an ensemble: the config asks for it
+    (``mix_batch_sizes``), every batch size of the config divides the largest, and the rule's update depends on its batch only through batch means
     (``LearningRule.replicable_batches``), so a network's batch tiled to the ensemble's size gives the same
     update."""
     from simulator.rules import RULES
 
     largest = max(config.batch_sizes)
-    return RULES.get(rule).replicable_batches and all(largest % b == 0 for b in config.batch_sizes)
+    return (config.mix_batch_sizes and RULES.get(rule).replicable_batches
+            and all(largest % b == 0 for b in config.batch_sizes))
 
 
 def plan_shards(config: SimulationConfig, specs: list[NetworkSpec]) -> list[ShardSpec]:

@@ -176,6 +176,14 @@ for _arch in (
         description="2 conv layers (3x3) + 1 dense hidden layer, ReLU",
     ),
     Architecture(
+        "conv2_tanh",
+        "conv",
+        "tanh",
+        conv=((16, 1), (24, 2)),
+        dense=(192,),
+        description="2 conv layers (3x3) + 1 dense hidden layer, tanh (narrower dense layer than conv2_relu)",
+    ),
+    Architecture(
         "conv3_relu",
         "conv",
         "relu",

@@ -26,6 +26,7 @@ and defaults to :class:`SimulationConfig`'s default; ``name`` defaults to the fi
     [training]
     n_steps = 600
     max_ensemble = 64
+    mix_batch_sizes = false         # true: networks of different batch sizes share an ensemble (GPU)
     weight_decay = 0.01             # coupled L2 on every rule's forward weights
     [recording]
     n_checkpoints = 41
@@ -107,6 +108,12 @@ def _int(value: Any, key: str, file: str) -> int:
     return int(value)
 
 
+def _bool(value: Any, key: str, file: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{file}: {key} must be true or false; {_got(value)}")
+    return value
+
+
 def _str_list(value: Any, key: str, file: str) -> tuple[str, ...]:
     if not is_str_list(value):
         raise ConfigError(f"{file}: {key} must be an array of strings; {_got(value)}")
@@ -167,6 +174,7 @@ _SCHEMA: dict[str, Any] = {
     "training": {
         "n_steps": ("n_steps", _int),
         "max_ensemble": ("max_ensemble", _int),
+        "mix_batch_sizes": ("mix_batch_sizes", _bool),
         "weight_decay": ("weight_decay", _float),
     },
     "recording": {

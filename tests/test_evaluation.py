@@ -10,6 +10,7 @@ import pytest
 from advisor import evaluation
 from advisor.errors import AdvisorError
 from advisor.evaluation import (
+    heldout_groups,
     Z95,
     best_of,
     bootstrap_ci,
@@ -121,11 +122,28 @@ def test_a_protocol_no_better_than_a_control_is_not_beyond_it() -> None:
 
 def test_heldout_architecture_evaluation_runs_on_every_network_once() -> None:
     X, curve, md = synthetic()
-    result = evaluate(X, curve, md, classifier="svm", heldout="architecture", seed=1)
+    result = evaluate(X, curve, md, classifier="svm", heldout="arch_family", seed=1)
     assert result.scores.confusion_matrix.sum() == len(md)
     assert result.accuracy >= 0.85
     assert result.scores.ci_method == "refit"
     assert all(c.scores.ci_method == "refit" for c in result.controls.values())
+
+
+def test_leave_one_architecture_out_and_one_nonlinearity_out() -> None:
+    """Each architecture (and each nonlinearity, read from the registry) is tested once by a classifier that
+    never saw it."""
+    X, curve, md = synthetic()
+    archs = np.tile(["mlp3_relu", "mlp3_tanh", "conv2_relu", "conv3_relu"], len(md) // 4)
+    md = md.assign(architecture=archs)
+    assert list(heldout_groups(md, "nonlinearity")[:4]) == ["relu", "tanh", "relu", "relu"]
+    y = md["rule"].to_numpy()
+    splits = make_splits(y, "architecture", heldout_groups(md, "architecture"), 0, 0)
+    assert len(splits) == 4
+    for train, test in splits:
+        assert len(set(archs[test])) == 1 and archs[test][0] not in set(archs[train])
+    result = evaluate(X, curve, md, classifier="svm", heldout="nonlinearity", seed=1)
+    assert result.scores.confusion_matrix.sum() == len(md) and len(result.scores.split_accuracies) == 2
+    assert result.accuracy >= 0.85
 
 
 def test_leaving_one_of_four_tasks_out_is_a_fixed_partition() -> None:
@@ -143,11 +161,16 @@ def test_leaving_one_of_four_tasks_out_is_a_fixed_partition() -> None:
 
 def test_bad_requests_are_refused() -> None:
     X, curve, md = synthetic()
-    with pytest.raises(AdvisorError, match="heldout must be one of none, architecture, task; got 'seed'"):
+    with pytest.raises(AdvisorError, match="heldout must be one of none, architecture, arch_family, task, "
+                                           "nonlinearity; got 'seed'"):
         evaluate(X, curve, md, heldout="seed")
     one = md.assign(arch_family="mlp")
-    with pytest.raises(AdvisorError, match="held-out architecture needs at least 2 architectures"):
-        evaluate(X, curve, one, heldout="architecture")
+    with pytest.raises(AdvisorError, match="held-out architecture family needs at least 2 architecture families in "
+                                           "the bank; it has only 'mlp'"):
+        evaluate(X, curve, one, heldout="arch_family")
+    with pytest.raises(AdvisorError, match="held-out architecture needs at least 2 architectures in the bank; it "
+                                           "has only 'mlp3_relu'"):
+        evaluate(X, curve, md.assign(architecture="mlp3_relu"), heldout="architecture")
     with pytest.raises(AdvisorError, match="need at least 2 different rules"):
         evaluate(X, curve, md.assign(rule="a"))
 
@@ -254,3 +277,21 @@ def test_control_scores_are_kept_by_the_content_of_their_inputs(monkeypatch: pyt
     calls.clear()
     best_of("behaviour", curve, y, splits, ["a", "b", "c"], seed=1)
     assert sorted(calls) == ["logreg", "rf"]
+
+
+def test_augmentation_adds_training_samples_only() -> None:
+    """K recordings per training network: the classifier is fitted on every copy of the training networks and
+    tested once per test network; copies that equal the original barely change the fit (only the ridge
+    penalty's weight relative to the data halves)."""
+    X, curve, md = synthetic()
+    y = md["rule"].to_numpy()
+    labels = sorted(set(y))
+    splits = make_splits(y, "none", None, 4, 0)
+    plain = score(X, y, splits, labels, classifier="ridge", seed=0)
+    same = score(X, y, splits, labels, classifier="ridge", seed=0, augment=[X.copy()])
+    assert abs(same.accuracy - plain.accuracy) <= 0.05 and same.confusion_matrix.sum() == len(y)
+    noisy = X + np.random.default_rng(3).normal(0, 0.3, X.shape).astype(np.float32)
+    augmented = score(X, y, splits, labels, classifier="ridge", seed=0, augment=[noisy])
+    assert augmented.confusion_matrix.sum() == len(y) and augmented.n_tested == len(y)
+    with pytest.raises(ValueError, match="augment arrays must be shaped like X"):
+        score(X, y, splits, labels, classifier="ridge", seed=0, augment=[X[:5]])

@@ -71,3 +71,56 @@ def test_features_do_not_depend_on_the_chunk_size(tiny_bank: Any, chunk: int,
         np.testing.assert_array_equal(chunked.X, whole.X)
         np.testing.assert_array_equal(chunked.curve, whole.curve)
         assert chunked.nan_report == whole.nan_report
+
+
+@pytest.mark.parametrize("chronic", [True, False])
+def test_population_statistics_join_or_replace_the_marginal_ones(tiny_bank: Any, chronic: bool) -> None:
+    from advisor.population import POPULATION_STATISTICS, population_statistics
+
+    bank = tiny_bank.bank
+    base = dict(n_units=24, n_sessions=3, noise=0.3, seed=4, chronic=chronic)
+    marginal = featurize(bank, RecordingProtocol(**base))
+    both = featurize(bank, RecordingProtocol(**base, statistics="both"))
+    population = featurize(bank, RecordingProtocol(**base, statistics="population"))
+    pop_names = [n for n in POPULATION_STATISTICS if chronic or n != "tuning_stability"]
+    assert population.names == [f"{g}.{n}" for g in ("early", "middle", "deep") for n in pop_names]
+    assert both.names == [f"{g}.{n}" for g in ("early", "middle", "deep")
+                          for n in [m.split(".", 1)[1] for m in marginal.names[:21]] + pop_names]
+    width = 21 + len(pop_names)
+    np.testing.assert_array_equal(both.X[..., :21], marginal.X[..., :21])
+    np.testing.assert_array_equal(both.X[..., width + 21:2 * width], population.X[..., len(pop_names):
+                                                                                   2 * len(pop_names)])
+    # the same numbers as the statistics of the recorded values themselves (NaN → 0 under the default policy)
+    rec = virtual_recording(bank, RecordingProtocol(**base))
+    direct = population_statistics(rec.values[2], chronic)
+    if not chronic:
+        direct = np.delete(direct, POPULATION_STATISTICS.index("tuning_stability"), axis=-1)
+    np.testing.assert_allclose(population.X[..., -len(pop_names):], np.nan_to_num(direct, nan=0.0), rtol=1e-6)
+
+
+def test_weights_have_no_population_statistics(tiny_bank: Any) -> None:
+    from advisor.errors import AdvisorError
+
+    both = featurize(tiny_bank.bank, RecordingProtocol(observable="weights", n_units=30, n_sessions=3,
+                                                           statistics="both"))
+    assert len(both.names) == 63
+    with pytest.raises(AdvisorError, match="statistics 'population' needs stimuli"):
+        RecordingProtocol(observable="weights", statistics="population")
+    with pytest.raises(AdvisorError, match="statistics must be one of marginal, population, both; got 'pca'"):
+        RecordingProtocol(statistics="pca")
+
+
+def test_augmented_recordings_are_other_draws_of_the_same_protocol(tiny_bank: Any) -> None:
+    from dataclasses import replace
+
+    from advisor.errors import AdvisorError
+    from advisor.features import AUGMENT_SEED_STRIDE, augmented_features
+
+    protocol = RecordingProtocol(n_units=12, n_sessions=3, noise=0.3, seed=5)
+    extra = augmented_features(tiny_bank.bank, protocol, 3)
+    assert len(extra) == 2 and augmented_features(tiny_bank.bank, protocol, 1) == []
+    np.testing.assert_array_equal(extra[1], featurize(tiny_bank.bank,
+                                                      replace(protocol, seed=5 + 2 * AUGMENT_SEED_STRIDE)).X)
+    assert not np.array_equal(extra[0], featurize(tiny_bank.bank, protocol).X)
+    with pytest.raises(AdvisorError, match="--augment must be a positive integer .* got 0"):
+        augmented_features(tiny_bank.bank, protocol, 0)

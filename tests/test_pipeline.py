@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 from simulator.bank import load_bank
-from simulator.config import GROUPS, ShardSpec, SimulationConfig, plan_shards, sample_population, shard_summary
+from simulator.config import (
+    GROUPS,
+    ShardSpec,
+    SimulationConfig,
+    mixes_batch_sizes,
+    plan_shards,
+    sample_population,
+    shard_summary,
+)
 from simulator.ensemble import train_shard
 from simulator.errors import ConfigError
 from simulator.pipeline import bank_path, simulate
@@ -218,7 +226,7 @@ def test_kill_9_mid_build_then_rerun_gives_the_uninterrupted_bank(tmp_path: Path
 # --------------------------------------------------------------------------- mixed ensembles
 def test_shards_mix_curricula_and_batch_sizes_where_the_rule_allows() -> None:
     config = small_config(rules=("sgdm", "node_perturbation"), n_networks_per_rule=12, max_ensemble=16,
-                          curricula=("iid", "class_incremental"), batch_sizes=(4, 8))
+                          curricula=("iid", "class_incremental"), batch_sizes=(4, 8), mix_batch_sizes=True)
     specs = sample_population(config)
     shards = plan_shards(config, specs)
     assert sorted(i for sh in shards for i in sh.networks) == list(range(len(specs)))
@@ -235,9 +243,20 @@ def test_shards_mix_curricula_and_batch_sizes_where_the_rule_allows() -> None:
 
 
 def test_batch_sizes_that_do_not_divide_the_largest_stay_apart() -> None:
-    config = small_config(n_networks_per_rule=6, batch_sizes=(6, 8))
+    config = small_config(n_networks_per_rule=6, batch_sizes=(6, 8), mix_batch_sizes=True)
+    assert not mixes_batch_sizes(config, "sgdm")
     for sh in plan_shards(config, sample_population(config)):
         assert len({b for b in (sample_population(config)[i].batch_size for i in sh.networks)}) == 1
+
+
+def test_batch_sizes_stay_apart_unless_the_config_mixes_them() -> None:
+    config = small_config(n_networks_per_rule=12, curricula=("iid", "class_incremental"), batch_sizes=(4, 8))
+    specs = sample_population(config)
+    shards = plan_shards(config, specs)
+    assert all(len({specs[i].batch_size for i in sh.networks}) == 1 for sh in shards)
+    assert any(len({specs[i].curriculum for i in sh.networks}) == 2 for sh in shards)
+    assert config.content_hash() != small_config(n_networks_per_rule=12, curricula=("iid", "class_incremental"),
+                                                 batch_sizes=(4, 8), mix_batch_sizes=True).content_hash()
 
 
 def test_shard_summary_counts_the_plan() -> None:
@@ -254,7 +273,7 @@ def test_a_network_trains_the_same_in_a_mixed_ensemble_as_alone(rule: str) -> No
     """Conformance over every rule that may share an ensemble across batch sizes and curricula: each member's
     recorded trajectory equals the one it has when trained alone at its own batch size."""
     config = small_config(rules=(rule,), n_networks_per_rule=4, curricula=("iid", "class_incremental"),
-                          batch_sizes=(4, 8), n_steps=8, n_checkpoints=3)
+                          batch_sizes=(4, 8), n_steps=8, n_checkpoints=3, mix_batch_sizes=True)
     specs = sample_population(config)
     (mixed,) = plan_shards(config, specs)
     assert {specs[i].batch_size for i in mixed.networks} == {4, 8}

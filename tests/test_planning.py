@@ -14,7 +14,7 @@ import dataclasses
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +31,7 @@ from advisor.planning import (
     Progress,
     analyse,
     bank_document,
+    heldout_summary,
     plan,
     sensitivity_curves,
     trial_document,
@@ -212,11 +213,17 @@ def test_a_share_that_leaves_fewer_than_two_networks_of_a_rule(tiny_bank: Simula
                               "[0.05, 0.5])")
 
 
-def test_heldout_architecture_needs_two_families(tiny_bank: SimulationResult, generic: Modality) -> None:
+@pytest.mark.parametrize(("heldout", "message"), [
+    ("architecture", "--heldout architecture needs a bank with at least 2 architectures; this one has only "
+                     "mlp3_relu"),
+    ("arch_family", "--heldout arch_family needs a bank with at least 2 architecture families; this one has only "
+                    "mlp"),
+])
+def test_heldout_architecture_needs_two_levels(tiny_bank: SimulationResult, generic: Modality, heldout: str,
+                                              message: str) -> None:
     with pytest.raises(AdvisorError) as err:
-        _question(tiny_bank.bank, generic, heldout="architecture", n_splits=3)
-    assert str(err.value) == ("--heldout architecture needs a bank with at least 2 architecture families (mlp, "
-                              "conv); this one has only mlp")
+        _question(tiny_bank.bank, generic, heldout=heldout, n_splits=3)
+    assert str(err.value) == message
 
 
 @pytest.mark.parametrize(("modality_changes", "changes", "message"), [
@@ -294,8 +301,9 @@ def test_a_candidate_that_fails_on_the_setaside_networks_is_not_recommended(
     assert doc["trials"] == feasible.doc["trials"] and doc["verification"] == feasible.doc["verification"]
     assert doc["search_controls"] == feasible.doc["search_controls"]
     assert doc["candidate"] is not None
-    assert {k: v for k, v in doc["candidate"].items() if k != "setaside"} == {
-        k: v for k, v in feasible.doc["candidate"].items() if k != "setaside"}
+    # everything but what the set-aside networks measure (in and out of the simulated architectures)
+    assert {k: v for k, v in doc["candidate"].items() if k not in ("setaside", "heldout")} == {
+        k: v for k, v in feasible.doc["candidate"].items() if k not in ("setaside", "heldout")}
     final = doc["setaside"]
     assert final["ci"][0] < TARGET and final["reaches_target"] is False
     assert doc["verdict"] == "setaside_below_target" and doc["feasible"] is False
@@ -311,6 +319,11 @@ def test_the_verdict_names_the_first_test_that_failed(feasible: Planned) -> None
     assert verdict(True, ok | {"reaches_target": False}, q) == "setaside_below_target"
     assert verdict(True, ok | {"reaches_target": False, "beyond_controls": False}, q) == "setaside_below_target"
     assert verdict(True, ok | {"beyond_controls": False}, q) == "setaside_not_beyond_controls"
+    robust = replace(q, robust=True)
+    assert verdict(True, ok, robust, {"transfers": False}) == "setaside_does_not_transfer"
+    assert verdict(True, ok, robust, None) == "setaside_does_not_transfer"
+    assert verdict(True, ok, robust, {"transfers": True}) == "recommended"
+    assert verdict(True, ok, q, {"transfers": False}) == "recommended"  # without --robust it is reported only
 
 
 def test_an_unreachable_target_gives_no_recommendation(infeasible: Planned) -> None:
@@ -320,7 +333,8 @@ def test_an_unreachable_target_gives_no_recommendation(infeasible: Planned) -> N
     assert doc["recommendation"] is None and doc["candidate"] is None
     assert doc["verification"] is None and doc["rejected_by_recheck"] == []
     best = max(trials, key=lambda t: (t.ci[0], t.accuracy, -t.cost))
-    assert doc["best"] == trial_document(best, "hours") | {"setaside": doc["setaside"]}
+    assert doc["best"] == trial_document(best, "hours") | {"setaside": doc["setaside"],
+                                                           "heldout": heldout_summary(doc["heldout_architecture"])}
     assert doc["setaside"]["reaches_target"] is False
     assert doc["curves"] is None
     assert [label for label, _ in infeasible.events if label != "advance"] == PHASES
@@ -410,7 +424,7 @@ def test_plan_document_describes_the_question_and_run(feasible: Planned, generic
         "observable": None, "observables": ["weights", "activations", "activity_change"], "modality": "generic",
         "max_units": 144, "max_sessions": 6, "target_accuracy": TARGET, "rules": ["hebbian", "sgdm"],
         "target": "rule", "heldout": "none", "classifier": "ridge", "trials": 15, "n_splits": 5, "seed": 0,
-        "study": "plan", "setaside": PLAN_SETASIDE,
+        "study": "plan", "setaside": PLAN_SETASIDE, "robust": False, "statistics": "marginal",
     }
     assert doc["modality"] == generic.to_dict()
     assert isinstance(doc["elapsed_s"], float) and 0 < doc["elapsed_s"] == round(doc["elapsed_s"], 1)
@@ -427,7 +441,8 @@ def test_the_recommendation_is_the_cheapest_feasible_trial_that_holds_up(feasibl
     expected = trial_document(cheapest, "hours")
     assert expected is not None
     assert doc["recommendation"] == expected | {"verified_accuracy": doc["verification"]["accuracy"],
-                                                "setaside": doc["setaside"]}
+                                                "setaside": doc["setaside"],
+                                                "heldout": heldout_summary(doc["heldout_architecture"])}
     assert doc["recommendation"]["description"] == cheapest.describe()
     assert doc["verification"]["seeds"] == [1001, 1002, 1003] and len(doc["verification"]["per_seed"]) == 3
     assert doc["best"] == trial_document(max(trials, key=lambda t: (t.ci[0], t.accuracy, -t.cost)), "hours")
@@ -472,7 +487,13 @@ def test_controls_and_importances_of_the_recommendation(feasible: Planned) -> No
     strongest = max(doc["controls"], key=lambda k: (doc["controls"][k]["ci"][1], doc["controls"][k]["accuracy"]))
     assert doc["strongest_control"] == strongest
     held = doc["heldout_architecture"]
-    assert held["families"] == ["conv", "mlp"]
+    assert held["level"] == "architecture" and held["levels"] == ["conv2_relu", "mlp3_relu"]
+    # each architecture's set-aside networks, tested by a fit on the other architecture's search networks
+    assert sum(v["n_networks"] for v in held["per_level"].values()) == held["n_networks"] == N_SETASIDE
+    assert doc["recommendation"]["heldout"] == {
+        "accuracy": held["accuracy"], "ci": held["ci"], "level": "architecture", "transfers": held["transfers"],
+        "control": {"accuracy": held["control_accuracy"], "ci": held["control_ci"],
+                    "classifier": held["control_classifier"]}}
     assert held["transfers"] is (held["ci"][0] >= TARGET and held["ci"][0] > held["control_ci"][1])
     for entry in (*doc["controls"].values(), held, {"accuracy": held["control_accuracy"], "ci": held["control_ci"]}):
         assert 0 <= entry["ci"][0] <= entry["accuracy"] <= entry["ci"][1] <= 1
@@ -546,6 +567,35 @@ def test_a_plan_with_architecture_held_out(plan_bank: TrajectoryBank, generic: M
     # every set-aside network tested once, by a fit on the search networks of the other family
     assert np.sum(doc["confusion_matrix"]) == N_SETASIDE and doc["setaside"]["n_networks"] == N_SETASIDE
     assert all(c["ci"][0] <= c["accuracy"] <= c["ci"][1] for c in doc["controls"].values())
+
+
+def test_a_robust_plan_also_leaves_one_architecture_out(plan_bank: TrajectoryBank, generic: Modality,
+                                                         tmp_path: Path) -> None:
+    """--robust: every trial carries its leave-one-architecture-out score over the search networks, and is
+    feasible only where that lower bound reaches the target too; the plan is recommended only if the set-aside
+    test leaving one architecture out transfers."""
+    question = _question(plan_bank, generic, robust=True, n_trials=6)
+    assert question.robust and question.key("h", "generic") != _question(plan_bank, generic).key("h", "generic")
+    doc = _plan(plan_bank, question, generic, tmp_path, curves=False).doc
+    assert doc["question"]["robust"] is True
+    for t in doc["trials"]:
+        assert t["heldout_ci"] is not None and 0 <= t["heldout_ci"][0] <= t["heldout_accuracy"] <= 1
+        if t["feasible"]:
+            assert t["heldout_ci"][0] >= TARGET and t["ci"][0] >= TARGET
+    held = doc["heldout_architecture"]
+    assert doc["feasible"] is (doc["verdict"] == "recommended")
+    if doc["verdict"] == "recommended":
+        assert held["transfers"] and doc["recommendation"]["heldout"]["transfers"]
+    if doc["candidate"] is not None and not held["transfers"]:
+        assert doc["verdict"] in ("setaside_below_target", "setaside_not_beyond_controls",
+                                  "setaside_does_not_transfer")
+
+
+def test_robust_needs_two_architectures(tiny_bank: SimulationResult, generic: Modality) -> None:
+    with pytest.raises(AdvisorError) as err:
+        _question(tiny_bank.bank, generic, robust=True, n_splits=3)
+    assert str(err.value) == ("--robust needs a bank with at least 2 architectures (it leaves one out at a time); "
+                              "this one has only mlp3_relu")
 
 
 def test_bank_document(plan_bank: TrajectoryBank) -> None:
