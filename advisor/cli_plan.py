@@ -157,6 +157,12 @@ def _plan_options(command: Any) -> Any:
         click.option("--heldout", type=click.Choice(PLAN_HELDOUT), default="none", show_default=True,
                      help="none: stratified 75/25 splits; architecture: leave one architecture out; arch_family: "
                           "leave one architecture family (mlp, conv) out."),
+        click.option("--statistics", type=click.Choice(("marginal", "population", "both")), default="population",
+                     show_default=True,
+                     help="What the classifier sees of each recorded group: population (gain-invariant "
+                          "dimensionality, correlations, sparseness and drift over sessions), marginal (the "
+                          "paper's 21 statistics of the values), or both. Weights have no stimuli: they are "
+                          "scored on the marginal statistics."),
         click.option("--robust", is_flag=True,
                      help="Feasible only if the protocol also holds leaving one architecture out (its lower CI "
                           "bound reaching the target beyond the behavioural control), in the search and on the "
@@ -225,7 +231,7 @@ def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str
 @common_options
 def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
          max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
-         robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
+         statistics: str, robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
          storage: str | None, tracking_uri: str | None, modality: str | None, trials: int, study: str | None,
          no_curves: bool) -> None:
     """Find the cheapest recording protocol that identifies the learning rule.
@@ -258,7 +264,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
                              target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
                              classifier=classifier, n_trials=trials, n_splits=splits, seed=seed,
-                             setaside=setaside, robust=robust)
+                             setaside=setaside, robust=robust, statistics=statistics)
     study_name = study or f"plan-{question.key(bank.hash, mod.key)}"
     workspace = app.open_workspace()
     _prepare_storage(storage_url)
@@ -267,7 +273,8 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
               "max_sessions": question.max_sessions, "target_accuracy": target_accuracy,
               "rules": ",".join(question.rules), "target": question.target, "heldout": heldout,
               "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
-              "storage": storage_url, "setaside": setaside, **({"robust": True} if robust else {})}
+              "storage": storage_url, "setaside": setaside, "statistics": statistics,
+              **({"robust": True} if robust else {})}
     join = f"advisor worker --study {study_name}" + (f" --storage {shlex.quote(storage)}" if storage else "")
     app.consoles.err.print(f"study {study_name} — more workers: {join}", highlight=False, soft_wrap=True)
     with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
@@ -429,7 +436,7 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
 @common_options
 def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
             max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
-            robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
+            statistics: str, robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
             storage: str | None, tracking_uri: str | None, modalities_text: str, trials: int) -> None:
     """Compare recording modalities: the cheapest sufficient protocol of each, side by side.
 
@@ -453,7 +460,8 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     questions = {mod.key: make_question(bank, mod, observable=observable, max_units=max_units,
                                         max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
                                         family=family, heldout=heldout, classifier=classifier, n_trials=trials,
-                                        n_splits=splits, seed=seed, setaside=setaside, robust=robust)
+                                        n_splits=splits, seed=seed, setaside=setaside, robust=robust,
+                                        statistics=statistics)
                  for mod in modalities if observable is None or observable in mod.observables}
     workspace = app.open_workspace()
     _prepare_storage(storage_url)

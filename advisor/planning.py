@@ -35,7 +35,7 @@ from advisor.evaluation import (
     score,
     strongest,
 )
-from advisor.protocol import GROUPS, RecordingProtocol
+from advisor.protocol import GROUPS, STATISTIC_SETS, RecordingProtocol
 from advisor.search import (
     LAYER_SUBSETS,
     MIN_SESSIONS,
@@ -70,6 +70,7 @@ def make_question(
     bank: Any, modality: Any, *, observable: str | None, max_units: int | None, max_sessions: int | None,
     target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str, classifier: str,
     n_trials: int, n_splits: int, seed: int, setaside: float = 0.25, robust: bool = False,
+    statistics: str = "marginal",
 ) -> Question:
     """Check the user's bounds against the bank and the modality and return the search question."""
     if not 0.0 < target_accuracy <= 1.0:
@@ -117,6 +118,8 @@ def make_question(
             one, many = HELDOUT_NAMES[heldout]
             raise AdvisorError(f"--heldout {heldout} needs a bank with at least 2 {many}; this one has only "
                                f"{levels[0]}")
+    if statistics not in STATISTIC_SETS:
+        raise AdvisorError(f"--statistics must be one of {', '.join(STATISTIC_SETS)}; got {statistics!r}")
     if robust:
         archs = sorted(set(meta["architecture"].astype(str)))
         if len(archs) < 2:
@@ -135,7 +138,7 @@ def make_question(
                                f"{FOLDS}-fold splits need at least {FOLDS} (simulate more networks per rule)")
     return Question(observables, unit_cap, per_group, session_cap, n_checkpoints, allowed_layers,
                     float(target_accuracy), target, chosen, heldout, classifier, n_trials, n_splits, seed,
-                    float(setaside), bool(robust))
+                    float(setaside), bool(robust), statistics)
 
 
 def versions() -> dict[str, str]:

@@ -122,7 +122,7 @@ def test_catalog_json() -> None:
     assert [c["key"] for c in doc["classifiers"]] == CLASSIFIERS.keys()
     assert next(m for m in doc["modalities"] if m["key"] == "ephys")["observables"] == ["activations"]
     assert [r["key"] for r in doc["rules"]] == list(RULES) and len(doc["rules"]) == 11
-    assert [a["key"] for a in doc["architectures"]] == list(ARCHITECTURES) and len(doc["architectures"]) == 7
+    assert [a["key"] for a in doc["architectures"]] == list(ARCHITECTURES) and len(doc["architectures"]) == 8
     assert {t["key"] for t in doc["tasks"]} == set(TASKS)
     assert {c["key"] for c in doc["curricula"]} == set(CURRICULA)
     sgdm = next(r for r in doc["rules"] if r["key"] == "sgdm")
