@@ -110,6 +110,23 @@ def test_catalog_on_a_narrow_default_console_keeps_keys_whole() -> None:
         assert key in result.stdout and rule.family in result.stdout
 
 
+def test_simulate_dry_run_prints_the_shard_plan_and_trains_nothing(tmp_path: Path) -> None:
+    from simulator.config import plan_shards, sample_population
+    from simulator.presets import load_preset
+
+    result = _invoke(["simulate", "--preset", "paper", "--dry-run", "--json", "--workspace", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    config = load_preset("paper")
+    sizes = [len(s.networks) for s in plan_shards(config, sample_population(config))]
+    assert json.loads(result.stdout) == {"n_networks": 1056, "n_shards": len(sizes), "networks_per_shard": {
+        "mean": round(1056 / len(sizes), 3), "min": min(sizes), "max": max(sizes)}}
+    assert len(sizes) == 96 and sum(sizes) / len(sizes) >= 8  # batch sizes mixed (the preset asks for it)
+    assert list(tmp_path.iterdir()) == []  # nothing trained, nothing written
+    text = _invoke(["simulate", "--preset", "quick", "--dry-run", "--workspace", str(tmp_path)])
+    assert text.exit_code == 0
+    assert text.stdout.startswith("quick: 256 networks in 64 batched ensembles (networks per ensemble: mean 4.0")
+
+
 def test_catalog_json() -> None:
     result = _invoke(["catalog", "--json"])
     assert result.exit_code == 0
