@@ -436,8 +436,8 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
 @common_options
 def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
             max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
-            statistics: str, robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
-            storage: str | None, tracking_uri: str | None, modalities_text: str, trials: int) -> None:
+            statistics: str, robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None,
+            seed: int, storage: str | None, tracking_uri: str | None, modalities_text: str, trials: int) -> None:
     """Compare recording modalities: the cheapest sufficient protocol of each, side by side.
 
     One search per modality (its observables, limits, noise and cost), one MLflow parent run with every trial

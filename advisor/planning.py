@@ -27,9 +27,9 @@ from advisor.controls import behaviour_features, controls_document, hyperparamet
 from advisor.errors import AdvisorError
 from advisor.evaluation import (
     FOLDS,
+    HELDOUT_NAMES,
     beyond,
     control_scores,
-    HELDOUT_NAMES,
     fixed_partition_splits,
     heldout_groups,
     score,
@@ -115,7 +115,7 @@ def make_question(
     if heldout != "none":
         levels = sorted(set(heldout_groups(meta, heldout)))  # raises on an unknown mode
         if len(levels) < 2:
-            one, many = HELDOUT_NAMES[heldout]
+            _one, many = HELDOUT_NAMES[heldout]
             raise AdvisorError(f"--heldout {heldout} needs a bank with at least 2 {many}; this one has only "
                                f"{levels[0]}")
     if statistics not in STATISTIC_SETS:

@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--sessions", type=int, default=10)
     parser.add_argument("--target", default="rule", choices=("rule", "family"))
     parser.add_argument("--splits", type=int, default=8)
+    parser.add_argument("--change", action="store_true",
+                        help="also score each statistic set as its change since the first session (sessions 2..S)")
     args = parser.parse_args()
 
     import numpy as np
@@ -70,38 +72,43 @@ def main() -> None:
         X = featurize(bank, protocol).X
         timings[f"featurize {statistics}"] = time.perf_counter() - t0
         extra_all = augmented_features(bank, protocol, max(augments))
-        for k in augments:
-            extra = extra_all[: k - 1]
-            for classifier in _list(args.classifiers):
-                for heldout in heldouts:
-                    t0 = time.perf_counter()
-                    result = evaluate(X, behaviour, meta, target=args.target, classifier=classifier,
-                                      heldout=heldout, n_splits=args.splits, seed=0, augment=extra)
-                    behave = result.controls["behaviour"]
-                    per_level = None
-                    if heldout != "none":
-                        levels = sorted(set(heldout_groups(meta, heldout)))
-                        per_level = dict(zip(levels, result.scores.split_accuracies, strict=True))
-                    row = {"statistics": statistics, "augment": k, "classifier": classifier, "heldout": heldout,
-                           "accuracy": result.accuracy, "ci": list(result.scores.ci),
-                           "ci_method": result.scores.ci_method, "per_level": per_level,
-                           "behaviour": {"accuracy": behave.scores.accuracy, "ci": list(behave.scores.ci),
-                                         "classifier": behave.classifier},
-                           "hyperparameters": {"accuracy": result.controls["hyperparameters"].scores.accuracy,
-                                               "ci": list(result.controls["hyperparameters"].scores.ci)},
-                           "beyond_behaviour": bool(result.scores.ci[0] > behave.scores.ci[1]),
-                           "seconds": round(time.perf_counter() - t0, 2)}
-                    rows.append(row)
-                    print(f"{statistics:10s} K={k} {classifier:6s} {heldout:13s} {row['accuracy']:.3f} "
-                          f"[{row['ci'][0]:.2f}, {row['ci'][1]:.2f}] behaviour {behave.scores.accuracy:.3f} "
-                          f"({row['seconds']:.1f} s)", flush=True)
+        variants = [(statistics, X, extra_all)]
+        if args.change:  # every statistic relative to its value in the first session: X_t - X_0, t >= 1
+            variants.append((f"{statistics}-change", (X - X[:, :1])[:, 1:],
+                             [(a - a[:, :1])[:, 1:] for a in extra_all]))
+        for statistics, X, extra_all in variants:
+            for k in augments:
+              extra = extra_all[: k - 1]
+              for classifier in _list(args.classifiers):
+                  for heldout in heldouts:
+                      t0 = time.perf_counter()
+                      result = evaluate(X, behaviour, meta, target=args.target, classifier=classifier,
+                                        heldout=heldout, n_splits=args.splits, seed=0, augment=extra)
+                      behave = result.controls["behaviour"]
+                      per_level = None
+                      if heldout != "none":
+                          levels = sorted(set(heldout_groups(meta, heldout)))
+                          per_level = dict(zip(levels, result.scores.split_accuracies, strict=True))
+                      row = {"statistics": statistics, "augment": k, "classifier": classifier, "heldout": heldout,
+                             "accuracy": result.accuracy, "ci": list(result.scores.ci),
+                             "ci_method": result.scores.ci_method, "per_level": per_level,
+                             "behaviour": {"accuracy": behave.scores.accuracy, "ci": list(behave.scores.ci),
+                                           "classifier": behave.classifier},
+                             "hyperparameters": {"accuracy": result.controls["hyperparameters"].scores.accuracy,
+                                                 "ci": list(result.controls["hyperparameters"].scores.ci)},
+                             "beyond_behaviour": bool(result.scores.ci[0] > behave.scores.ci[1]),
+                             "seconds": round(time.perf_counter() - t0, 2)}
+                      rows.append(row)
+                      print(f"{statistics:10s} K={k} {classifier:6s} {heldout:13s} {row['accuracy']:.3f} "
+                            f"[{row['ci'][0]:.2f}, {row['ci'][1]:.2f}] behaviour {behave.scores.accuracy:.3f} "
+                            f"({row['seconds']:.1f} s)", flush=True)
 
     table = Table(title=f"Transfer on {bank.path.name} ({len(meta)} networks, {args.observable}, full "
                         f"observation, unknown gains; target {args.target})")
     for col in ("statistics", "K", "classifier", *heldouts):
         table.add_column(col, justify="left" if col in ("statistics", "classifier") else "right")
     keys = sorted({(r["statistics"], r["augment"], r["classifier"]) for r in rows},
-                  key=lambda t: (_list(args.statistics).index(t[0]), t[1], t[2]))
+                  key=lambda t: (_list(args.statistics).index(t[0].removesuffix("-change")), t[0], t[1], t[2]))
     for s, k, c in keys:
         cells = []
         for h in heldouts:

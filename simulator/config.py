@@ -299,9 +299,9 @@ def sample_population(config: SimulationConfig) -> list[NetworkSpec]:
 
 def mixes_batch_sizes(config: SimulationConfig, rule: str) -> bool:
     """Whether networks of ``rule`` with different batch sizes share an ensemble: the config asks for it
-    (``mix_batch_sizes``), every batch size of the config divides the largest, and the rule's update depends on its batch only through batch means
-    (``LearningRule.replicable_batches``), so a network's batch tiled to the ensemble's size gives the same
-    update."""
+    (``mix_batch_sizes``), every batch size of the config divides the largest, and the rule's update depends
+    on its batch only through batch means (``LearningRule.replicable_batches``), so a network's batch tiled to
+    the ensemble's size gives the same update."""
     from simulator.rules import RULES
 
     largest = max(config.batch_sizes)

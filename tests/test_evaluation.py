@@ -10,12 +10,12 @@ import pytest
 from advisor import evaluation
 from advisor.errors import AdvisorError
 from advisor.evaluation import (
-    heldout_groups,
     Z95,
     best_of,
     bootstrap_ci,
     corrected_t_interval,
     evaluate,
+    heldout_groups,
     make_splits,
     partition_interval,
     score,
@@ -283,7 +283,7 @@ def test_augmentation_adds_training_samples_only() -> None:
     """K recordings per training network: the classifier is fitted on every copy of the training networks and
     tested once per test network; copies that equal the original barely change the fit (only the ridge
     penalty's weight relative to the data halves)."""
-    X, curve, md = synthetic()
+    X, _curve, md = synthetic()
     y = md["rule"].to_numpy()
     labels = sorted(set(y))
     splits = make_splits(y, "none", None, 4, 0)

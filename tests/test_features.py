@@ -122,5 +122,5 @@ def test_augmented_recordings_are_other_draws_of_the_same_protocol(tiny_bank: An
     np.testing.assert_array_equal(extra[1], featurize(tiny_bank.bank,
                                                       replace(protocol, seed=5 + 2 * AUGMENT_SEED_STRIDE)).X)
     assert not np.array_equal(extra[0], featurize(tiny_bank.bank, protocol).X)
-    with pytest.raises(AdvisorError, match="--augment must be a positive integer .* got 0"):
+    with pytest.raises(AdvisorError, match=r"--augment must be a positive integer .* got 0"):
         augmented_features(tiny_bank.bank, protocol, 0)
