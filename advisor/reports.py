@@ -418,15 +418,34 @@ def _share(share: Any) -> str:
     return "share" if share is None else f"{float(share):.0%}"
 
 
+_MARGINAL_WORDS = ("21 statistics of the recorded values (raw, absolute and squared values, each summarised by "
+                   "mean, median, third quartile, variance, L2 norm, Pearson's second skewness coefficient and "
+                   "kurtosis)")
+_POPULATION_WORDS = ("statistics of the recorded population that no unknown gain or offset changes (the "
+                     "participation ratio of the units' correlations across stimuli, the mean and spread of "
+                     "pairwise correlations, lifetime and population sparseness, the representational similarity "
+                     "to the first and the previous session, tuning stability and the change of response spread "
+                     "since the first session; weights, which have no stimuli, the 21 statistics of their values)")
+STATISTICS_METHODS = {
+    "marginal": f" For every recorded layer group and session we computed {_MARGINAL_WORDS}.",
+    "population": f" For every recorded layer group and session we computed {_POPULATION_WORDS}.",
+    "both": f" For every recorded layer group and session we computed {_MARGINAL_WORDS}, and {_POPULATION_WORDS}.",
+}
+"""The methods paragraph's words for each ``--statistics`` set."""
+
+
 def _analysis(doc: Doc) -> str:
     q = doc.get("question", {})
     splits = q.get("n_splits") or 10
     heldout = q.get("heldout", "none")
     classifier = CLASSIFIER_WORDS.get(q.get("classifier", ""), str(q.get("classifier")))
-    text = (" For every recorded layer group and session we computed 21 statistics of the recorded values (raw, "
-            "absolute and squared values, each summarised by mean, median, third quartile, variance, L2 norm, "
-            "Pearson's second skewness coefficient and kurtosis). A " + classifier + " identified each network's "
-            f"{target_word(doc)} from these statistics.")
+    text = STATISTICS_METHODS.get(q.get("statistics", "marginal"), STATISTICS_METHODS["marginal"])
+    text += (" A " + classifier + f" identified each network's {target_word(doc)} from these statistics.")
+    if q.get("robust"):
+        text += (" The plan was robust: a protocol counted only if it also identified the rule leaving one "
+                 "architecture out at a time (trained on the others), its lower 95% CI bound reaching the target "
+                 "and clearing the behavioural control on the same splits, in the search and on the set-aside "
+                 "networks.")
     if "setaside" not in doc and "setaside" not in q:  # a document from before the set-aside networks
         split_text = (f"{_count(splits)} {SPLIT_WORDS['none']}" if heldout == "none"
                       else SPLIT_WORDS.get(heldout, f"held-out {heldout} splits"))

@@ -188,6 +188,20 @@ def test_recommendation_sentence_compare() -> None:
         ", but no protocol met the target beyond the controls in the search; chance 0.25.")
 
 
+def test_methods_paragraph_names_the_statistics_and_the_robust_test() -> None:
+    doc = load("plan")
+    assert "we computed 21 statistics of the recorded values" in methods_paragraph(doc)
+    assert "robust" not in methods_paragraph(doc)
+    doc["question"].update(statistics="population", robust=True)
+    text = methods_paragraph(doc)
+    assert "21 statistics of the recorded values (raw" not in text
+    assert "statistics of the recorded population that no unknown gain or offset changes" in text
+    assert "The plan was robust: a protocol counted only if it also identified the rule leaving one architecture" \
+           in text
+    doc["question"]["statistics"] = "both"
+    assert "kurtosis), and statistics of the recorded population" in methods_paragraph(doc)
+
+
 def test_methods_paragraph_has_every_number() -> None:
     doc = load("plan")
     text = methods_paragraph(doc)
