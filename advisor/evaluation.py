@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -261,7 +261,7 @@ def _stratified_resample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 # ------------------------------------------------------------------------------------------------ scoring
 def score(
     X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], labels: list[str], *,
-    classifier: str, seed: int, importances: bool = False, refits: int = REFITS,
+    classifier: str | Callable[..., Any], seed: int, importances: bool = False, refits: int = REFITS,
     cross_validated: bool | None = None, augment: Sequence[np.ndarray] = (),
 ) -> Scores:
     """Fit ``classifier`` on every split and pool the out-of-split predictions.
@@ -271,6 +271,10 @@ def score(
     partition and gets ``refits`` refits per split on bootstrap resamples of its training networks.
 
     Args:
+        classifier: a key of ``advisor.classifiers`` or a factory ``(random_state, n_sessions) -> estimator``
+            (an estimator outside the registry, e.g. ``advisor.learned``'s, whose X need not be 3-D).
+        refits: refits per split of a fixed partition for the training-set variance (below 2: none, the
+            interval is binomial over the tested networks only).
         cross_validated: whether ``splits`` are repeated cross-validation folds (True) or a fixed partition
             (False); None infers it from the splits, which cannot tell leave-one-level-out over 4 or more
             levels (every network tested once) from one repeat of 4-fold cross-validation: callers that know
@@ -281,6 +285,11 @@ def score(
             recording each, as an experimenter has.
     """
     from sklearn.metrics import confusion_matrix
+
+    def make(random_state: int) -> Any:
+        if callable(classifier):
+            return classifier(random_state=random_state, n_sessions=X.shape[1])
+        return make_classifier(classifier, random_state=random_state, n_sessions=X.shape[1])
 
     extra = [np.asarray(a) for a in augment]
     if any(a.shape != X.shape for a in extra):
@@ -297,7 +306,7 @@ def score(
     accs, feat_imps, sess_imps = [], [], []
     preds: list[np.ndarray] = []
     for i, (train, test) in enumerate(splits):
-        est = make_classifier(classifier, random_state=seed + i, n_sessions=X.shape[1])
+        est = make(seed + i)
         est.fit(*training(train))
         pred = est.predict(X[test])
         preds.append(pred)
@@ -329,7 +338,7 @@ def score(
             boot = []
             for r in range(refits):
                 pick = train[_stratified_resample(y[train], rng)]
-                est = make_classifier(classifier, random_state=seed + 1000 * (i + 1) + r, n_sessions=X.shape[1])
+                est = make(seed + 1000 * (i + 1) + r)
                 est.fit(*training(pick))
                 boot.append(float(np.mean(est.predict(X[test]) == y[test])))
             var_train += (len(test) / total) ** 2 * float(np.var(boot, ddof=1))
@@ -436,9 +445,10 @@ def fixed_partition_splits(search: np.ndarray, setaside: np.ndarray, groups: np.
 
 
 def evaluate(
-    X: np.ndarray, curve: np.ndarray | None, metadata: Any, *, target: str = "rule", classifier: str = "rf",
-    heldout: str = "none", n_splits: int = 10, seed: int = 0, importances: bool = False,
-    hyperparameters: bool = True, augment: Sequence[np.ndarray] = (),
+    X: np.ndarray, curve: np.ndarray | None, metadata: Any, *, target: str = "rule",
+    classifier: str | Callable[..., Any] = "rf", heldout: str = "none", n_splits: int = 10, seed: int = 0,
+    importances: bool = False, hyperparameters: bool = True, augment: Sequence[np.ndarray] = (),
+    refits: int = REFITS,
 ) -> EvaluationResult:
     """Identify ``metadata[target]`` (``rule`` or ``family``) from features X (networks, sessions, features).
 
@@ -451,6 +461,7 @@ def evaluate(
             ``init_scale`` columns; skipped where they are missing).
         augment: more virtual recordings of the same networks for training (:func:`score`); the controls see
             one copy of each network (behaviour and hyperparameters do not change between recordings).
+        classifier, refits: as in :func:`score` (the controls always get the full refits).
     """
     y = metadata[target].astype(str).to_numpy()
     labels = sorted(set(y))
@@ -460,7 +471,7 @@ def evaluate(
     splits = make_splits(y, heldout, groups, n_splits, seed)
     cross_validated = heldout == "none"  # leave-one-level-out is a fixed partition, however many levels
     scores = score(X, y, splits, labels, classifier=classifier, seed=seed, importances=importances,
-                   cross_validated=cross_validated, augment=augment)
+                   cross_validated=cross_validated, augment=augment, refits=refits)
     inputs: dict[str, np.ndarray] = {}
     if curve is not None:
         inputs["behaviour"] = curve
@@ -468,4 +479,5 @@ def evaluate(
         inputs["hyperparameters"] = hyperparameter_features(metadata)
     controls = control_scores(inputs, y, splits, labels, seed=seed, cross_validated=cross_validated)
     chance = float(max(np.mean(y == label) for label in labels))
-    return EvaluationResult(scores, controls, labels, chance, len(y), heldout, classifier)
+    name = classifier if isinstance(classifier, str) else getattr(classifier, "__name__", type(classifier).__name__)
+    return EvaluationResult(scores, controls, labels, chance, len(y), heldout, name)

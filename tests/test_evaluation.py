@@ -295,3 +295,28 @@ def test_augmentation_adds_training_samples_only() -> None:
     assert augmented.confusion_matrix.sum() == len(y) and augmented.n_tested == len(y)
     with pytest.raises(ValueError, match="augment arrays must be shaped like X"):
         score(X, y, splits, labels, classifier="ridge", seed=0, augment=[X[:5]])
+
+
+def test_a_classifier_factory_scores_like_its_registry_key() -> None:
+    """``classifier`` may be a factory ``(random_state, n_sessions) -> estimator`` (estimators outside the
+    registry, ``advisor.learned``): it is called once per split and refit with the split's seeds, so the same
+    estimator by key and by factory gives the same scores, and evaluate names it by the factory's name."""
+    from advisor.classifiers import make_classifier
+
+    X, curve, md = synthetic()
+    y = md["rule"].to_numpy()
+    labels = sorted(set(y))
+    calls: list[tuple[int, int]] = []
+
+    def ridge_factory(random_state: int, n_sessions: int) -> object:
+        calls.append((random_state, n_sessions))
+        return make_classifier("ridge", random_state=random_state, n_sessions=n_sessions)
+
+    split = make_splits(y, "arch_family", heldout_groups(md, "arch_family"), 4, 0)
+    by_key = score(X, y, split, labels, classifier="ridge", seed=0, refits=3)
+    by_factory = score(X, y, split, labels, classifier=ridge_factory, seed=0, refits=3)
+    assert by_factory.accuracy == by_key.accuracy and by_factory.ci == by_key.ci
+    assert len(calls) == 2 * (1 + 3) and {n for _, n in calls} == {6}
+    result = evaluate(X, curve, md, classifier=ridge_factory, heldout="arch_family", refits=0)
+    assert result.classifier == "ridge_factory"
+    assert result.scores.ci == pytest.approx(wilson_interval(result.accuracy, len(y)))
