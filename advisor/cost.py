@@ -518,8 +518,11 @@ def _flat_assumptions(assumptions: dict[str, Any]) -> dict[str, Any]:
 
 
 def modality_dir() -> Path:
-    """The folder of built-in modalities, ``presets/modalities/``."""
-    return Path(__file__).resolve().parent.parent / "presets" / "modalities"
+    """The folder of built-in modalities, ``presets/modalities/`` (package data of ``simulator``, next to the
+    built-in populations: :func:`simulator.presets.preset_dir`)."""
+    from simulator.presets import preset_dir
+
+    return preset_dir() / "modalities"
 
 
 def list_modalities() -> list[str]:

@@ -59,8 +59,9 @@ def raw_recording_array(recording: Recording) -> np.ndarray:
             ``(n_networks, n_sessions, k_g, n_probes)``.
 
     Returns:
-        ``(n_networks, G, n_sessions, k, n_probes)`` float32 with ``k = min_g k_g``; NaN where the recording has
-        NaN (a network without the group).
+        ``(n_networks, G, n_sessions, k, n_probes)`` float32 with ``k = min_g k_g``; NaN where the recording is
+        not finite (a network without the group, or one whose activity diverged: ±inf), which
+        :class:`DeepSetsClassifier` treats as missing.
 
     Raises:
         ValueError: no groups; weights (3-D values, no probe axis); groups that disagree on networks, sessions
@@ -84,7 +85,8 @@ def raw_recording_array(recording: Recording) -> np.ndarray:
                 f"sessions and {p} probes"
             )
     k = min(v.shape[2] for v in values)
-    return np.stack([v[:, :, :k] for v in values], axis=1).astype(np.float32)
+    stacked = np.stack([v[:, :, :k] for v in values], axis=1).astype(np.float32)
+    return np.where(np.isfinite(stacked), stacked, np.float32(np.nan))
 
 
 def normalize_units(X: np.ndarray) -> np.ndarray:

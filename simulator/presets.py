@@ -44,6 +44,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -234,8 +235,12 @@ def _walk(table: Mapping[str, Any], schema: Mapping[str, Any], prefix: str, file
 
 # ------------------------------------------------------------------------------------------------- loading
 def preset_dir() -> Path:
-    """The repository's ``presets/`` folder."""
-    return Path(__file__).resolve().parent.parent / "presets"
+    """The built-in presets: the package data folder ``simulator/data/presets/`` (the repository's top-level
+    ``presets/`` is a link to it, the same files), found through :mod:`importlib.resources` so that a wheel or a
+    non-editable install finds them as an editable one does."""
+    folder = resources.files("simulator").joinpath("data", "presets")
+    # installed packages are directories (wheels are unpacked), so the traversable is a real path
+    return Path(os.fspath(folder))  # type: ignore[call-overload]
 
 
 def list_presets() -> list[str]:

@@ -342,6 +342,10 @@ def test_raw_recording_array_stacks_groups_and_keeps_the_first_units() -> None:
     assert X.shape == (3, 3, 4, 4, 5) and X.dtype == np.float32
     for g, v in enumerate(values):
         np.testing.assert_array_equal(X[:, g], v[:, :, :4])
+    values[1][2, 3, 0, 0] = np.inf  # a diverged network: missing for DeepSets, not an error
+    X = raw_recording_array(recording)
+    assert np.isnan(X[2, 1, 3, 0, 0]) and np.isfinite(np.delete(X.ravel(), np.ravel_multi_index(
+        (2, 1, 3, 0, 0), X.shape))).all()
 
 
 def test_raw_recording_array_refuses_weights_and_mismatched_groups() -> None:
