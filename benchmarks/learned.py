@@ -80,11 +80,10 @@ def main() -> None:
         return DeepSetsClassifier(hidden=args.hidden, epochs=args.epochs, random_state=random_state)
 
     candidates: list[tuple[str, str, Any, Any, int]] = [  # (summary, classifier, X, factory, refits)
-        ("population stats", "ridge", inputs["population"], "ridge", 20),
-        ("population stats", "logreg", inputs["population"], "logreg", 20),
-        ("population stats", "group vote (logreg)", inputs["population"],
-         partial(group_vote, "logreg"), 20),
-        ("marginal+population", "group vote (logreg)", inputs["both"], partial(group_vote, "logreg"), 20),
+        ("population", "ridge", inputs["population"], "ridge", 20),
+        ("population", "logreg", inputs["population"], "logreg", 20),
+        ("population", "vote·logreg", inputs["population"], partial(group_vote, "logreg"), 20),
+        ("both", "vote·logreg", inputs["both"], partial(group_vote, "logreg"), 20),
         ("raw units", "DeepSets", raw, deepsets, 0),
     ]
     rows: list[dict[str, Any]] = []
@@ -118,7 +117,7 @@ def main() -> None:
     table.add_column("s / fit", justify="right")
     for summary, name, *_ in candidates:
         mine = [r for r in rows if (r["summary"], r["classifier"]) == (summary, name)]
-        cells = [f"{r['accuracy']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]{'*' if r['beyond_behaviour'] else ''}"
+        cells = [f"{r['accuracy']:.2f} [{r['ci'][0]:.2f}-{r['ci'][1]:.2f}]{'*' if r['beyond_behaviour'] else ''}"
                  + ("†" if r["refits"] < 2 else "") for r in mine]
         fits = sum(1 + (r["refits"] if r["heldout"] != "none" else 0) for r in mine) or 1
         table.add_row(summary, name, *cells, f"{sum(r['seconds'] for r in mine) / fits:.1f}")

@@ -17,17 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from simulator.constants import DEFAULT_WEIGHT_DECAY, GROUPS, SCHEMA_VERSION
 from simulator.errors import ConfigError
 
-SCHEMA_VERSION = 3
-"""Part of the bank hash: bump it whenever the bank layout, a rule's update or a recorded quantity changes, so
-that no cached bank built by older code is ever returned for a config."""
-
-DEFAULT_WEIGHT_DECAY = 0.01
-"""Forward-weight decay of every rule (issue 9: measured in ``benchmarks/results/rule_alignment-cpu2.json``)."""
-
-GROUPS = ("early", "middle", "deep")
-"""Layer groups: hidden layers are split into thirds by depth (see ``networks.layer_groups``)."""
+__all__ = ["DEFAULT_WEIGHT_DECAY", "GROUPS", "SCHEMA_VERSION", "NetworkSpec", "ShardSpec", "SimulationConfig",
+           "mixes_batch_sizes", "plan_shards", "sample_population", "shard_summary"]
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> None:

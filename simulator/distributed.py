@@ -135,8 +135,8 @@ def _train_on_worker(
     config: SimulationConfig, shard: ShardSpec, specs: Sequence[NetworkSpec], device: str
 ) -> TrainedShard:
     """The task: train one shard on the worker's ``device`` with as many torch threads as a local build."""
+    from simulator.device import resolve_device, training_threads
     from simulator.ensemble import train_shard
-    from simulator.pipeline import resolve_device, training_threads
 
     with training_threads():
         return train_shard(config, shard, specs, resolve_device(device))

@@ -21,7 +21,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from simulator.config import GROUPS
+from simulator.constants import GROUPS
 from simulator.registry import Registry
 
 ACTIVATIONS = ("relu", "tanh", "none")

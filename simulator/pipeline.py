@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,9 +19,9 @@ import torch
 
 from simulator.bank import BankWriter, TrajectoryBank, bank_is_complete, load_bank
 from simulator.config import GROUPS, SCHEMA_VERSION, ShardSpec, SimulationConfig, plan_shards, sample_population
+from simulator.device import check_device_name, resolve_device, training_threads
 from simulator.distributed import connect, parse_scheduler, train_shards
 from simulator.ensemble import train_shard
-from simulator.errors import ConfigError
 from simulator.recording import recording_layout
 
 if TYPE_CHECKING:
@@ -31,12 +31,6 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[int, int, str], None]
 """``progress(networks_done, networks_total, description)``."""
-
-TORCH_THREADS = 1
-"""Torch intra-op CPU threads while shards train, in this process and on Dask workers alike. It is fixed
-because it is part of the bank's bytes: torch's CPU reductions sum in an order that depends on the thread count,
-so a 2-thread and a 1-thread build differ in the last bits of losses and weights. Parallelism comes from
-training several shards at once (``scheduler="local:N"``), not from threads inside one small ensemble."""
 
 
 @dataclass(frozen=True)
@@ -55,32 +49,6 @@ CACHED = "cached"
 def bank_path(config: SimulationConfig, banks_dir: Path) -> Path:
     """Where the bank of ``config`` lives: content-addressed by the config hash (and schema version)."""
     return Path(banks_dir) / f"{config.name}-{config.content_hash()[:12]}"
-
-
-def _check_device_name(device: str) -> None:
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be one of cpu, cuda; got {device!r}")
-
-
-def resolve_device(device: str) -> torch.device:
-    """Check a ``--device`` value. Raises ConfigError for an unknown or unavailable device."""
-    _check_device_name(device)
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(
-            "--device cuda: no CUDA device is available (torch.cuda.is_available() is False); use --device cpu"
-        )
-    return torch.device(device)
-
-
-@contextmanager
-def training_threads() -> Iterator[None]:
-    """Run the body with :data:`TORCH_THREADS` torch CPU threads, restoring the previous count on exit."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(TORCH_THREADS)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def _cluster(scheduler: str | None) -> AbstractContextManager[Client | None]:
@@ -141,7 +109,7 @@ def simulate(
         dev = resolve_device(device)
     else:
         parse_scheduler(scheduler)  # a bad value fails before anything is read or written
-        _check_device_name(device)  # availability is the workers' to check
+        check_device_name(device)  # availability is the workers' to check
         dev = torch.device(device)
     path = bank_path(config, banks_dir)
     config_hash = config.content_hash()
