@@ -113,7 +113,8 @@ def make_question(
         plural = {"rule": "rules", "family": "families"}[target]
         raise AdvisorError(f"need at least 2 different {plural} to tell apart; got {', '.join(sorted(labels))}")
     if heldout != "none":
-        levels = sorted(set(heldout_groups(meta, heldout)))  # raises on an unknown mode
+        groups = heldout_groups(meta, heldout)  # raises on an unknown mode
+        levels = sorted(set(groups)) if groups is not None else []
         if len(levels) < 2:
             _one, many = HELDOUT_NAMES[heldout]
             raise AdvisorError(f"--heldout {heldout} needs a bank with at least 2 {many}; this one has only "

@@ -142,7 +142,7 @@ def _block_statistics(values: np.ndarray, chronic: bool) -> np.ndarray:
     """Statistics (n, S, 9) float64 of a block of networks (the caller silences the divisions by zero)."""
     x = values.astype(np.float64)  # a copy: NaN units are zeroed in place below
     p = x.shape[-1]
-    finite = np.isfinite(x).all(axis=-1)  # (n, S, k)
+    finite = np.asarray(np.isfinite(x).all(axis=-1))  # (n, S, k)
     x[~finite] = 0.0
     lo, hi = x.min(axis=-1), x.max(axis=-1)
     valid = finite & (hi > lo)  # finite and tuned: the units of every statistic but the acute spread

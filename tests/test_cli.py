@@ -15,7 +15,8 @@ from cli_helpers import assert_one_error_line
 from click.testing import CliRunner, Result
 from rich.console import Console
 
-from advisor.cli import _ProgressReporter, cli
+from advisor.cli import cli
+from advisor.cli.app import _ProgressReporter
 from advisor.console import Consoles
 from advisor.errors import AdvisorError
 from advisor.workspace import Workspace
@@ -258,7 +259,7 @@ def test_errors_raised_inside_a_command(
     def fail() -> None:
         raise raised
 
-    monkeypatch.setattr("advisor.cli.catalog_document", fail)
+    monkeypatch.setattr("advisor.cli.catalog.catalog_document", fail)
     result = _invoke(["catalog", "--json"])
     assert result.exit_code == code
     assert result.stdout == ""
@@ -269,7 +270,7 @@ def test_a_bug_is_not_disguised_as_a_user_error(monkeypatch: pytest.MonkeyPatch)
     def fail() -> None:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("advisor.cli.catalog_document", fail)
+    monkeypatch.setattr("advisor.cli.catalog.catalog_document", fail)
     result = CliRunner().invoke(cli, ["catalog"])
     assert isinstance(result.exception, RuntimeError)
     assert "Error:" not in result.stderr
@@ -410,7 +411,7 @@ def test_simulate_summary_on_the_default_console(tiny_bank: SimulationResult, ti
 def test_a_one_core_build_on_a_many_core_machine_says_how_to_use_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cores: int, hinted: bool
 ) -> None:
-    import advisor.cli as cli_module
+    import advisor.cli.app as cli_module
 
     monkeypatch.setattr(cli_module, "usable_cores", lambda: cores)
     consoles, out, err = _consoles()

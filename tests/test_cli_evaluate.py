@@ -10,13 +10,13 @@ import pytest
 from cli_helpers import assert_one_error_line
 from click.testing import CliRunner, Result
 
-from advisor.cli import (
+from advisor.cli import cli
+from advisor.cli.app import (
     CLASSIFIER_CHOICES,
     HELDOUT_CHOICES,
     LAYER_GROUPS,
     NOISE_MODEL_CHOICES,
     OBSERVABLE_CHOICES,
-    cli,
     parse_list,
     parse_window,
 )

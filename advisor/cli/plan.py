@@ -1,78 +1,38 @@
-"""``advisor plan``, ``advisor compare``, ``advisor runs`` and ``advisor report``: the design search, tracked in
-MLflow, ending in reports.
-
-Registered on the :data:`advisor.cli.cli` group by :mod:`advisor.cli`. The same conventions apply (one-line errors
-with exit code 2, ``--json`` on stdout, progress on stderr, heavy imports inside the commands). Every check that
-needs no bank (options, modality files, the tracking store, the study storage) runs before the bank is built, so a
-typo never costs a simulation.
-"""
+"""``advisor plan``, ``advisor compare`` and ``advisor worker``: the design search, tracked in MLflow, ending in
+reports. Every check that needs no bank (options, modality files, the tracking store, the study storage) runs
+before the bank is built, so a typo never costs a simulation."""
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from advisor.cli import (
+from advisor.errors import AdvisorError
+
+if TYPE_CHECKING:
+
+    pass
+from advisor.cli.app import (
     CLASSIFIER_CHOICES,
     OBSERVABLE_CHOICES,
     App,
-    build_preset_bank,
-    cli,
+    StageBar,
     common_options,
+    open_bank,
+    open_tracker,
     parse_list,
+    parse_rules,
+    stage_bar,
 )
-from advisor.errors import AdvisorError
 
 PLAN_HELDOUT = ("none", "architecture", "arch_family")
-REPORT_FORMATS = ("md", "html", "pdf")
 DEFAULT_TARGET = 0.75
+
+
 DEFAULT_SETASIDE = 0.25
-
-
-# ------------------------------------------------------------------------------------------ helpers
-class _Bar:
-    """A rich progress bar on stderr with one task at a time (``start(label, total)``, ``advance()``)."""
-
-    def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=False)
-        self.task: Any = None
-
-    def start(self, label: str, total: int) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
-        self.task = self.progress.add_task(label, total=max(1, total))
-
-    def advance(self) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task)
-
-
-@contextmanager
-def _bar(console: Any) -> Iterator[_Bar]:
-    bar = _Bar(console)
-    bar.progress.start()
-    try:
-        yield bar
-    finally:
-        bar.progress.stop()
-
-
-def _open_bank(app: App, preset: str | None, bank_dir: Path | None) -> tuple[Any, str | None]:
-    if bank_dir is not None and preset is not None:
-        raise click.UsageError("--bank and --preset are mutually exclusive: give one")
-    if bank_dir is not None:
-        from simulator.bank import load_bank
-
-        return load_bank(bank_dir), None
-    return build_preset_bank(app, preset or "quick")[1].bank, preset or "quick"
 
 
 def _command_line(ctx: click.Context) -> str:
@@ -134,7 +94,6 @@ def _finish(app: App, run: Any, tracker: Any, doc: dict[str, Any], out_dir: Path
     return reports
 
 
-# ------------------------------------------------------------------------------------------ plan
 def _plan_options(command: Any) -> Any:
     """Bounds shared by ``plan`` and ``compare``."""
     options = [
@@ -188,25 +147,8 @@ def _plan_options(command: Any) -> Any:
     return command
 
 
-def _rules(rules_text: str | None) -> tuple[str, ...] | None:
-    if rules_text is None:
-        return None
-    rules = parse_list(rules_text)
-    if not rules:
-        raise AdvisorError("--rules must name at least one rule (a comma list, e.g. sgdm,fa)")
-    return rules
-
-
-def _tracker(app: App, tracking_uri: str | None) -> Any:
-    from advisor.tracking import Tracker
-
-    tracker = Tracker(app.open_workspace(), tracking_uri)
-    tracker.check()
-    return tracker
-
-
 def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str, study: str,
-              timeout: float | None, curves: bool, run: Any, bar: _Bar, tracking_uri: str) -> dict[str, Any]:
+              timeout: float | None, curves: bool, run: Any, bar: StageBar, tracking_uri: str) -> dict[str, Any]:
     from advisor.planning import Progress, plan
 
     def on_trial(result: Any, new: bool) -> None:
@@ -253,14 +195,14 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
 
     ctx = click.get_current_context()
     command = _command_line(ctx)
-    rules = _rules(rules_text)
+    rules = parse_rules(rules_text)
     mod = load_modality(modality or DEFAULT_MODALITY)
     if observable is not None and observable not in mod.observables:
         raise AdvisorError(f"modality {mod.key!r} cannot measure {observable}; it measures "
                            f"{', '.join(mod.observables)}")
-    tracker = _tracker(app, tracking_uri)
+    tracker = open_tracker(app, tracking_uri)
     storage_url = _storage(app, storage)  # a bad URL fails here, before the bank is built
-    bank, preset_name = _open_bank(app, preset, bank_dir)
+    bank, preset_name = open_bank(app, preset, bank_dir)
     question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
                              target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
                              classifier=classifier, n_trials=trials, n_splits=splits, seed=seed,
@@ -278,7 +220,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     join = f"advisor worker --study {study_name}" + (f" --storage {shlex.quote(storage)}" if storage else "")
     app.consoles.err.print(f"study {study_name} — more workers: {join}", highlight=False, soft_wrap=True)
     with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
-        with _bar(app.consoles.err) as bar:
+        with stage_bar(app.consoles.err) as bar:
             doc = _run_plan(app, bank, question, mod, storage=storage_url, study=study_name, timeout=timeout,
                             curves=not no_curves, run=run, bar=bar, tracking_uri=tracker.uri)
         doc.update(title="Recording plan: which learning rule, from what recording?", command=command,
@@ -426,7 +368,6 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
     return table
 
 
-# ------------------------------------------------------------------------------------------ compare
 @click.command()
 @_plan_options
 @click.option("--modalities", "modalities_text", default="ephys,two_photon,spine_imaging,paired_patch",
@@ -448,14 +389,14 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
 
     ctx = click.get_current_context()
     command = _command_line(ctx)
-    rules = _rules(rules_text)
+    rules = parse_rules(rules_text)
     keys = parse_list(modalities_text)
     if not keys:
         raise AdvisorError("--modalities must name at least one modality (a comma list, e.g. ephys,two_photon)")
     modalities = [load_modality(key) for key in keys]
-    tracker = _tracker(app, tracking_uri)
+    tracker = open_tracker(app, tracking_uri)
     storage_url = _storage(app, storage)
-    bank, preset_name = _open_bank(app, preset, bank_dir)
+    bank, preset_name = open_bank(app, preset, bank_dir)
     # every modality's question is checked before anything is written (a bad bound fails in one line)
     questions = {mod.key: make_question(bank, mod, observable=observable, max_units=max_units,
                                         max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
@@ -475,7 +416,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     started = time.perf_counter()
     with tracker.start_run("compare", "compare-" + "-".join(m.key for m in modalities), params,
                            {"advisor.bank": bank.hash}) as run:
-        with _bar(app.consoles.err) as bar:
+        with stage_bar(app.consoles.err) as bar:
             for mod in modalities:
                 entry: dict[str, Any] = {"name": mod.key, "title": mod.name, "cost_unit": mod.cost_unit,
                                          "feasible": False, "cost": None, "recommendation": None, "best": None,
@@ -557,7 +498,6 @@ def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> N
     _print_where(out, doc, reports)
 
 
-# ------------------------------------------------------------------------------------------ worker
 @click.command()
 @click.option("--study", required=True, metavar="NAME", help="The study of a running `advisor plan` to join.")
 @click.option("--storage", default=None, metavar="URL",
@@ -598,133 +538,3 @@ def worker(app: App, study: str, storage: str | None, timeout: float | None) -> 
         return
     app.consoles.out.print(f"worker finished: {n} trial{'s' if n != 1 else ''} added to study {study}",
                            highlight=False)
-
-
-# ------------------------------------------------------------------------------------------ runs, report
-@click.group()
-def runs() -> None:
-    """Review past plans and comparisons (MLflow runs)."""
-
-
-def _run_row(summary: Any) -> dict[str, Any]:
-    doc = summary.summary or {}
-    rec = doc.get("recommendation") or {}
-    return {"run_id": summary.run_id, "kind": summary.kind, "name": summary.name, "status": summary.status,
-            "start_time": summary.start_time.isoformat() if summary.start_time else None,
-            "end_time": summary.end_time.isoformat() if summary.end_time else None,
-            "command": summary.params.get("command"), "modality": summary.params.get("modality"),
-            "target_accuracy": summary.params.get("target_accuracy"),
-            "feasible": bool(summary.metrics["feasible"]) if "feasible" in summary.metrics else None,
-            "accuracy": summary.metrics.get("accuracy"), "cost": summary.metrics.get("cost"),
-            "recommendation": rec or None}
-
-
-@runs.command("list")
-@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
-              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
-              help="Newest N runs.")
-@common_options
-def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
-    """List past plans and comparisons, newest first."""
-    from advisor.tracking import Tracker
-
-    tracker = Tracker(app.open_workspace(), tracking_uri)
-    tracker.check()
-    rows = [_run_row(s) for s in tracker.list_runs(max_results=limit)]
-    if app.json_output:
-        app.consoles.emit_json({"runs": rows, "tracking_uri": tracker.uri})
-        return
-    from rich.table import Table
-
-    if not rows:
-        app.consoles.out.print("No runs yet: start one with `advisor plan`.", highlight=False)
-        return
-    table = Table(title=f"Runs in {tracker.uri}", title_justify="left", title_style="bold")
-    for col in ("run id", "kind", "when (UTC)", "status", "feasible", "accuracy", "cost", "command"):
-        table.add_column(col, no_wrap=col != "command")
-    for r in rows:
-        table.add_row(r["run_id"], r["kind"] or "", (r["start_time"] or "")[:19].replace("T", " "), r["status"],
-                      {True: "yes", False: "no", None: "—"}[r["feasible"]],
-                      f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "—",
-                      f"{r['cost']:.1f}" if r["cost"] is not None else "—", r["command"] or "")
-    app.consoles.out.print(table)
-
-
-@runs.command("show")
-@click.argument("run_id")
-@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
-              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
-@common_options
-def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
-    """Show one past plan: question, bounds, recommendation, accuracy, cost, when."""
-    from advisor.tracking import Tracker
-
-    tracker = Tracker(app.open_workspace(), tracking_uri)
-    tracker.check()
-    summary = tracker.get_run(run_id)
-    row = _run_row(summary)
-    doc = summary.summary
-    if app.json_output:
-        app.consoles.emit_json({**row, "params": summary.params, "metrics": summary.metrics,
-                                "question": (doc or {}).get("question"), "reports": (doc or {}).get("reports"),
-                                "run_url": tracker.run_url(run_id)})
-        return
-    from rich.table import Table
-
-    from advisor.reports import recommendation_sentence
-
-    out = app.consoles.out
-    table = Table(title=f"Run {run_id}", title_justify="left", title_style="bold", show_header=False)
-    table.add_column("key", style="cyan", no_wrap=True)
-    table.add_column("value")
-    for key in ("kind", "status", "start_time", "end_time", "command"):
-        table.add_row(key, str(row[key] or "—"))
-    for key in ("bank_hash", "modality", "modalities", "observables", "max_units", "max_sessions",
-                "target_accuracy", "rules", "classifier", "trials", "seed", "study"):
-        if key in summary.params:
-            table.add_row(key, summary.params[key])
-    out.print(table)
-    if doc:
-        out.print(recommendation_sentence(doc), highlight=False)
-        if doc.get("reports"):
-            out.print(f"[bold]Reports[/bold]: {', '.join(doc['reports'].values())}", highlight=False, soft_wrap=True)
-    else:
-        out.print("This run has no summary (it did not finish).", highlight=False)
-    out.print(f"[bold]MLflow[/bold]: {tracker.run_url(run_id)}", highlight=False, soft_wrap=True)
-
-
-@click.command()
-@click.argument("run_id")
-@click.option("--format", "formats", type=click.Choice(REPORT_FORMATS), multiple=True,
-              help="Report format; repeat for several [default: md, html and pdf].")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
-              help="Directory for the report files [default: WORKSPACE/reports/RUN_ID].")
-@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
-              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
-@common_options
-def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None, tracking_uri: str | None) -> None:
-    """Render the report of a past plan or comparison (Markdown, self-contained HTML, PDF)."""
-    from advisor.reports import write_reports
-    from advisor.tracking import Tracker
-    from advisor.workspace import Workspace
-
-    workspace = app.open_workspace()
-    tracker = Tracker(workspace, tracking_uri)
-    tracker.check()
-    summary = tracker.get_run(run_id)
-    if not summary.summary:
-        raise AdvisorError(f"run {run_id!r} has no summary to report (status {summary.status}); rerun the plan")
-    target = Workspace.open(out_dir).root if out_dir is not None else workspace.reports / run_id
-    with app.consoles.err.status("writing reports", spinner="dots"):
-        paths = write_reports(summary.summary, target, formats or REPORT_FORMATS)
-    if app.json_output:
-        app.consoles.emit_json({"run_id": run_id, "reports": {k: str(v) for k, v in paths.items()}})
-        return
-    for fmt, path in paths.items():
-        app.consoles.out.print(f"{fmt}: {path}", highlight=False, soft_wrap=True)
-
-
-for _command in (plan, compare, worker, runs, report):
-    cli.add_command(_command)
-del _command

@@ -1,0 +1,418 @@
+"""What every command shares: the one-line error policy, the :class:`App` of the shared options (declared
+once, as decorators), opening or building a bank, the progress bars, and the option choices and parsers."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from advisor.console import Consoles
+from advisor.errors import AdvisorError
+from advisor.workspace import ENV_VAR, Workspace
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from simulator.config import SimulationConfig
+    from simulator.pipeline import SimulationResult
+
+
+EXIT_USAGE = 2
+
+
+"""Exit code of every user error (bad option, bad preset, bad workspace, ...)."""
+
+
+EXIT_INTERRUPTED = 130
+
+
+"""Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _user_error_types() -> tuple[type[BaseException], ...]:
+    """Exception types that are the user's input, not a bug: reported in one line, exit code 2.
+
+    ``simulator.errors`` is looked up in ``sys.modules`` rather than imported, so this module never imports
+    the simulator package at start-up (no ``SimulatorError`` can have been raised unless it is loaded).
+    """
+    types: list[type[BaseException]] = [AdvisorError]
+    simulator_errors = sys.modules.get("simulator.errors")
+    if simulator_errors is not None:
+        types.append(simulator_errors.SimulatorError)
+    return tuple(types)
+
+
+def _print_error(message: str) -> None:
+    # click.echo, not rich: rich would wrap a long message over several lines.
+    click.echo(f"Error: {_one_line(message)}", err=True)
+
+
+class AdvisorGroup(click.Group):
+    """A click group whose ``main`` applies the one-line error policy to every subcommand."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> int:
+        """Run the command line; exit with its code (``standalone_mode=False``: return the code instead).
+
+        Exit codes: 0 success (``--help`` included); 2 bad input, with one ``Error:`` line on stderr; 1 a
+        broken output pipe or a click abort; 130 Ctrl-C. Any other exception is a bug: it propagates with its
+        traceback.
+        """
+        argv = list(sys.argv[1:] if args is None else args)
+        code = self._run(argv, prog_name or "advisor", complete_var, extra)
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(self, args: list[str], prog_name: str, complete_var: str | None, extra: dict[str, Any]) -> int:
+        self._main_shell_completion(extra, prog_name, complete_var)
+        try:
+            with self.make_context(prog_name, args, **extra) as ctx:
+                self.invoke(ctx)
+            return 0
+        except click.exceptions.Exit as e:  # --help, --version, ctx.exit(n)
+            return e.exit_code
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `advisor`: the help, as click shows it
+            e.show()
+            return e.exit_code
+        except click.ClickException as e:  # usage errors: bad option value, unknown option, missing argument
+            _print_error(e.format_message())
+            return EXIT_USAGE
+        except click.exceptions.Abort:
+            click.echo("Aborted", err=True)
+            return 1
+        except KeyboardInterrupt:
+            click.echo("Interrupted", err=True)
+            return EXIT_INTERRUPTED
+        except OSError as e:
+            if e.errno != errno.EPIPE:
+                raise
+            _silence_broken_pipe()
+            return 1
+        except Exception as e:
+            if isinstance(e, _user_error_types()):
+                _print_error(str(e))
+                return EXIT_USAGE
+            raise
+
+
+def _silence_broken_pipe() -> None:
+    """After the reader of stdout went away (``advisor catalog --json | head``), point stdout at devnull so
+    the interpreter's final flush does not print a second error."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # not a real file (e.g. under a test runner)
+        pass
+    finally:
+        os.close(devnull)
+
+
+@dataclass(frozen=True)
+class App:
+    """What every command gets from the shared options.
+
+    Attributes:
+        consoles: stdout console for results, stderr console for progress and logs.
+        json_output: ``--json``: stdout carries exactly one JSON document.
+        workspace_dir: the chosen workspace directory (not yet checked; see :meth:`open_workspace`).
+    """
+
+    consoles: Consoles
+    json_output: bool
+    workspace_dir: Path
+
+    def open_workspace(self) -> Workspace:
+        """Check (and create if needed) the workspace; AdvisorError if it is not a writable directory."""
+        return Workspace.open(self.workspace_dir)
+
+
+def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add ``--workspace`` and ``--json`` to a command, and pass it an :class:`App` as first argument."""
+
+    @click.option(
+        "--json",
+        "json_output",
+        is_flag=True,
+        help="Print exactly one JSON document on stdout (progress and logs still go to stderr).",
+    )
+    @click.option(
+        "--workspace",
+        type=click.Path(path_type=Path),
+        envvar=ENV_VAR,
+        show_envvar=True,
+        default=None,
+        metavar="DIR",
+        help="Workspace directory for banks, the MLflow store and reports [default: the current directory].",
+    )
+    @functools.wraps(command)
+    def wrapper(*args: Any, workspace: Path | None, json_output: bool, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        consoles = ctx.find_object(Consoles) or Consoles()
+        app = App(consoles=consoles, json_output=json_output, workspace_dir=workspace or Path.cwd())
+        return command(app, *args, **kwargs)
+
+    return wrapper
+
+
+def check_device(device: str) -> None:
+    """Raise AdvisorError when ``device`` is ``cuda`` and torch sees no CUDA device."""
+    if device != "cuda":
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise AdvisorError(
+            "--device cuda: no CUDA device is available (torch.cuda.is_available() is False); "
+            "use --device cpu"
+        )
+
+
+class _ProgressReporter:
+    """The ``progress(done, total, description)`` callback of :func:`simulator.pipeline.simulate`, drawn as
+    a rich progress bar (networks done / total, elapsed, ETA) on ``console``, started at the first call that
+    finds work left (a cached bank draws no bar)."""
+
+    def __init__(self, console: Console, label: str) -> None:
+        self._console = console
+        self._label = label
+        self._progress: Progress | None = None
+        self._task: Any = None
+
+    def __call__(self, done: int, total: int, description: str) -> None:
+        if self._progress is None and done >= total:
+            return  # complete before it started (a cached bank): nothing to show
+        if self._progress is None:
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._progress = Progress(
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("networks"),
+                TimeElapsedColumn(),
+                TextColumn("ETA"),
+                TimeRemainingColumn(),
+                console=self._console,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self._label, total=total)
+        self._progress.update(self._task, completed=done, total=total, description=description or self._label)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@contextmanager
+def progress_bar(console: Console, label: str) -> Iterator[_ProgressReporter]:
+    """A progress callback drawing on ``console``; the bar is stopped on exit (also after an error)."""
+    reporter = _ProgressReporter(console, label)
+    try:
+        yield reporter
+    finally:
+        reporter.close()
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+HINT_MIN_CORES = 4
+
+
+"""From this many usable cores on, a local one-core build says how to use them (on 2 vCPUs, two one-thread
+processes were slower than one here: see the README)."""
+
+
+def _one_core_hint(preset: str) -> str | None:
+    cores = usable_cores()
+    if cores < HINT_MIN_CORES:
+        return None
+    return (f"Note: shards train one at a time on one core of this machine's {cores}; `advisor simulate "
+            f"--preset {shlex.quote(preset)} --scheduler local:{cores}` (pip install 'lr-advisor[cluster]') trains "
+            f"{cores} at once into the same bank")
+
+
+def build_preset_bank(
+    app: App, preset: str, *, seed: int | None = None, device: str = "cpu", scheduler: str | None = None,
+    verify: bool = False,
+) -> tuple[SimulationConfig, SimulationResult]:
+    """Build (or read the cached) bank of ``preset`` in the app's workspace, drawing the progress bar on the
+    stderr console. Shared by ``simulate`` and ``evaluate``.
+
+    With a ``scheduler`` (``local:N`` or ``tcp://HOST:PORT``) the shards train on a Dask cluster, whose workers
+    check the device; the bank is the same."""
+    from simulator.presets import load_preset
+
+    config = load_preset(preset)
+    if seed is not None:
+        config = config.with_seed(seed)
+    if scheduler is None:
+        check_device(device)
+    workspace = app.open_workspace()
+
+    from simulator.pipeline import CACHED
+    from simulator.pipeline import simulate as run_simulation
+
+    workspace.banks.mkdir(parents=True, exist_ok=True)
+    with progress_bar(app.consoles.err, f"simulating {config.name}") as bar:
+        hint = _one_core_hint(preset) if scheduler is None and device == "cpu" else None
+
+        def progress(done: int, total: int, description: str) -> None:
+            nonlocal hint
+            if hint is not None and description != CACHED:  # training starts
+                app.consoles.err.print(hint, highlight=False, soft_wrap=True, markup=False)
+            hint = None
+            bar(done, total, description)
+
+        result = run_simulation(config, workspace.banks, device=device, progress=progress, scheduler=scheduler,
+                                verify=verify, on_corrupt=lambda m: app.consoles.err.print(
+                                    f"Warning: {m}", highlight=False, soft_wrap=True))
+    return config, result
+
+
+# Kept in step with advisor.protocol / advisor.classifiers / advisor.evaluation (tests check it); spelled out here
+# because importing those modules would load torch and scikit-learn at start-up.
+OBSERVABLE_CHOICES = ("weights", "activations", "activity_change")
+NOISE_MODEL_CHOICES = ("none", "gaussian", "poisson")
+
+
+CLASSIFIER_CHOICES = ("rf", "svm", "ridge", "lda", "logreg", "gbt", "conv1d")
+HELDOUT_CHOICES = ("none", "architecture", "arch_family", "task", "nonlinearity")
+
+
+STATISTICS_CHOICES = ("marginal", "population", "both")
+LAYER_GROUPS = ("early", "middle", "deep")
+
+
+def parse_window(text: str) -> tuple[float, float]:
+    """``"0-0.3"`` → (0.0, 0.3). AdvisorError naming the value and the allowed form if it does not parse;
+    the range itself is checked by the protocol."""
+    parts = text.strip().split("-")
+    try:
+        if len(parts) != 2:
+            raise ValueError(text)
+        lo, hi = (float(part) for part in parts)
+    except ValueError:
+        raise AdvisorError(
+            f"--window must be START-END fractions of training with 0 <= START < END <= 1 (e.g. 0-0.3); "
+            f"got {text!r}"
+        ) from None
+    return lo, hi
+
+
+def parse_list(text: str) -> tuple[str, ...]:
+    """A comma list: items stripped, empties dropped, duplicates dropped (first kept)."""
+    items = [item.strip() for item in text.split(",")]
+    return tuple(dict.fromkeys(item for item in items if item))
+
+
+def parse_gain_sd(text: str) -> tuple[float, float, float]:
+    """``"0.5,0.3,0.5"`` → (0.5, 0.3, 0.5): the SDs of the log gain per animal, area and unit. AdvisorError
+    naming the value and the allowed form if it does not parse; the values are checked by the protocol."""
+    parts = [p.strip() for p in text.split(",")]
+    try:
+        if len(parts) != 3:
+            raise ValueError(text)
+        animal, area, unit = (float(p) for p in parts)
+    except ValueError:
+        raise AdvisorError(
+            f"--gain-sd must be ANIMAL,AREA,UNIT: three SDs of the log gain, each in [0, 3] (0,0,0 turns gains "
+            f"off); got {text!r}"
+        ) from None
+    return animal, area, unit
+
+
+def ci_text(ci: tuple[float, float]) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+class StageBar:
+    """A rich progress bar on stderr with one task at a time (``start(label, total)``, ``advance()``)."""
+
+    def __init__(self, console: Any) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=console, transient=False)
+        self.task: Any = None
+
+    def start(self, label: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+        self.task = self.progress.add_task(label, total=max(1, total))
+
+    def advance(self) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task)
+
+
+@contextmanager
+def stage_bar(console: Any) -> Iterator[StageBar]:
+    bar = StageBar(console)
+    bar.progress.start()
+    try:
+        yield bar
+    finally:
+        bar.progress.stop()
+
+
+def open_bank(app: App, preset: str | None, bank_dir: Path | None) -> tuple[Any, str | None]:
+    if bank_dir is not None and preset is not None:
+        raise click.UsageError("--bank and --preset are mutually exclusive: give one")
+    if bank_dir is not None:
+        from simulator.bank import load_bank
+
+        return load_bank(bank_dir), None
+    return build_preset_bank(app, preset or "quick")[1].bank, preset or "quick"
+
+
+def parse_rules(rules_text: str | None) -> tuple[str, ...] | None:
+    if rules_text is None:
+        return None
+    rules = parse_list(rules_text)
+    if not rules:
+        raise AdvisorError("--rules must name at least one rule (a comma list, e.g. sgdm,fa)")
+    return rules
+
+
+def open_tracker(app: App, tracking_uri: str | None) -> Any:
+    from advisor.tracking import Tracker
+
+    tracker = Tracker(app.open_workspace(), tracking_uri)
+    tracker.check()
+    return tracker

@@ -1,0 +1,346 @@
+"""``advisor evaluate``: how well one recording protocol identifies the rule, next to the controls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from advisor.errors import AdvisorError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+from advisor.cli.app import (
+    CLASSIFIER_CHOICES,
+    HELDOUT_CHOICES,
+    LAYER_GROUPS,
+    NOISE_MODEL_CHOICES,
+    OBSERVABLE_CHOICES,
+    STATISTICS_CHOICES,
+    App,
+    build_preset_bank,
+    ci_text,
+    common_options,
+    parse_gain_sd,
+    parse_list,
+    parse_window,
+)
+
+TOP_FEATURES = 8
+TOP_SESSIONS = 3
+
+
+def _check_stratified_splits(y: Sequence[str], target: str) -> None:
+    """AdvisorError (instead of scikit-learn's ValueError) when stratified 4-fold splits cannot test every
+    network: each label needs at least 4 networks."""
+    from advisor.evaluation import FOLDS
+
+    counts = {label: list(y).count(label) for label in sorted(set(y))}
+    few = min(counts, key=lambda label: counts[label])
+    if counts[few] < FOLDS:
+        raise AdvisorError(
+            f"{len(y)} networks are too few for stratified {FOLDS}-fold splits over {len(counts)} {target}s: "
+            f"{target} {few!r} has {counts[few]}, each needs at least {FOLDS}; simulate more networks per rule"
+        )
+
+
+def _protocol_document(protocol: Any) -> dict[str, Any]:
+    return {
+        "observable": protocol.observable,
+        "n_units": int(protocol.n_units),
+        "layers": list(protocol.layers),
+        "n_sessions": int(protocol.n_sessions),
+        "window": [float(v) for v in protocol.window],
+        "noise_model": protocol.noise_model,
+        "noise": float(protocol.noise),
+        "chronic": bool(protocol.chronic),
+        "n_probes": None if protocol.n_probes is None else int(protocol.n_probes),
+        "seed": int(protocol.seed),
+        "gain_sd": [float(v) for v in protocol.gain_sd],
+        "baseline": float(protocol.baseline),
+    }
+
+
+@click.command()
+@click.option(
+    "--preset",
+    default=None,
+    show_default="quick",
+    metavar="NAME|PATH",
+    help="Evaluate the bank of this preset (built, or read from the workspace if cached).",
+)
+@click.option(
+    "--bank",
+    "bank_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="PATH",
+    help="Evaluate this bank directory instead of a preset's (not with --preset).",
+)
+@click.option("--observable", type=click.Choice(OBSERVABLE_CHOICES), default="activations", show_default=True,
+              help="What is recorded.")
+@click.option("--units", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
+              help="Units (synapses, for weights) recorded per network, split evenly over the layer groups.")
+@click.option("--sessions", type=click.IntRange(min=1), default=10, show_default=True, metavar="S",
+              help="Recording sessions over learning.")
+@click.option("--noise", type=float, default=0.0, show_default=True, metavar="X",
+              help="Noise level (gaussian: SD relative to the spread; poisson: mean spikes per stimulus).")
+@click.option("--noise-model", type=click.Choice(NOISE_MODEL_CHOICES), default="gaussian", show_default=True,
+              help="Measurement noise model.")
+@click.option("--layers", default=None, metavar="LIST",
+              help="Layer groups recorded, a comma list of early, middle, deep [default: all].")
+@click.option("--window", default=None, metavar="START-END",
+              help="Fractions of training the sessions are spread over, e.g. 0-0.3 [default: 0-1].")
+@click.option("--acute", is_flag=True, help="Record fresh units every session (default: chronic, the same units).")
+@click.option("--probes", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Probe stimuli shown per session [default: every probe in the bank].")
+@click.option("--gain-sd", "gain_sd_text", default=None, metavar="ANIMAL,AREA,UNIT",
+              help="SDs of the log of the unknown gain per animal, area (layer group) and unit; 0,0,0 turns gains "
+                   "off [default: 0.5,0.3,0.5, the generic modality's].")
+@click.option("--baseline", type=float, default=0.0, show_default=True, metavar="B",
+              help="Unknown baseline: gaussian, SD of each unit's offset in units of its spread; poisson, the "
+                   "spontaneous rate as a fraction of the mean evoked rate.")
+@click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="svm", show_default=True,
+              help="Classifier that identifies the rule.")
+@click.option("--heldout", type=click.Choice(HELDOUT_CHOICES), default="none", show_default=True,
+              help="none: repeated stratified 4-fold splits (75/25); architecture, arch_family (mlp/conv), task, "
+                   "nonlinearity (relu/tanh): leave one out at a time.")
+@click.option("--statistics", type=click.Choice(STATISTICS_CHOICES), default="marginal", show_default=True,
+              help="marginal: the paper's 21 statistics of each group's values; population: gain-invariant "
+                   "statistics of the recorded population (dimensionality, correlations, sparseness, drift); "
+                   "both.")
+@click.option("--augment", type=int, default=1, show_default=True, metavar="K",
+              help="Train on K virtual recordings of every training network (other units, gains and noise); "
+                   "test networks are recorded once.")
+@click.option("--rules", "rules_text", default=None, metavar="LIST",
+              help="Only these rules, a comma list (e.g. sgdm,fa) [default: every rule in the bank].")
+@click.option("--family", is_flag=True, help="Identify rule families instead of rules.")
+@click.option("--splits", type=click.IntRange(min=1), default=10, show_default=True, metavar="N",
+              help="Train/test splits (with --heldout none), rounded up to whole repeats of a 4-fold split.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Seed of the recording (units, noise) and of the splits and classifiers.")
+@common_options
+def evaluate(
+    app: App,
+    preset: str | None,
+    bank_dir: Path | None,
+    observable: str,
+    units: int,
+    sessions: int,
+    noise: float,
+    noise_model: str,
+    layers: str | None,
+    window: str | None,
+    acute: bool,
+    probes: int | None,
+    gain_sd_text: str | None,
+    baseline: float,
+    classifier: str,
+    heldout: str,
+    statistics: str,
+    augment: int,
+    rules_text: str | None,
+    family: bool,
+    splits: int,
+    seed: int,
+) -> None:
+    """Identify the learning rule from a recording protocol's statistics.
+
+    Records every network of a bank under the protocol the options describe (no re-simulation; unknown gains
+    per animal, area and unit as a rig has them), computes the unit statistics per layer group and session, and
+    scores a classifier on splits over networks, next to the two controls an experimenter gets for free: the
+    whole learning curve (behaviour) and the hyperparameters alone, each the better of a linear and a nonlinear
+    classifier. The rule counts as identified only where the accuracy's CI clears the strongest control's.
+    """
+    if bank_dir is not None and preset is not None:
+        raise click.UsageError("--bank and --preset are mutually exclusive: give one")
+    if isinstance(augment, bool) or augment < 1:
+        raise AdvisorError(f"--augment must be a positive integer (virtual recordings per training network); "
+                           f"got {augment}")
+    from advisor.protocol import DEFAULT_GAIN_SD, RecordingProtocol
+
+    protocol = RecordingProtocol(
+        observable=observable,
+        n_units=units,
+        layers=parse_list(layers) if layers is not None else LAYER_GROUPS,
+        n_sessions=sessions,
+        window=parse_window(window) if window is not None else (0.0, 1.0),
+        noise_model=noise_model,
+        noise=noise,
+        chronic=not acute,
+        n_probes=probes,
+        seed=seed,
+        gain_sd=parse_gain_sd(gain_sd_text) if gain_sd_text is not None else DEFAULT_GAIN_SD,
+        baseline=baseline,
+        statistics=statistics,
+    )
+    wanted = parse_list(rules_text) if rules_text is not None else None
+    if wanted is not None and not wanted:
+        raise AdvisorError("--rules must name at least one rule (a comma list, e.g. sgdm,fa)")
+
+    if bank_dir is not None:
+        from simulator.bank import load_bank
+
+        bank = load_bank(bank_dir)
+    else:
+        bank = build_preset_bank(app, preset or "quick")[1].bank
+
+    import numpy as np
+
+    meta = bank.metadata.reset_index(drop=True)
+    in_bank = sorted(set(meta["rule"].astype(str)))
+    keep = np.ones(len(meta), dtype=bool)
+    if wanted is not None:
+        unknown = [r for r in wanted if r not in in_bank]
+        if unknown:
+            raise AdvisorError(
+                f"--rules: {', '.join(unknown)} not in the bank; its rules are {', '.join(in_bank)}"
+            )
+        keep = meta["rule"].astype(str).isin(wanted).to_numpy()
+
+    from advisor.controls import behaviour_features
+    from advisor.evaluation import evaluate as run_evaluation
+    from advisor.features import augmented_features, featurize
+
+    target = "family" if family else "rule"
+    meta = meta[keep].reset_index(drop=True)
+    if heldout == "none":  # before the (slow) recording: scikit-learn would fail later with a ValueError
+        _check_stratified_splits(list(meta[target].astype(str)), target)
+    with app.consoles.err.status("recording and computing features", spinner="dots"):
+        features = featurize(bank, protocol)
+        extra = [x[keep] for x in augmented_features(bank, protocol, augment)]
+    X, curve = features.X[keep], behaviour_features(bank, np.flatnonzero(keep))
+    with app.consoles.err.status(f"evaluating {classifier} and the controls on {len(meta)} networks",
+                                 spinner="dots"):
+        result = run_evaluation(
+            X, curve, meta, target=target, classifier=classifier, heldout=heldout, n_splits=splits, seed=seed,
+            importances=True, augment=extra,
+        )
+
+    from advisor.controls import CONTROL_LABELS, controls_document
+
+    scores, control = result.scores, result.control
+    top_features: list[tuple[str, float]] = []
+    top_sessions: list[tuple[int, float]] = []
+    if scores.feature_importance is not None and scores.session_importance is not None:
+        per_feature = dict(zip(features.names, (float(v) for v in scores.feature_importance), strict=True))
+        top_features = sorted(per_feature.items(), key=lambda kv: kv[1], reverse=True)[:TOP_FEATURES]
+        per_session = np.asarray(scores.session_importance, dtype=float)
+        order = np.argsort(-per_session, kind="stable")[:TOP_SESSIONS]
+        top_sessions = [(int(features.sessions[i]), float(per_session[i])) for i in order]
+    beyond = result.beyond_controls
+    top = result.strongest_control
+    top_name = CONTROL_LABELS.get(top.name, top.name) if top is not None else "none"
+    verdict = (f"identified beyond the strongest control ({top_name})" if beyond
+               else f"not distinguishable from the strongest control ({top_name})")
+    nonfinite = int(features.nan_report.n_nonfinite)
+
+    if app.json_output:
+        app.consoles.emit_json(
+            {
+                "accuracy": float(scores.accuracy),
+                "ci": [float(v) for v in scores.ci],
+                "balanced_accuracy": float(scores.balanced_accuracy),
+                "chance": float(result.chance),
+                "control_accuracy": float(control.accuracy) if control is not None else None,
+                "control_ci": [float(v) for v in control.ci] if control is not None else None,
+                "controls": controls_document(result.controls),
+                "strongest_control": top.name if top is not None else None,
+                "ci_method": scores.ci_method,
+                "beyond_control": bool(beyond),
+                "verdict": verdict,
+                "confusion_matrix": np.asarray(scores.confusion_matrix).astype(int).tolist(),
+                "labels": list(result.labels),
+                "n_networks": int(result.n_networks),
+                "protocol": _protocol_document(protocol),
+                "protocol_description": protocol.describe(),
+                "classifier": classifier,
+                "heldout": heldout,
+                "statistics": statistics,
+                "augment": augment,
+                "target": target,
+                "n_splits": len(scores.split_accuracies),
+                "sessions": [int(s) for s in features.sessions],
+                "top_features": [{"name": n, "importance": v} for n, v in top_features],
+                "top_sessions": [{"checkpoint": c, "importance": v} for c, v in top_sessions],
+                "nonfinite": nonfinite,
+            }
+        )
+        return
+    _render_evaluation(app.consoles.out, protocol, result, verdict, top_features, top_sessions, features)
+
+
+def _render_evaluation(
+    out: Console,
+    protocol: Any,
+    result: Any,
+    verdict: str,
+    top_features: list[tuple[str, float]],
+    top_sessions: list[tuple[int, float]],
+    features: Any,
+) -> None:
+    from rich.table import Table
+
+    from advisor.controls import CONTROL_LABELS
+
+    scores = result.scores
+    out.print(f"[bold]Protocol[/bold]: {protocol.describe()}", highlight=False)
+    out.print(
+        f"[bold]Classifier[/bold]: {result.classifier} · [bold]held out[/bold]: {result.heldout} · "
+        f"[bold]networks[/bold]: {result.n_networks} · [bold]splits[/bold]: {len(scores.split_accuracies)}",
+        highlight=False,
+    )
+
+    table = Table(title="Identification", title_justify="left", title_style="bold")
+    table.add_column("measure", style="cyan", no_wrap=True)
+    table.add_column("value", justify="right", no_wrap=True)
+    table.add_column("95% CI", justify="right", no_wrap=True)
+    table.add_row("accuracy", f"{scores.accuracy:.3f}", ci_text(scores.ci))
+    table.add_row("balanced accuracy", f"{scores.balanced_accuracy:.3f}", "")
+    table.add_row("chance", f"{result.chance:.3f}", "")
+    for name, entry in result.controls.items():
+        table.add_row(f"control: {CONTROL_LABELS.get(name, name)}, {entry.classifier}",
+                      f"{entry.scores.accuracy:.3f}", ci_text(entry.scores.ci))
+    out.print(table)
+    out.print(f"[bold]Verdict[/bold]: {verdict}", highlight=False)
+
+    cm = Table(title="Confusion matrix", title_justify="left", title_style="bold")
+    cm.add_column("true \\ predicted", style="cyan", no_wrap=True)
+    for label in result.labels:
+        cm.add_column(label, justify="right", no_wrap=True)
+    for label, row in zip(result.labels, scores.confusion_matrix, strict=True):
+        cm.add_row(label, *(str(int(v)) for v in row))
+    out.print(cm)
+
+    if top_features:
+        feats = Table(title=f"Top {len(top_features)} features",
+                      title_justify="left", title_style="bold")
+        feats.add_column("feature", style="cyan", no_wrap=True)
+        feats.add_column("importance (channel permuted)", justify="right", no_wrap=True)
+        for name, value in top_features:
+            feats.add_row(name, f"{value:.4f}")
+        out.print(feats)
+    if top_sessions:
+        sess = Table(title="Most informative sessions",
+                     title_justify="left", title_style="bold")
+        sess.add_column("session", style="cyan", justify="right", no_wrap=True)
+        sess.add_column("checkpoint", justify="right", no_wrap=True)
+        sess.add_column("importance (session permuted)", justify="right", no_wrap=True)
+        positions = {int(c): i for i, c in enumerate(features.sessions)}
+        for checkpoint, value in top_sessions:
+            sess.add_row(str(positions[checkpoint] + 1), str(checkpoint), f"{value:.4f}")
+        out.print(sess)
+
+    report = features.nan_report
+    if report.n_nonfinite:
+        worst = sorted(report.by_feature.items(), key=lambda kv: kv[1], reverse=True)[:3]
+        detail = ", ".join(f"{name} ({count})" for name, count in worst)
+        out.print(
+            f"Note: {report.n_nonfinite} of {report.n_values} feature values were non-finite "
+            f"(policy: {getattr(report.policy, 'value', report.policy)})"
+            + (f" (most: {detail})" if detail else ""),
+            highlight=False,
+        )

@@ -1,0 +1,141 @@
+"""``advisor runs list``, ``advisor runs show`` and ``advisor report``: past plans in the MLflow store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from advisor.errors import AdvisorError
+from advisor.workspace import Workspace
+
+if TYPE_CHECKING:
+
+    pass
+from advisor.cli.app import App, common_options
+
+REPORT_FORMATS = ("md", "html", "pdf")
+
+
+@click.group()
+def runs() -> None:
+    """Review past plans and comparisons (MLflow runs)."""
+
+
+def _run_row(summary: Any) -> dict[str, Any]:
+    doc = summary.summary or {}
+    rec = doc.get("recommendation") or {}
+    return {"run_id": summary.run_id, "kind": summary.kind, "name": summary.name, "status": summary.status,
+            "start_time": summary.start_time.isoformat() if summary.start_time else None,
+            "end_time": summary.end_time.isoformat() if summary.end_time else None,
+            "command": summary.params.get("command"), "modality": summary.params.get("modality"),
+            "target_accuracy": summary.params.get("target_accuracy"),
+            "feasible": bool(summary.metrics["feasible"]) if "feasible" in summary.metrics else None,
+            "accuracy": summary.metrics.get("accuracy"), "cost": summary.metrics.get("cost"),
+            "recommendation": rec or None}
+
+
+@runs.command("list")
+@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
+              help="Newest N runs.")
+@common_options
+def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
+    """List past plans and comparisons, newest first."""
+    from advisor.tracking import Tracker
+
+    tracker = Tracker(app.open_workspace(), tracking_uri)
+    tracker.check()
+    rows = [_run_row(s) for s in tracker.list_runs(max_results=limit)]
+    if app.json_output:
+        app.consoles.emit_json({"runs": rows, "tracking_uri": tracker.uri})
+        return
+    from rich.table import Table
+
+    if not rows:
+        app.consoles.out.print("No runs yet: start one with `advisor plan`.", highlight=False)
+        return
+    table = Table(title=f"Runs in {tracker.uri}", title_justify="left", title_style="bold")
+    for col in ("run id", "kind", "when (UTC)", "status", "feasible", "accuracy", "cost", "command"):
+        table.add_column(col, no_wrap=col != "command")
+    for r in rows:
+        table.add_row(r["run_id"], r["kind"] or "", (r["start_time"] or "")[:19].replace("T", " "), r["status"],
+                      {True: "yes", False: "no", None: "—"}[r["feasible"]],
+                      f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "—",
+                      f"{r['cost']:.1f}" if r["cost"] is not None else "—", r["command"] or "")
+    app.consoles.out.print(table)
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@common_options
+def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
+    """Show one past plan: question, bounds, recommendation, accuracy, cost, when."""
+    from advisor.tracking import Tracker
+
+    tracker = Tracker(app.open_workspace(), tracking_uri)
+    tracker.check()
+    summary = tracker.get_run(run_id)
+    row = _run_row(summary)
+    doc = summary.summary
+    if app.json_output:
+        app.consoles.emit_json({**row, "params": summary.params, "metrics": summary.metrics,
+                                "question": (doc or {}).get("question"), "reports": (doc or {}).get("reports"),
+                                "run_url": tracker.run_url(run_id)})
+        return
+    from rich.table import Table
+
+    from advisor.reports import recommendation_sentence
+
+    out = app.consoles.out
+    table = Table(title=f"Run {run_id}", title_justify="left", title_style="bold", show_header=False)
+    table.add_column("key", style="cyan", no_wrap=True)
+    table.add_column("value")
+    for key in ("kind", "status", "start_time", "end_time", "command"):
+        table.add_row(key, str(row[key] or "—"))
+    for key in ("bank_hash", "modality", "modalities", "observables", "max_units", "max_sessions",
+                "target_accuracy", "rules", "classifier", "trials", "seed", "study"):
+        if key in summary.params:
+            table.add_row(key, summary.params[key])
+    out.print(table)
+    if doc:
+        out.print(recommendation_sentence(doc), highlight=False)
+        if doc.get("reports"):
+            out.print(f"[bold]Reports[/bold]: {', '.join(doc['reports'].values())}", highlight=False, soft_wrap=True)
+    else:
+        out.print("This run has no summary (it did not finish).", highlight=False)
+    out.print(f"[bold]MLflow[/bold]: {tracker.run_url(run_id)}", highlight=False, soft_wrap=True)
+
+
+@click.command()
+@click.argument("run_id")
+@click.option("--format", "formats", type=click.Choice(REPORT_FORMATS), multiple=True,
+              help="Report format; repeat for several [default: md, html and pdf].")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
+              help="Directory for the report files [default: WORKSPACE/reports/RUN_ID].")
+@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@common_options
+def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None, tracking_uri: str | None) -> None:
+    """Render the report of a past plan or comparison (Markdown, self-contained HTML, PDF)."""
+    from advisor.reports import write_reports
+    from advisor.tracking import Tracker
+
+    workspace = app.open_workspace()
+    tracker = Tracker(workspace, tracking_uri)
+    tracker.check()
+    summary = tracker.get_run(run_id)
+    if not summary.summary:
+        raise AdvisorError(f"run {run_id!r} has no summary to report (status {summary.status}); rerun the plan")
+    target = Workspace.open(out_dir).root if out_dir is not None else workspace.reports / run_id
+    with app.consoles.err.status("writing reports", spinner="dots"):
+        paths = write_reports(summary.summary, target, formats or REPORT_FORMATS)
+    if app.json_output:
+        app.consoles.emit_json({"run_id": run_id, "reports": {k: str(v) for k, v in paths.items()}})
+        return
+    for fmt, path in paths.items():
+        app.consoles.out.print(f"{fmt}: {path}", highlight=False, soft_wrap=True)
