@@ -128,6 +128,15 @@ AUGMENT_SEED_STRIDE = 7919
 """Recording seeds of the extra virtual recordings: ``protocol.seed + AUGMENT_SEED_STRIDE * j``, j = 1..K-1."""
 
 
+def check_augment(k: Any) -> None:
+    """AdvisorError unless ``k`` (virtual recordings per training network) is a positive integer."""
+    from advisor.errors import AdvisorError
+
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise AdvisorError(f"--augment must be a positive integer (virtual recordings per training network); "
+                           f"got {k!r}")
+
+
 def augmented_features(bank: Any, protocol: RecordingProtocol, k: int,
                        nan_policy: NanPolicy | str = NanPolicy.ZERO) -> list[np.ndarray]:
     """K − 1 more virtual recordings of every network under ``protocol`` (other unit subsets, gains and noise
@@ -140,10 +149,6 @@ def augmented_features(bank: Any, protocol: RecordingProtocol, k: int,
     """
     from dataclasses import replace
 
-    from advisor.errors import AdvisorError
-
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise AdvisorError(f"--augment must be a positive integer (virtual recordings per training network); "
-                           f"got {k!r}")
+    check_augment(k)
     return [featurize(bank, replace(protocol, seed=protocol.seed + AUGMENT_SEED_STRIDE * j), nan_policy).X
             for j in range(1, k)]

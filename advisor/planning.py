@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,6 +49,9 @@ from advisor.search import (
     run_study,
     setaside_partition,
 )
+
+if TYPE_CHECKING:
+    from advisor.cost import Modality
 
 VERIFY_SEEDS = 3
 UNIT_GRID = (5, 10, 25, 50, 100, 200, 400, 1000)
@@ -440,4 +443,61 @@ def plan(
         "curves": curve_doc,
         "versions": versions(),
         "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+
+
+def infeasible_reason(doc: dict[str, Any], target: float) -> str:
+    """One line: why a plan's search found nothing to recommend."""
+    verdict = doc.get("verdict", "none_in_search")
+    final = doc["setaside"]
+    top = max(doc["controls"].values(), key=lambda c: c["ci"][1]) if doc["controls"] else None
+    control = f"; strongest control up to {top['ci'][1]:.2f}" if top else ""
+    if verdict == "none_in_search":
+        best = doc["best"]
+        return f"CI lower bound {best['ci'][0]:.2f} < target {target:.2f} (or the controls) at best{control}"
+    if verdict == "setaside_below_target":
+        return f"on set-aside networks the CI lower bound is {final['ci'][0]:.2f} < target {target:.2f}"
+    return f"on set-aside networks the CI lower bound {final['ci'][0]:.2f} does not clear the controls{control}"
+
+
+def modality_entry(modality: Modality, doc: dict[str, Any] | None, observable: str | None,
+                   target: float) -> dict[str, Any]:
+    """One modality's column of a comparison, from its plan document (None: it cannot measure ``observable``,
+    so it was not searched)."""
+    entry: dict[str, Any] = {"name": modality.key, "title": modality.name, "cost_unit": modality.cost_unit,
+                             "feasible": False, "cost": None, "recommendation": None, "best": None, "reason": None,
+                             "trials": [], "pareto": []}
+    if doc is None:
+        entry["reason"] = f"cannot measure {observable}; it measures {', '.join(modality.observables)}"
+        return entry
+    rec = doc["recommendation"]
+    entry.update(feasible=doc["feasible"], cost=rec["cost"] if rec else None, recommendation=rec,
+                 candidate=doc["candidate"], best=doc["best"], trials=doc["trials"], pareto=doc["pareto"],
+                 setaside=doc["setaside"], controls=doc["controls"], verification=doc["verification"],
+                 chance=doc["chance"], verdict=doc["verdict"], heldout_architecture=doc["heldout_architecture"],
+                 modality=doc["modality"])
+    if not doc["feasible"]:
+        entry["reason"] = infeasible_reason(doc, target)
+    return entry
+
+
+def compare_document(bank: Any, preset: str | None, entries: list[dict[str, Any]], *, command: str,
+                     observable: str | None, max_units: int | None, max_sessions: int | None,
+                     target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str,
+                     classifier: str, trials: int, n_splits: int, seed: int, setaside: float, storage: str,
+                     elapsed_s: float) -> dict[str, Any]:
+    """The ``advisor compare`` document: the question, the bank, one entry per modality (:func:`modality_entry`,
+    in the order asked), versions and the study storage."""
+    return {
+        "kind": "compare", "title": "Which recording modality can tell the learning rule?",
+        "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "elapsed_s": round(elapsed_s, 1),
+        "question": {"observable": observable, "observables": [observable] if observable else None,
+                     "modality": None, "max_units": max_units, "max_sessions": max_sessions,
+                     "target_accuracy": target_accuracy, "rules": list(rules) if rules else
+                     sorted(set(bank.metadata["rule"].astype(str))), "target": "family" if family else "rule",
+                     "heldout": heldout, "classifier": classifier, "trials": trials, "n_splits": n_splits,
+                     "seed": seed, "setaside": setaside, "modalities": [e["name"] for e in entries]},
+        "bank": bank_document(bank, preset), "modalities": entries, "versions": versions(),
+        "storage": storage,
     }

@@ -42,6 +42,8 @@ if TYPE_CHECKING:
     from mlflow.entities import Param, Run
     from mlflow.tracking import MlflowClient
 
+    from advisor.search import TrialResult
+
 DEFAULT_EXPERIMENT = "lr-advisor"
 """Experiment that holds every plan and comparison unless another name is given."""
 
@@ -377,6 +379,33 @@ class ParentRun:
             self._client.log_dict(run_id, long_values, LONG_PARAMS_ARTIFACT)
         _retry_locked(self._client.set_terminated, run_id, status, end_time=_now_ms())
         return run_id
+
+
+# ------------------------------------------------------------------------------------ what a plan logs
+def trial_params(result: TrialResult) -> dict[str, Any]:
+    """A search trial's protocol as the MLflow params of its nested run."""
+    return {"observable": result.observable, "n_units": result.n_units, "layers": ",".join(result.layers),
+            "n_sessions": result.n_sessions, "window": f"{result.window[0]:g}-{result.window[1]:g}",
+            "repeats": result.repeats, "noise": round(result.noise, 6), "noise_model": result.noise_model}
+
+
+def trial_metrics(result: TrialResult) -> dict[str, float]:
+    """A search trial's results as the MLflow metrics of its nested run."""
+    return {"accuracy": result.accuracy, "ci_low": result.ci[0], "ci_high": result.ci[1], "cost": result.cost,
+            "balanced_accuracy": result.balanced_accuracy, "feasible": float(result.feasible)}
+
+
+def plan_metrics(doc: dict[str, Any]) -> dict[str, float]:
+    """The plan's headline numbers as MLflow metrics: search and set-aside estimates, controls, cost."""
+    rec = doc["recommendation"] or doc.get("candidate") or doc["best"]
+    final = doc["setaside"]
+    out = {"feasible": float(doc["feasible"]), "accuracy": final["accuracy"], "ci_low": final["ci"][0],
+           "ci_high": final["ci"][1], "search_accuracy": rec["accuracy"], "search_ci_low": rec["ci"][0],
+           "search_ci_high": rec["ci"][1], "cost": rec["cost"], "elapsed_s": doc["elapsed_s"]}
+    for name, entry in doc["controls"].items():
+        out[f"control_{name}_accuracy"] = entry["accuracy"]
+        out[f"control_{name}_ci_high"] = entry["ci"][1]
+    return out
 
 
 # --------------------------------------------------------------------------------------------- the tracker

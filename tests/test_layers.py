@@ -20,7 +20,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("simulator", "advisor")
 
-SCIENCE = {"advisor.protocol", "advisor.statistics", "advisor.population", "advisor.features",
+SCIENCE = {"advisor.protocol", "advisor.assessment", "advisor.statistics", "advisor.population", "advisor.features",
            "advisor.classifiers", "advisor.learned", "advisor.evaluation", "advisor.controls", "advisor.cost",
            "advisor.errors"}
 """The science library: what a recording is and how well it identifies the rule."""

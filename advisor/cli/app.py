@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
+    from simulator.bank import TrajectoryBank
     from simulator.config import SimulationConfig
     from simulator.pipeline import SimulationResult
 
@@ -391,9 +392,16 @@ def stage_bar(console: Any) -> Iterator[StageBar]:
         bar.progress.stop()
 
 
-def open_bank(app: App, preset: str | None, bank_dir: Path | None) -> tuple[Any, str | None]:
+def check_bank_or_preset(bank_dir: Path | None, preset: str | None) -> None:
+    """A usage error when both ``--bank`` and ``--preset`` are given (the one home of that check)."""
     if bank_dir is not None and preset is not None:
         raise click.UsageError("--bank and --preset are mutually exclusive: give one")
+
+
+def open_bank(app: App, preset: str | None, bank_dir: Path | None) -> tuple[TrajectoryBank, str | None]:
+    """The bank at ``--bank``, or the (cached or built) bank of ``--preset`` (default ``quick``), with the
+    preset's name (None for ``--bank``)."""
+    check_bank_or_preset(bank_dir, preset)
     if bank_dir is not None:
         from simulator.bank import load_bank
 
@@ -402,6 +410,7 @@ def open_bank(app: App, preset: str | None, bank_dir: Path | None) -> tuple[Any,
 
 
 def parse_rules(rules_text: str | None) -> tuple[str, ...] | None:
+    """``--rules``: None when not given, else a non-empty comma list (AdvisorError for an empty one)."""
     if rules_text is None:
         return None
     rules = parse_list(rules_text)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-
-from advisor.errors import AdvisorError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -21,47 +18,15 @@ from advisor.cli.app import (
     OBSERVABLE_CHOICES,
     STATISTICS_CHOICES,
     App,
-    build_preset_bank,
+    check_bank_or_preset,
     ci_text,
     common_options,
+    open_bank,
     parse_gain_sd,
     parse_list,
+    parse_rules,
     parse_window,
 )
-
-TOP_FEATURES = 8
-TOP_SESSIONS = 3
-
-
-def _check_stratified_splits(y: Sequence[str], target: str) -> None:
-    """AdvisorError (instead of scikit-learn's ValueError) when stratified 4-fold splits cannot test every
-    network: each label needs at least 4 networks."""
-    from advisor.evaluation import FOLDS
-
-    counts = {label: list(y).count(label) for label in sorted(set(y))}
-    few = min(counts, key=lambda label: counts[label])
-    if counts[few] < FOLDS:
-        raise AdvisorError(
-            f"{len(y)} networks are too few for stratified {FOLDS}-fold splits over {len(counts)} {target}s: "
-            f"{target} {few!r} has {counts[few]}, each needs at least {FOLDS}; simulate more networks per rule"
-        )
-
-
-def _protocol_document(protocol: Any) -> dict[str, Any]:
-    return {
-        "observable": protocol.observable,
-        "n_units": int(protocol.n_units),
-        "layers": list(protocol.layers),
-        "n_sessions": int(protocol.n_sessions),
-        "window": [float(v) for v in protocol.window],
-        "noise_model": protocol.noise_model,
-        "noise": float(protocol.noise),
-        "chronic": bool(protocol.chronic),
-        "n_probes": None if protocol.n_probes is None else int(protocol.n_probes),
-        "seed": int(protocol.seed),
-        "gain_sd": [float(v) for v in protocol.gain_sd],
-        "baseline": float(protocol.baseline),
-    }
 
 
 @click.command()
@@ -155,13 +120,12 @@ def evaluate(
     whole learning curve (behaviour) and the hyperparameters alone, each the better of a linear and a nonlinear
     classifier. The rule counts as identified only where the accuracy's CI clears the strongest control's.
     """
-    if bank_dir is not None and preset is not None:
-        raise click.UsageError("--bank and --preset are mutually exclusive: give one")
-    if isinstance(augment, bool) or augment < 1:
-        raise AdvisorError(f"--augment must be a positive integer (virtual recordings per training network); "
-                           f"got {augment}")
+    from advisor.assessment import evaluate_protocol
+    from advisor.features import check_augment
     from advisor.protocol import DEFAULT_GAIN_SD, RecordingProtocol
 
+    check_bank_or_preset(bank_dir, preset)
+    check_augment(augment)
     protocol = RecordingProtocol(
         observable=observable,
         n_units=units,
@@ -177,100 +141,16 @@ def evaluate(
         baseline=baseline,
         statistics=statistics,
     )
-    wanted = parse_list(rules_text) if rules_text is not None else None
-    if wanted is not None and not wanted:
-        raise AdvisorError("--rules must name at least one rule (a comma list, e.g. sgdm,fa)")
-
-    if bank_dir is not None:
-        from simulator.bank import load_bank
-
-        bank = load_bank(bank_dir)
-    else:
-        bank = build_preset_bank(app, preset or "quick")[1].bank
-
-    import numpy as np
-
-    meta = bank.metadata.reset_index(drop=True)
-    in_bank = sorted(set(meta["rule"].astype(str)))
-    keep = np.ones(len(meta), dtype=bool)
-    if wanted is not None:
-        unknown = [r for r in wanted if r not in in_bank]
-        if unknown:
-            raise AdvisorError(
-                f"--rules: {', '.join(unknown)} not in the bank; its rules are {', '.join(in_bank)}"
-            )
-        keep = meta["rule"].astype(str).isin(wanted).to_numpy()
-
-    from advisor.controls import behaviour_features
-    from advisor.evaluation import evaluate as run_evaluation
-    from advisor.features import augmented_features, featurize
-
-    target = "family" if family else "rule"
-    meta = meta[keep].reset_index(drop=True)
-    if heldout == "none":  # before the (slow) recording: scikit-learn would fail later with a ValueError
-        _check_stratified_splits(list(meta[target].astype(str)), target)
-    with app.consoles.err.status("recording and computing features", spinner="dots"):
-        features = featurize(bank, protocol)
-        extra = [x[keep] for x in augmented_features(bank, protocol, augment)]
-    X, curve = features.X[keep], behaviour_features(bank, np.flatnonzero(keep))
-    with app.consoles.err.status(f"evaluating {classifier} and the controls on {len(meta)} networks",
-                                 spinner="dots"):
-        result = run_evaluation(
-            X, curve, meta, target=target, classifier=classifier, heldout=heldout, n_splits=splits, seed=seed,
-            importances=True, augment=extra,
-        )
-
-    from advisor.controls import CONTROL_LABELS, controls_document
-
-    scores, control = result.scores, result.control
-    top_features: list[tuple[str, float]] = []
-    top_sessions: list[tuple[int, float]] = []
-    if scores.feature_importance is not None and scores.session_importance is not None:
-        per_feature = dict(zip(features.names, (float(v) for v in scores.feature_importance), strict=True))
-        top_features = sorted(per_feature.items(), key=lambda kv: kv[1], reverse=True)[:TOP_FEATURES]
-        per_session = np.asarray(scores.session_importance, dtype=float)
-        order = np.argsort(-per_session, kind="stable")[:TOP_SESSIONS]
-        top_sessions = [(int(features.sessions[i]), float(per_session[i])) for i in order]
-    beyond = result.beyond_controls
-    top = result.strongest_control
-    top_name = CONTROL_LABELS.get(top.name, top.name) if top is not None else "none"
-    verdict = (f"identified beyond the strongest control ({top_name})" if beyond
-               else f"not distinguishable from the strongest control ({top_name})")
-    nonfinite = int(features.nan_report.n_nonfinite)
-
+    rules = parse_rules(rules_text)
+    bank, _ = open_bank(app, preset, bank_dir)
+    evaluation = evaluate_protocol(bank, protocol, rules=rules, target="family" if family else "rule",
+                                   classifier=classifier, heldout=heldout, n_splits=splits, seed=seed,
+                                   augment=augment, status=lambda text: app.consoles.err.status(text, spinner="dots"))
     if app.json_output:
-        app.consoles.emit_json(
-            {
-                "accuracy": float(scores.accuracy),
-                "ci": [float(v) for v in scores.ci],
-                "balanced_accuracy": float(scores.balanced_accuracy),
-                "chance": float(result.chance),
-                "control_accuracy": float(control.accuracy) if control is not None else None,
-                "control_ci": [float(v) for v in control.ci] if control is not None else None,
-                "controls": controls_document(result.controls),
-                "strongest_control": top.name if top is not None else None,
-                "ci_method": scores.ci_method,
-                "beyond_control": bool(beyond),
-                "verdict": verdict,
-                "confusion_matrix": np.asarray(scores.confusion_matrix).astype(int).tolist(),
-                "labels": list(result.labels),
-                "n_networks": int(result.n_networks),
-                "protocol": _protocol_document(protocol),
-                "protocol_description": protocol.describe(),
-                "classifier": classifier,
-                "heldout": heldout,
-                "statistics": statistics,
-                "augment": augment,
-                "target": target,
-                "n_splits": len(scores.split_accuracies),
-                "sessions": [int(s) for s in features.sessions],
-                "top_features": [{"name": n, "importance": v} for n, v in top_features],
-                "top_sessions": [{"checkpoint": c, "importance": v} for c, v in top_sessions],
-                "nonfinite": nonfinite,
-            }
-        )
+        app.consoles.emit_json(evaluation.document())
         return
-    _render_evaluation(app.consoles.out, protocol, result, verdict, top_features, top_sessions, features)
+    _render_evaluation(app.consoles.out, protocol, evaluation.result, evaluation.verdict, evaluation.top_features,
+                       evaluation.top_sessions, evaluation.features)
 
 
 def _render_evaluation(

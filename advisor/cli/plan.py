@@ -27,6 +27,7 @@ from advisor.cli.app import (
     parse_rules,
     stage_bar,
 )
+from advisor.tracking import plan_metrics, trial_metrics, trial_params
 
 PLAN_HELDOUT = ("none", "architecture", "arch_family")
 DEFAULT_TARGET = 0.75
@@ -62,17 +63,6 @@ def _prepare_storage(url: str) -> None:
     """Create the journal file's directory (just before the study starts)."""
     if url.startswith("journal:"):
         Path(url.removeprefix("journal:")).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _trial_params(result: Any) -> dict[str, Any]:
-    return {"observable": result.observable, "n_units": result.n_units, "layers": ",".join(result.layers),
-            "n_sessions": result.n_sessions, "window": f"{result.window[0]:g}-{result.window[1]:g}",
-            "repeats": result.repeats, "noise": round(result.noise, 6), "noise_model": result.noise_model}
-
-
-def _trial_metrics(result: Any) -> dict[str, float]:
-    return {"accuracy": result.accuracy, "ci_low": result.ci[0], "ci_high": result.ci[1], "cost": result.cost,
-            "balanced_accuracy": result.balanced_accuracy, "feasible": float(result.feasible)}
 
 
 def _finish(app: App, run: Any, tracker: Any, doc: dict[str, Any], out_dir: Path) -> dict[str, str]:
@@ -152,7 +142,7 @@ def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str
     from advisor.planning import Progress, plan
 
     def on_trial(result: Any, new: bool) -> None:
-        run.log_trial(result.number, _trial_params(result), _trial_metrics(result),
+        run.log_trial(result.number, trial_params(result), trial_metrics(result),
                       {"advisor.modality": modality.key, "advisor.resumed": str(not new).lower()})
 
     context = {"bank_path": str(bank.path), "modality_source": modality.source or modality.key,
@@ -231,33 +221,6 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
         app.consoles.emit_json(doc)
         return
     _render_plan(app.consoles.out, doc, reports)
-
-
-def plan_metrics(doc: dict[str, Any]) -> dict[str, float]:
-    """The plan's headline numbers as MLflow metrics: search and set-aside estimates, controls, cost."""
-    rec = doc["recommendation"] or doc.get("candidate") or doc["best"]
-    final = doc["setaside"]
-    out = {"feasible": float(doc["feasible"]), "accuracy": final["accuracy"], "ci_low": final["ci"][0],
-           "ci_high": final["ci"][1], "search_accuracy": rec["accuracy"], "search_ci_low": rec["ci"][0],
-           "search_ci_high": rec["ci"][1], "cost": rec["cost"], "elapsed_s": doc["elapsed_s"]}
-    for name, entry in doc["controls"].items():
-        out[f"control_{name}_accuracy"] = entry["accuracy"]
-        out[f"control_{name}_ci_high"] = entry["ci"][1]
-    return out
-
-
-def infeasible_reason(doc: dict[str, Any], target: float) -> str:
-    """One line: why a plan's search found nothing to recommend."""
-    verdict = doc.get("verdict", "none_in_search")
-    final = doc["setaside"]
-    top = max(doc["controls"].values(), key=lambda c: c["ci"][1]) if doc["controls"] else None
-    control = f"; strongest control up to {top['ci'][1]:.2f}" if top else ""
-    if verdict == "none_in_search":
-        best = doc["best"]
-        return f"CI lower bound {best['ci'][0]:.2f} < target {target:.2f} (or the controls) at best{control}"
-    if verdict == "setaside_below_target":
-        return f"on set-aside networks the CI lower bound is {final['ci'][0]:.2f} < target {target:.2f}"
-    return f"on set-aside networks the CI lower bound {final['ci'][0]:.2f} does not clear the controls{control}"
 
 
 def _print_where(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
@@ -385,7 +348,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     nested, and a figure of accuracy against cost per modality.
     """
     from advisor.cost import load_modality
-    from advisor.planning import bank_document, make_question, versions
+    from advisor.planning import compare_document, make_question, modality_entry
 
     ctx = click.get_current_context()
     command = _command_line(ctx)
@@ -418,42 +381,24 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                            {"advisor.bank": bank.hash}) as run:
         with stage_bar(app.consoles.err) as bar:
             for mod in modalities:
-                entry: dict[str, Any] = {"name": mod.key, "title": mod.name, "cost_unit": mod.cost_unit,
-                                         "feasible": False, "cost": None, "recommendation": None, "best": None,
-                                         "reason": None, "trials": [], "pareto": []}
-                if observable is not None and observable not in mod.observables:
-                    entry["reason"] = f"cannot measure {observable}; it measures {', '.join(mod.observables)}"
-                    entries.append(entry)
+                question = questions.get(mod.key)
+                doc = None
+                if question is not None:
+                    doc = _run_plan(app, bank, question, mod, storage=storage_url,
+                                    study=f"compare-{question.key(bank.hash, mod.key)}", timeout=timeout,
+                                    curves=False, run=run, bar=bar, tracking_uri=tracker.uri)
+                entries.append(modality_entry(mod, doc, observable, target_accuracy))
+                if doc is None:
                     continue
-                question = questions[mod.key]
-                doc = _run_plan(app, bank, question, mod, storage=storage_url,
-                                study=f"compare-{question.key(bank.hash, mod.key)}", timeout=timeout, curves=False,
-                                run=run, bar=bar, tracking_uri=tracker.uri)
                 rec = doc["recommendation"]
-                entry.update(feasible=doc["feasible"], cost=rec["cost"] if rec else None, recommendation=rec,
-                             candidate=doc["candidate"], best=doc["best"], trials=doc["trials"],
-                             pareto=doc["pareto"], setaside=doc["setaside"], controls=doc["controls"],
-                             verification=doc["verification"], chance=doc["chance"], verdict=doc["verdict"],
-                             heldout_architecture=doc["heldout_architecture"], modality=doc["modality"])
-                if not doc["feasible"]:
-                    entry["reason"] = infeasible_reason(doc, target_accuracy)
-                entries.append(entry)
                 run.log_metrics({f"{mod.key}.feasible": float(doc["feasible"]),
                                  **({f"{mod.key}.cost": rec["cost"], f"{mod.key}.accuracy": doc["setaside"]["accuracy"],
                                      f"{mod.key}.search_accuracy": rec["accuracy"]} if rec else {})})
-        doc = {
-            "kind": "compare", "title": "Which recording modality can tell the learning rule?",
-            "command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "elapsed_s": round(time.perf_counter() - started, 1),
-            "question": {"observable": observable, "observables": [observable] if observable else None,
-                         "modality": None, "max_units": max_units, "max_sessions": max_sessions,
-                         "target_accuracy": target_accuracy, "rules": list(rules) if rules else
-                         sorted(set(bank.metadata["rule"].astype(str))), "target": "family" if family else "rule",
-                         "heldout": heldout, "classifier": classifier, "trials": trials, "n_splits": splits,
-                         "seed": seed, "setaside": setaside, "modalities": [m.key for m in modalities]},
-            "bank": bank_document(bank, preset_name), "modalities": entries, "versions": versions(),
-            "storage": storage_url,
-        }
+        doc = compare_document(bank, preset_name, entries, command=command, observable=observable,
+                               max_units=max_units, max_sessions=max_sessions, target_accuracy=target_accuracy,
+                               rules=rules, family=family, heldout=heldout, classifier=classifier, trials=trials,
+                               n_splits=splits, seed=seed, setaside=setaside, storage=storage_url,
+                               elapsed_s=time.perf_counter() - started)
         reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
     if app.json_output:
         app.consoles.emit_json(doc)
@@ -523,7 +468,7 @@ def worker(app: App, study: str, storage: str | None, timeout: float | None) -> 
             context = parent["context"]
             tracker = Tracker(app.open_workspace(), context.get("tracking_uri"))
             parent["run"] = tracker.attach(context["parent_run_id"])
-        parent["run"].log_trial(result.number, _trial_params(result), _trial_metrics(result),
+        parent["run"].log_trial(result.number, trial_params(result), trial_metrics(result),
                                 {"advisor.worker": "true"})
         app.consoles.err.print(f"trial {result.number}: accuracy {result.accuracy:.3f}, cost {result.cost:.1f}",
                                highlight=False)
