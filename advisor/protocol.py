@@ -28,11 +28,11 @@ from typing import Any, ClassVar
 import numpy as np
 
 from advisor.errors import AdvisorError
+from simulator.constants import GROUPS
 from simulator.presets import is_number
 from simulator.registry import Registry
 
 OBSERVABLES = ("weights", "activations", "activity_change")
-GROUPS = ("early", "middle", "deep")
 
 
 # --------------------------------------------------------------------------------------------- rig draws

@@ -24,8 +24,6 @@ import torch.nn.functional as F
 from simulator.constants import GROUPS
 from simulator.registry import Registry
 
-ACTIVATIONS = ("relu", "tanh", "none")
-
 
 @dataclass(frozen=True)
 class LayerSpec:

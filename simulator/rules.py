@@ -36,8 +36,6 @@ from simulator.objectives import Objective
 from simulator.optim import MOMENTUM, OPTIMIZERS
 from simulator.registry import Registry
 
-FAMILIES = ("backprop", "feedback_alignment", "local_hebbian", "perturbation")
-
 State = dict[str, list[torch.Tensor]]
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 from rich.console import Console
 
 from advisor.cli import COMMANDS, cli
-from advisor.cli.app import _ProgressReporter
+from advisor.cli.app import ProgressBar
 from advisor.console import Consoles
 from advisor.errors import AdvisorError
 from advisor.workspace import Workspace
@@ -354,7 +354,7 @@ def test_workspace_open_rejects_a_read_only_parent(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------------------- progress
 def test_progress_reporter_draws_networks_done_over_total() -> None:
     err = io.StringIO()
-    reporter = _ProgressReporter(Console(file=err, width=120), "simulating tiny")
+    reporter = ProgressBar(Console(file=err, width=120), "simulating tiny", unit="networks")
     reporter(1, 4, "")
     reporter(4, 4, "sgdm mlp3_relu digits")
     reporter.close()
@@ -364,13 +364,13 @@ def test_progress_reporter_draws_networks_done_over_total() -> None:
 
 def test_progress_reporter_draws_nothing_if_never_called() -> None:
     err = io.StringIO()
-    _ProgressReporter(Console(file=err), "simulating").close()
+    ProgressBar(Console(file=err), "simulating").close()
     assert err.getvalue() == ""
 
 
 def test_progress_reporter_draws_nothing_for_a_cached_bank() -> None:
     err = io.StringIO()
-    reporter = _ProgressReporter(Console(file=err), "simulating")
+    reporter = ProgressBar(Console(file=err), "simulating")
     reporter(4, 4, "cached")
     reporter.close()
     assert err.getvalue() == ""

@@ -14,13 +14,13 @@ from advisor.cli import cli
 from advisor.cli.app import (
     CLASSIFIER_CHOICES,
     HELDOUT_CHOICES,
-    LAYER_GROUPS,
     NOISE_MODEL_CHOICES,
     OBSERVABLE_CHOICES,
     parse_list,
     parse_window,
 )
 from advisor.errors import AdvisorError
+from simulator.constants import GROUPS as LAYER_GROUPS
 
 if TYPE_CHECKING:
     from simulator.pipeline import SimulationResult

@@ -191,20 +191,26 @@ def check_device(device: str) -> None:
         )
 
 
-class _ProgressReporter:
-    """The ``progress(done, total, description)`` callback of :func:`simulator.pipeline.simulate`, drawn as
-    a rich progress bar (networks done / total, elapsed, ETA) on ``console``, started at the first call that
-    finds work left (a cached bank draws no bar)."""
+class ProgressBar:
+    """The one progress bar of the command line: a rich bar on ``console`` (stderr), started on first use.
 
-    def __init__(self, console: Console, label: str) -> None:
+    Two ways to drive it:
+
+    * as the ``progress(done, total, description)`` callback of :func:`simulator.pipeline.simulate`
+      (``unit="networks"``: networks done / total, elapsed, ETA); a call that finds the work already done
+      before the bar started (a cached bank) draws nothing;
+    * stage by stage (``start(label, total)``, ``advance()``): one row per stage of a plan (the search, the
+      re-check, the set-aside test, the curves), the previous stage shown complete when the next starts.
+    """
+
+    def __init__(self, console: Console, label: str = "", unit: str | None = None) -> None:
         self._console = console
         self._label = label
+        self._unit = unit
         self._progress: Progress | None = None
         self._task: Any = None
 
-    def __call__(self, done: int, total: int, description: str) -> None:
-        if self._progress is None and done >= total:
-            return  # complete before it started (a cached bank): nothing to show
+    def _started(self) -> Progress:
         if self._progress is None:
             from rich.progress import (
                 BarColumn,
@@ -215,19 +221,32 @@ class _ProgressReporter:
                 TimeRemainingColumn,
             )
 
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TextColumn("networks"),
-                TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
-                console=self._console,
-            )
+            columns: list[Any] = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()]
+            if self._unit:
+                columns += [TextColumn(self._unit), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
+            else:
+                columns.append(TimeElapsedColumn())
+            self._progress = Progress(*columns, console=self._console, transient=False)
             self._progress.start()
-            self._task = self._progress.add_task(self._label, total=total)
-        self._progress.update(self._task, completed=done, total=total, description=description or self._label)
+        return self._progress
+
+    def __call__(self, done: int, total: int, description: str) -> None:
+        if self._progress is None and done >= total:
+            return  # complete before it started (a cached bank): nothing to show
+        progress = self._started()
+        if self._task is None:
+            self._task = progress.add_task(self._label, total=total)
+        progress.update(self._task, completed=done, total=total, description=description or self._label)
+
+    def start(self, label: str, total: int) -> None:
+        progress = self._started()
+        if self._task is not None:
+            progress.update(self._task, completed=progress.tasks[-1].total)
+        self._task = progress.add_task(label, total=max(1, total))
+
+    def advance(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task)
 
     def close(self) -> None:
         if self._progress is not None:
@@ -235,13 +254,13 @@ class _ProgressReporter:
 
 
 @contextmanager
-def progress_bar(console: Console, label: str) -> Iterator[_ProgressReporter]:
-    """A progress callback drawing on ``console``; the bar is stopped on exit (also after an error)."""
-    reporter = _ProgressReporter(console, label)
+def progress_bar(console: Console, label: str = "", unit: str | None = None) -> Iterator[ProgressBar]:
+    """A :class:`ProgressBar` on ``console``, stopped on exit (also after an error)."""
+    bar = ProgressBar(console, label, unit)
     try:
-        yield reporter
+        yield bar
     finally:
-        reporter.close()
+        bar.close()
 
 
 def usable_cores() -> int:
@@ -290,7 +309,7 @@ def build_preset_bank(
     from simulator.pipeline import simulate as run_simulation
 
     workspace.banks.mkdir(parents=True, exist_ok=True)
-    with progress_bar(app.consoles.err, f"simulating {config.name}") as bar:
+    with progress_bar(app.consoles.err, f"simulating {config.name}", unit="networks") as bar:
         hint = _one_core_hint(preset) if scheduler is None and device == "cpu" else None
 
         def progress(done: int, total: int, description: str) -> None:
@@ -317,7 +336,6 @@ HELDOUT_CHOICES = ("none", "architecture", "arch_family", "task", "nonlinearity"
 
 
 STATISTICS_CHOICES = ("marginal", "population", "both")
-LAYER_GROUPS = ("early", "middle", "deep")
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -362,34 +380,10 @@ def ci_text(ci: tuple[float, float]) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-class StageBar:
-    """A rich progress bar on stderr with one task at a time (``start(label, total)``, ``advance()``)."""
-
-    def __init__(self, console: Any) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=False)
-        self.task: Any = None
-
-    def start(self, label: str, total: int) -> None:
-        if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
-        self.task = self.progress.add_task(label, total=max(1, total))
-
-    def advance(self) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task)
-
-
-@contextmanager
-def stage_bar(console: Any) -> Iterator[StageBar]:
-    bar = StageBar(console)
-    bar.progress.start()
-    try:
-        yield bar
-    finally:
-        bar.progress.stop()
+tracking_uri_option = click.option(
+    "--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
+    help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+"""``--tracking-uri`` (else ``$MLFLOW_TRACKING_URI``), declared once for every command that reads or writes runs."""
 
 
 def check_bank_or_preset(bank_dir: Path | None, preset: str | None) -> None:

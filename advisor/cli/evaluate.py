@@ -13,7 +13,6 @@ if TYPE_CHECKING:
 from advisor.cli.app import (
     CLASSIFIER_CHOICES,
     HELDOUT_CHOICES,
-    LAYER_GROUPS,
     NOISE_MODEL_CHOICES,
     OBSERVABLE_CHOICES,
     STATISTICS_CHOICES,
@@ -27,6 +26,7 @@ from advisor.cli.app import (
     parse_rules,
     parse_window,
 )
+from simulator.constants import GROUPS
 
 
 @click.command()
@@ -129,7 +129,7 @@ def evaluate(
     protocol = RecordingProtocol(
         observable=observable,
         n_units=units,
-        layers=parse_list(layers) if layers is not None else LAYER_GROUPS,
+        layers=parse_list(layers) if layers is not None else GROUPS,
         n_sessions=sessions,
         window=parse_window(window) if window is not None else (0.0, 1.0),
         noise_model=noise_model,

@@ -19,13 +19,14 @@ from advisor.cli.app import (
     CLASSIFIER_CHOICES,
     OBSERVABLE_CHOICES,
     App,
-    StageBar,
+    ProgressBar,
     common_options,
     open_bank,
     open_tracker,
     parse_list,
     parse_rules,
-    stage_bar,
+    progress_bar,
+    tracking_uri_option,
 )
 from advisor.tracking import plan_metrics, trial_metrics, trial_params
 
@@ -129,8 +130,7 @@ def _plan_options(command: Any) -> Any:
                      help="Seeds the sampler, the recording and the splits: same command, same answer."),
         click.option("--storage", default=None, metavar="URL",
                      help="Optuna storage: journal:PATH or a database URL [default: a journal in the workspace]."),
-        click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
-                     help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow]."),
+        tracking_uri_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -138,7 +138,7 @@ def _plan_options(command: Any) -> Any:
 
 
 def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str, study: str,
-              timeout: float | None, curves: bool, run: Any, bar: StageBar, tracking_uri: str) -> dict[str, Any]:
+              timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str) -> dict[str, Any]:
     from advisor.planning import Progress, plan
 
     def on_trial(result: Any, new: bool) -> None:
@@ -210,7 +210,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     join = f"advisor worker --study {study_name}" + (f" --storage {shlex.quote(storage)}" if storage else "")
     app.consoles.err.print(f"study {study_name} — more workers: {join}", highlight=False, soft_wrap=True)
     with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
-        with stage_bar(app.consoles.err) as bar:
+        with progress_bar(app.consoles.err) as bar:
             doc = _run_plan(app, bank, question, mod, storage=storage_url, study=study_name, timeout=timeout,
                             curves=not no_curves, run=run, bar=bar, tracking_uri=tracker.uri)
         doc.update(title="Recording plan: which learning rule, from what recording?", command=command,
@@ -379,7 +379,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     started = time.perf_counter()
     with tracker.start_run("compare", "compare-" + "-".join(m.key for m in modalities), params,
                            {"advisor.bank": bank.hash}) as run:
-        with stage_bar(app.consoles.err) as bar:
+        with progress_bar(app.consoles.err) as bar:
             for mod in modalities:
                 question = questions.get(mod.key)
                 doc = None

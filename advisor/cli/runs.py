@@ -13,7 +13,7 @@ from advisor.workspace import Workspace
 if TYPE_CHECKING:
 
     pass
-from advisor.cli.app import App, common_options
+from advisor.cli.app import App, common_options, tracking_uri_option
 
 REPORT_FORMATS = ("md", "html", "pdf")
 
@@ -37,8 +37,7 @@ def _run_row(summary: Any) -> dict[str, Any]:
 
 
 @runs.command("list")
-@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
-              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@tracking_uri_option
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True, metavar="N",
               help="Newest N runs.")
 @common_options
@@ -70,8 +69,7 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
 
 @runs.command("show")
 @click.argument("run_id")
-@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
-              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@tracking_uri_option
 @common_options
 def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
     """Show one past plan: question, bounds, recommendation, accuracy, cost, when."""
@@ -117,8 +115,7 @@ def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
               help="Report format; repeat for several [default: md, html and pdf].")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None, metavar="DIR",
               help="Directory for the report files [default: WORKSPACE/reports/RUN_ID].")
-@click.option("--tracking-uri", default=None, metavar="URI", envvar="MLFLOW_TRACKING_URI",
-              help="MLflow tracking URI [default: sqlite store in WORKSPACE/mlflow].")
+@tracking_uri_option
 @common_options
 def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None, tracking_uri: str | None) -> None:
     """Render the report of a past plan or comparison (Markdown, self-contained HTML, PDF)."""
