@@ -14,9 +14,12 @@ same splits as the protocol; the better one is reported, so the control is as st
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from simulator.bank import TrajectoryBank
 
 LINEAR = "logreg"
 NONLINEAR = "rf"
@@ -31,7 +34,7 @@ DESCRIPTIONS = {
 CONTROL_LABELS = {"behaviour": "behaviour (whole learning curve)", "hyperparameters": "hyperparameters alone"}
 
 
-def behaviour_features(bank: Any, rows: np.ndarray | None = None) -> np.ndarray:
+def behaviour_features(bank: TrajectoryBank, rows: np.ndarray | None = None) -> np.ndarray:
     """(N, T, 3) float32: log training loss, training metric and test metric at every checkpoint.
 
     A diverged network's non-finite values become the largest finite value of that channel plus one (its

@@ -31,10 +31,8 @@ library's default (``advisor.protocol.DEFAULT_GAIN_SD``, baseline 0), never a ri
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +50,7 @@ from advisor.protocol import (
     gain_problem,
 )
 from simulator.presets import is_int, is_number, is_str_list, toml_type_name
+from simulator.text import did_you_mean, read_toml
 
 __all__ = [
     "COST_FORMULA",
@@ -244,8 +243,7 @@ class Modality:
             return gains
         for name, text in self.assumptions.items():
             if name not in _DOCUMENTED:
-                close = difflib.get_close_matches(str(name), _DOCUMENTED, n=1, cutoff=0.6)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                hint = did_you_mean(str(name), _DOCUMENTED)
                 return f"assumptions.{name}: no such field to document{hint}; allowed: {', '.join(_DOCUMENTED)}"
             if not isinstance(text, str) or not text.strip() or "\n" in text:
                 return f"assumptions.{name} must be one non-empty line of text; got {text!r}"
@@ -495,8 +493,7 @@ def _gain_fields(gains: dict[str, Any], file: str) -> dict[str, Any]:
     """A ``[gains]`` table as Modality fields; raises naming the file and the dotted key."""
     for key, value in gains.items():
         if key not in _GAIN_KEYS:
-            close = difflib.get_close_matches(key, _GAIN_KEYS, n=1, cutoff=0.6)
-            hint = f" (did you mean 'gains.{close[0]}'?)" if close else ""
+            hint = did_you_mean(key, _GAIN_KEYS, shown=lambda k: f"gains.{k}")
             raise AdvisorError(f"{file}: unknown key 'gains.{key}'{hint}; allowed in [gains]: {', '.join(_GAIN_KEYS)}")
         if not is_number(value):
             raise AdvisorError(f"{file}: gains.{key} must be a number; got {value!r} ({toml_type_name(value)})")
@@ -538,8 +535,7 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
     if not (text.endswith(".toml") or "/" in text or os.sep in text):
         if text in builtins:
             return modality_dir() / f"{text}.toml"
-        close = difflib.get_close_matches(text, builtins, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        hint = did_you_mean(text, builtins)
         raise AdvisorError(f"unknown modality {text!r}{hint}; {known}; or give the path of a .toml file")
     path = Path(text).expanduser()
     if not path.is_file():
@@ -568,20 +564,10 @@ def load_modality(name_or_path: str | os.PathLike[str]) -> Modality:
     """
     path = _resolve(name_or_path)
     file = str(path)
-    try:
-        data = tomllib.loads(path.read_bytes().decode("utf-8"))
-    except OSError as e:
-        raise AdvisorError(f"{file}: cannot read the modality: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise AdvisorError(f"{file}: not UTF-8 text: {e.reason} at byte {e.start}") from None
-    except tomllib.TOMLDecodeError as e:
-        message = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
-        raise AdvisorError(f"{file}: malformed TOML: {message}") from None
+    data = read_toml(path, "modality", AdvisorError)
     for key, value in data.items():
         if key not in _TYPES:
-            close = difflib.get_close_matches(key, list(_TYPES), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise AdvisorError(f"{file}: unknown key {key!r}{hint}; allowed: {', '.join(_TYPES)}")
+            raise AdvisorError(f"{file}: unknown key {key!r}{did_you_mean(key, _TYPES)}; allowed: {', '.join(_TYPES)}")
         expected, ok = _TYPES[key]
         if not ok(value):
             raise AdvisorError(f"{file}: {key} must be {expected}; got {value!r} ({toml_type_name(value)})")

@@ -12,13 +12,16 @@ network, a time axis of sessions and a channel axis of (group, statistic) featur
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from advisor.population import POPULATION_STATISTICS, population_statistics
 from advisor.protocol import Recording, RecordingProtocol, learning_curve, record_chunks
 from advisor.statistics import FEATURES, NanPolicy, NanReport, feature_names, unit_statistics
+
+if TYPE_CHECKING:
+    from simulator.bank import TrajectoryBank
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def featurize_recording(recording: Recording, nan_policy: NanPolicy | str = NanP
     return _finish(X, names, recording.curve, recording.sessions, policy)
 
 
-def featurize(bank: Any, protocol: RecordingProtocol, nan_policy: NanPolicy | str = NanPolicy.ZERO) -> Features:
+def featurize(bank: TrajectoryBank, protocol: RecordingProtocol,
+              nan_policy: NanPolicy | str = NanPolicy.ZERO) -> Features:
     """Record ``bank`` under ``protocol`` and compute its features, a chunk of networks at a time: memory grows
     with the features, not with the bank (the same values as ``featurize_recording(virtual_recording(...))``)."""
     policy = NanPolicy(nan_policy) if isinstance(nan_policy, str) else nan_policy
@@ -137,7 +141,7 @@ def check_augment(k: Any) -> None:
                            f"got {k!r}")
 
 
-def augmented_features(bank: Any, protocol: RecordingProtocol, k: int,
+def augmented_features(bank: TrajectoryBank, protocol: RecordingProtocol, k: int,
                        nan_policy: NanPolicy | str = NanPolicy.ZERO) -> list[np.ndarray]:
     """K − 1 more virtual recordings of every network under ``protocol`` (other unit subsets, gains and noise
     draws; the same sessions, stimuli and statistics), as feature arrays aligned with ``featurize(bank,

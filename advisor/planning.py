@@ -52,6 +52,7 @@ from advisor.search import (
 
 if TYPE_CHECKING:
     from advisor.cost import Modality
+    from simulator.bank import TrajectoryBank
 
 VERIFY_SEEDS = 3
 UNIT_GRID = (5, 10, 25, 50, 100, 200, 400, 1000)
@@ -60,7 +61,7 @@ REPEAT_GRID = (1, 2, 4, 8, 16, 32, 64)
 TOP = 10
 
 
-def bank_limits(bank: Any) -> dict[str, int]:
+def bank_limits(bank: TrajectoryBank) -> dict[str, int]:
     """The most units (synapses for weights) per network the bank recorded, per observable."""
     return {
         "weights": int(bank["weights"].shape[3]) * len(GROUPS),
@@ -70,7 +71,8 @@ def bank_limits(bank: Any) -> dict[str, int]:
 
 
 def make_question(
-    bank: Any, modality: Any, *, observable: str | None, max_units: int | None, max_sessions: int | None,
+    bank: TrajectoryBank, modality: Modality, *, observable: str | None, max_units: int | None,
+    max_sessions: int | None,
     target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str, classifier: str,
     n_trials: int, n_splits: int, seed: int, setaside: float = 0.25, robust: bool = False,
     statistics: str = "marginal",
@@ -156,7 +158,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def bank_document(bank: Any, preset: str | None) -> dict[str, Any]:
+def bank_document(bank: TrajectoryBank, preset: str | None) -> dict[str, Any]:
     cfg = bank.config  # the bank's stored config, a dict
     meta = bank.metadata
     return {"preset": preset or cfg.get("name"), "hash": bank.hash, "path": str(bank.path), "n_networks": len(meta),
@@ -165,7 +167,7 @@ def bank_document(bank: Any, preset: str | None) -> dict[str, Any]:
             "n_checkpoints": int(cfg["n_checkpoints"])}
 
 
-def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any) -> RecordingProtocol:
+def _protocol_with(trial: TrialResult, modality: Modality, seed: int, **changes: Any) -> RecordingProtocol:
     repeats = changes.pop("repeats", trial.repeats)
     params = {"observable": trial.observable, "n_units": trial.n_units, "layers": trial.layers,
               "n_sessions": trial.n_sessions, "window": trial.window, "noise_model": modality.noise_model,
@@ -174,7 +176,7 @@ def _protocol_with(trial: TrialResult, modality: Any, seed: int, **changes: Any)
     return RecordingProtocol(**params)
 
 
-def _grids(trial: TrialResult, question: Question, modality: Any, observable: str) -> dict[str, list[int]]:
+def _grids(trial: TrialResult, question: Question, modality: Modality, observable: str) -> dict[str, list[int]]:
     """The values each curve visits: fixed grids clipped to the bank and bounds, plus the trial's own value."""
     units_hi = min(question.max_units[observable], question.per_group[observable] * len(trial.layers))
     lo, hi = trial.window
@@ -186,7 +188,7 @@ def _grids(trial: TrialResult, question: Question, modality: Any, observable: st
     return {"units": sorted(units), "sessions": sorted(sessions), "noise": sorted(repeats)}
 
 
-def sensitivity_curves(scorer: Scorer, trial: TrialResult, question: Question, modality: Any,
+def sensitivity_curves(scorer: Scorer, trial: TrialResult, question: Question, modality: Modality,
                        tick: Callable[[], None] | None = None) -> dict[str, Any]:
     """Accuracy against units, sessions and noise, one factor at a time around ``trial``, per observable."""
     curves: dict[str, Any] = {}
@@ -208,13 +210,14 @@ def sensitivity_curves(scorer: Scorer, trial: TrialResult, question: Question, m
     return curves
 
 
-def curve_points(trial: TrialResult, question: Question, modality: Any) -> int:
+def curve_points(trial: TrialResult, question: Question, modality: Modality) -> int:
     """How many evaluations :func:`sensitivity_curves` makes (for a progress bar)."""
     return sum(len(g) for obs in question.observables for g in _grids(trial, question, modality, obs).values())
 
 
-def _transfer(bank: Any, X: np.ndarray, y: np.ndarray, labels: list[str], rows: np.ndarray, question: Question,
-              behaviour: np.ndarray, search: np.ndarray, setaside: np.ndarray) -> dict[str, Any] | None:
+def _transfer(bank: TrajectoryBank, X: np.ndarray, y: np.ndarray, labels: list[str], rows: np.ndarray,
+              question: Question, behaviour: np.ndarray, search: np.ndarray,
+              setaside: np.ndarray) -> dict[str, Any] | None:
     """Leave one architecture out, on networks nothing was chosen on: for each architecture, the protocol's
     classifier trained on the search networks of the other architectures is tested on the set-aside networks of
     this one (and the behavioural control likewise), with refit intervals over all set-aside networks. None for
@@ -239,7 +242,8 @@ def _transfer(bank: Any, X: np.ndarray, y: np.ndarray, labels: list[str], rows: 
             "transfers": bool(held.ci[0] >= question.target_accuracy and held.ci[0] > control.scores.ci[1])}
 
 
-def analyse(bank: Any, scorer: Scorer, trial: TrialResult, question: Question, modality: Any) -> dict[str, Any]:
+def analyse(bank: TrajectoryBank, scorer: Scorer, trial: TrialResult, question: Question,
+            modality: Modality) -> dict[str, Any]:
     """The final numbers of ``trial``'s protocol: one fit on the search networks tested once on the set-aside
     networks (accuracy, CI, confusion matrix), the controls on the same networks, importances from the search
     networks' splits, and the held-out-architecture score."""
@@ -369,7 +373,8 @@ class Progress:
 
 
 def plan(
-    bank: Any, question: Question, modality: Any, *, storage: str, study_name: str, timeout: float | None = None,
+    bank: TrajectoryBank, question: Question, modality: Modality, *, storage: str, study_name: str,
+    timeout: float | None = None,
     curves: bool = True, progress: Progress | None = None,
     on_trial: Callable[[TrialResult, bool], None] | None = None, context: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
@@ -481,7 +486,7 @@ def modality_entry(modality: Modality, doc: dict[str, Any] | None, observable: s
     return entry
 
 
-def compare_document(bank: Any, preset: str | None, entries: list[dict[str, Any]], *, command: str,
+def compare_document(bank: TrajectoryBank, preset: str | None, entries: list[dict[str, Any]], *, command: str,
                      observable: str | None, max_units: int | None, max_sessions: int | None,
                      target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str,
                      classifier: str, trials: int, n_splits: int, seed: int, setaside: float, storage: str,

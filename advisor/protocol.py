@@ -23,7 +23,7 @@ import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from advisor.errors import AdvisorError
 from simulator.constants import GROUPS
 from simulator.presets import is_number
 from simulator.registry import Registry
+
+if TYPE_CHECKING:
+    from simulator.bank import TrajectoryBank
 
 OBSERVABLES = ("weights", "activations", "activity_change")
 
@@ -399,7 +402,7 @@ CHUNK_NETWORKS = 64
 """Networks recorded at a time: memory stays bounded by the chunk, not the bank (results do not depend on it)."""
 
 
-def record_chunks(bank: Any, protocol: RecordingProtocol, chunk: int | None = None
+def record_chunks(bank: TrajectoryBank, protocol: RecordingProtocol, chunk: int | None = None
                   ) -> Iterator[tuple[int, slice, np.ndarray]]:
     """Apply ``protocol`` to ``bank`` a chunk of networks at a time: yields ``(group_position, networks, values)``
     with values (n_chunk, S, k_g[, P]) float32, for each recorded group in order and, within it, each chunk.
@@ -423,7 +426,7 @@ def record_chunks(bank: Any, protocol: RecordingProtocol, chunk: int | None = No
     rng, noise_rng = np.random.default_rng(select_seq), np.random.default_rng(noise_seq)
     gain_rng, offset_rng = np.random.default_rng(gain_seq), np.random.default_rng(offset_seq)
     sd_animal, sd_area, sd_unit = (float(v) for v in protocol.gain_sd)
-    log_animal = sd_animal * gain_rng.standard_normal(n)  # (N,)
+    log_animal = sd_animal * gain_rng.standard_normal((n,))  # (N,): the same draws as size n
     log_area = sd_area * gain_rng.standard_normal((n, len(GROUPS)))  # (N, 3)
     probe_sel: np.ndarray | None = None
     if protocol.observable != "weights" and protocol.n_probes is not None:
@@ -458,14 +461,14 @@ def record_chunks(bank: Any, protocol: RecordingProtocol, chunk: int | None = No
             yield position, networks, model.apply(chosen, float(protocol.noise), rig, noise_rng)
 
 
-def learning_curve(bank: Any, protocol: RecordingProtocol) -> np.ndarray:
+def learning_curve(bank: TrajectoryBank, protocol: RecordingProtocol) -> np.ndarray:
     """(N, S, 2) float32: training loss and metric at the protocol's sessions (the control's only input)."""
     sessions = protocol.session_indices(bank["loss"].shape[1])
     curve = np.stack([np.asarray(bank["loss"])[:, sessions], np.asarray(bank["metric"])[:, sessions]], axis=-1)
     return curve.astype(np.float32)
 
 
-def virtual_recording(bank: Any, protocol: RecordingProtocol) -> Recording:
+def virtual_recording(bank: TrajectoryBank, protocol: RecordingProtocol) -> Recording:
     """Apply ``protocol`` to ``bank`` (a ``simulator.bank.TrajectoryBank``): choose sessions, units and probes
     with the protocol's seed, apply the rig's unknown gains and measurement noise, and return the measured values
     (all networks in memory; ``advisor.features.featurize`` works chunk by chunk instead).

@@ -25,12 +25,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from advisor.errors import AdvisorError
 from advisor.protocol import DEFAULT_GAIN_SD, GROUPS, RecordingProtocol
+from simulator.text import error_line
+
+if TYPE_CHECKING:
+    from advisor.cost import Modality
+    from simulator.bank import TrajectoryBank
 
 WINDOWS = (0.3, 0.5, 1.0)
 """Session placements the search explores: evenly spaced within the first 30%, 50% or all of learning."""
@@ -195,7 +200,7 @@ class Scorer:
         transfer_cache: transfer scores by protocol.
     """
 
-    bank: Any
+    bank: TrajectoryBank
     keep: np.ndarray
     y: np.ndarray
     labels: list[str]
@@ -316,7 +321,7 @@ def setaside_partition(metadata: Any, rules: Sequence[str], target: str, share: 
     return Partition(members, search, setaside, float(share))
 
 
-def make_scorer(bank: Any, question: Question, seed: int | None = None, *, controls: bool = True) -> Scorer:
+def make_scorer(bank: TrajectoryBank, question: Question, seed: int | None = None, *, controls: bool = True) -> Scorer:
     """The scorer of ``question`` on ``bank``'s search networks (splits drawn from ``seed``, default the
     question's; the set-aside draw always from the question's seed, so re-checks never see set-aside networks).
 
@@ -381,7 +386,7 @@ def storage_for(url: str) -> Any:
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
         except Exception as e:  # SQLAlchemy and driver errors vary; the user gets one line
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = error_line(e)
             raise AdvisorError(f"--storage {url!r} cannot be opened: {reason}") from None
     raise AdvisorError(f"--storage must be journal:PATH, a .log/.journal file or a database URL such as "
                        f"postgresql+psycopg://user@host/db; got {url!r}")
@@ -395,7 +400,7 @@ def check_storage(url: str) -> None:
     storage_for(url)
 
 
-def _suggest(trial: Any, question: Question, modality: Any) -> dict[str, Any]:
+def _suggest(trial: Any, question: Question, modality: Modality) -> dict[str, Any]:
     """Sample one protocol; ranges are fixed per study so TPE sees consistent distributions."""
     observable = trial.suggest_categorical("observable", list(question.observables)) \
         if len(question.observables) > 1 else question.observables[0]
@@ -413,11 +418,11 @@ def _suggest(trial: Any, question: Question, modality: Any) -> dict[str, Any]:
             "window": (0.0, float(window)), "repeats": int(repeats)}
 
 
-def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Any, question: Question,
+def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Modality, question: Question,
                     number: int) -> TrialResult:
     """Score one protocol choice under ``modality``'s noise and cost."""
     noise = float(modality.noise_for(choice["repeats"]))
-    chronic = "chronic" in getattr(modality, "sampling", ("chronic",))  # chronic where the modality can
+    chronic = "chronic" in modality.sampling  # chronic where the modality can
     rig = modality.protocol_kwargs()  # the modality's unknown gains and baseline
     # weights have no stimuli and so no population statistics: a population-only search scores them on the
     # marginal ones (the trial records which)
@@ -471,7 +476,7 @@ def _finished(study: Any) -> list[TrialResult]:
                    if "result" in t.user_attrs), key=lambda t: t.number)
 
 
-def _optimize(study: Any, scorer: Scorer, question: Question, modality: Any, timeout: float | None,
+def _optimize(study: Any, scorer: Scorer, question: Question, modality: Modality, timeout: float | None,
               on_trial: Callable[[TrialResult, bool], None] | None) -> int:
     """Add trials until the study holds ``question.n_trials`` finished ones, counting every process's.
 
@@ -503,7 +508,7 @@ def _optimize(study: Any, scorer: Scorer, question: Question, modality: Any, tim
 
 
 def run_study(
-    scorer: Scorer, question: Question, modality: Any, *, storage: str, study_name: str,
+    scorer: Scorer, question: Question, modality: Modality, *, storage: str, study_name: str,
     on_trial: Callable[[TrialResult, bool], None] | None = None,
     timeout: float | None = None, context: dict[str, Any] | None = None,
 ) -> list[TrialResult]:
@@ -591,7 +596,7 @@ def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult
     return dict(attrs), _optimize(study, scorer, question, modality, timeout, on_trial)
 
 
-def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[int],
+def verify(trial: TrialResult, bank: TrajectoryBank, question: Question, seeds: Sequence[int],
            control_high: float = -math.inf) -> dict[str, Any]:
     """Re-evaluate ``trial``'s protocol with fresh seeds on the search networks (never the set-aside ones):
     new unit subsets, noise, splits and classifier seeds.
@@ -612,7 +617,7 @@ def verify(trial: TrialResult, bank: Any, question: Question, seeds: Sequence[in
             "per_seed": accs, "seeds": list(seeds), "meets_target": meets}
 
 
-def recommend(trials: Sequence[TrialResult], bank: Any, question: Question, seeds: Sequence[int],
+def recommend(trials: Sequence[TrialResult], bank: TrajectoryBank, question: Question, seeds: Sequence[int],
               max_checks: int = 5, control_high: float = -math.inf,
               ) -> tuple[TrialResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
     """The cheapest feasible trial whose protocol still meets the target with fresh seeds.

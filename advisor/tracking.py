@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from advisor.errors import AdvisorError
-from advisor.workspace import Workspace
+from advisor.workspace import Workspace, writable_dir_problem
+from simulator.text import error_line
 
 if TYPE_CHECKING:
     from mlflow.entities import Param, Run
@@ -126,32 +127,6 @@ def _unreachable(uri: str, reason: str) -> AdvisorError:
         f"tracking server {uri} is unreachable: {reason}; start it with `mlflow server --backend-store-uri "
         f"sqlite:///mlflow.db --host HOST --port PORT` or pass --tracking-uri"
     )
-
-
-def _one_line(error: BaseException) -> str:
-    """The first line of an exception's message (MLflow and SQLAlchemy messages run over many lines)."""
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0]
-
-
-def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def _check_writable_dir(directory: Path) -> str | None:
-    """Why ``directory`` (or, while missing, its nearest existing ancestor) cannot be written; None if it can."""
-    existing = _nearest_existing(directory)
-    if not existing.is_dir():
-        return f"{existing} is a file, not a directory"
-    try:
-        fd, name = tempfile.mkstemp(prefix=".advisor-probe-", dir=existing)
-    except OSError as e:
-        return f"{existing}: {e.strerror or e}"
-    os.close(fd)
-    os.unlink(name)
-    return None
 
 
 def _retry_locked(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -455,7 +430,7 @@ class Tracker:
         elif scheme == "sqlite":
             if not self.uri.startswith("sqlite:///"):
                 raise AdvisorError(f"tracking URI {self.uri!r} is not supported: a SQLite store needs sqlite:///PATH")
-            problem = _check_writable_dir(_sqlite_path(self.uri).parent)
+            problem = writable_dir_problem(_sqlite_path(self.uri).parent)
             if problem:
                 raise AdvisorError(
                     f"tracking store {self.uri} is not writable: {problem}; pass --tracking-uri with another store"
@@ -508,7 +483,7 @@ class Tracker:
                         _create_wal_database(_sqlite_path(self.uri))
                     self._client_ = _retry_locked(mlflow.MlflowClient, tracking_uri=self.uri)
                 except Exception as e:
-                    raise AdvisorError(f"tracking store {self.uri} cannot be opened: {_one_line(e)}") from None
+                    raise AdvisorError(f"tracking store {self.uri} cannot be opened: {error_line(e)}") from None
         return self._client_
 
     def _experiment_id(self) -> str:

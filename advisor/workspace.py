@@ -75,9 +75,7 @@ class Workspace:
                 raise fail("it is a file, not a directory")
             _probe(root, fail)
             return cls(root)
-        ancestor = root.parent
-        while not ancestor.exists() and ancestor != ancestor.parent:
-            ancestor = ancestor.parent
+        ancestor = nearest_existing(root.parent)
         if not ancestor.is_dir():
             raise fail(f"{ancestor} is a file, not a directory")
         _probe(ancestor, fail)
@@ -89,11 +87,38 @@ class Workspace:
         return cls(root)
 
 
-def _probe(directory: Path, fail: Callable[[str], AdvisorError]) -> None:
-    """Create and remove a temporary file in ``directory``; raise ``fail(reason)`` if that is impossible."""
+def nearest_existing(path: Path) -> Path:
+    """``path`` if it exists, else its nearest existing ancestor."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def probe_writable(directory: Path) -> str | None:
+    """Create and remove a temporary file in ``directory`` (so permissions are tested as the operating system
+    applies them, also for root, read-only mounts and ACLs); the operating system's reason if that is impossible
+    (``Permission denied``), None if it worked."""
     try:
         fd, name = tempfile.mkstemp(prefix=_PROBE_PREFIX, dir=directory)
     except OSError as e:
-        raise fail(e.strerror or str(e)) from None
+        return e.strerror or str(e)
     os.close(fd)
     os.unlink(name)
+    return None
+
+
+def writable_dir_problem(directory: Path) -> str | None:
+    """Why ``directory`` (or, while missing, its nearest existing ancestor) cannot be written, naming that
+    directory (``/x is a file, not a directory``, ``/x: Permission denied``); None if it can."""
+    existing = nearest_existing(directory)
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    reason = probe_writable(existing)
+    return None if reason is None else f"{existing}: {reason}"
+
+
+def _probe(directory: Path, fail: Callable[[str], AdvisorError]) -> None:
+    """Probe ``directory`` (:func:`probe_writable`); raise ``fail(reason)`` if it cannot be written."""
+    reason = probe_writable(directory)
+    if reason is not None:
+        raise fail(reason)

@@ -38,11 +38,9 @@ and defaults to :class:`SimulationConfig`'s default; ``name`` defaults to the fi
 from __future__ import annotations
 
 import datetime
-import difflib
 import math
 import os
 import re
-import tomllib
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
@@ -50,6 +48,7 @@ from typing import Any
 
 from simulator.config import SimulationConfig
 from simulator.errors import ConfigError
+from simulator.text import did_you_mean, one_line, read_toml
 
 __all__ = ["dump_preset", "list_presets", "load_preset", "preset_dir"]
 
@@ -207,14 +206,7 @@ _FIELD_AT_START = re.compile(r"^([a-z_]+)\b")
 
 def _unknown_key(key: str, dotted: str, siblings: Mapping[str, Any], file: str) -> ConfigError:
     """An 'unknown key' error that suggests the closest key of the same table, or the right table."""
-    hint = ""
-    close = difflib.get_close_matches(key, list(siblings), n=1, cutoff=0.6)
-    if close:
-        hint = f" (did you mean {close[0]!r}?)"
-    else:
-        elsewhere = difflib.get_close_matches(key, list(_FIELD_PATHS), n=1, cutoff=0.8)
-        if elsewhere:
-            hint = f" (did you mean {_FIELD_PATHS[elsewhere[0]]!r}?)"
+    hint = did_you_mean(key, siblings) or did_you_mean(key, _FIELD_PATHS, cutoff=0.8, shown=_FIELD_PATHS.__getitem__)
     return ConfigError(f"{file}: unknown key {dotted!r}{hint}")
 
 
@@ -263,10 +255,8 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
             return preset_dir() / f"{text}.toml"
         if text and Path(text).is_file():
             return Path(text)
-        close = difflib.get_close_matches(text, builtins, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(
-            f"unknown preset {text!r}{hint}; built-in presets: {', '.join(builtins)}; "
+            f"unknown preset {text!r}{did_you_mean(text, builtins)}; built-in presets: {', '.join(builtins)}; "
             "or give the path of a .toml file"
         )
     path = Path(text).expanduser()
@@ -276,10 +266,6 @@ def _resolve(name_or_path: str | os.PathLike[str]) -> Path:
     if not path.is_file():
         raise ConfigError(f"{text}: is not a file; a preset is a .toml file")
     return path
-
-
-def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 def load_preset(name_or_path: str | os.PathLike[str]) -> SimulationConfig:
@@ -298,16 +284,7 @@ def load_preset(name_or_path: str | os.PathLike[str]) -> SimulationConfig:
     """
     path = _resolve(name_or_path)
     file = str(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as e:
-        raise ConfigError(f"{file}: cannot read the preset: {e.strerror or e}") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{file}: not UTF-8 text: {e.reason} at byte {e.start}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{file}: malformed TOML: {_one_line(str(e))}") from None
+    data = read_toml(path, "preset", ConfigError)
 
     fields: dict[str, Any] = {}
     _walk(data, _SCHEMA, "", file, fields)
@@ -318,7 +295,7 @@ def load_preset(name_or_path: str | os.PathLike[str]) -> SimulationConfig:
     try:
         return SimulationConfig(**fields)
     except ConfigError as e:
-        raise ConfigError(f"{file}: {_with_dotted_key(_one_line(str(e)))}") from None
+        raise ConfigError(f"{file}: {_with_dotted_key(one_line(str(e)))}") from None
 
 
 def _with_dotted_key(message: str) -> str:

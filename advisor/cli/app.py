@@ -19,6 +19,7 @@ import click
 from advisor.console import Consoles
 from advisor.errors import AdvisorError
 from advisor.workspace import ENV_VAR, Workspace
+from simulator.text import one_line
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,10 +42,6 @@ EXIT_INTERRUPTED = 130
 """Exit code after Ctrl-C (128 + SIGINT), as shells report it."""
 
 
-def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
 def _user_error_types() -> tuple[type[BaseException], ...]:
     """Exception types that are the user's input, not a bug: reported in one line, exit code 2.
 
@@ -60,7 +57,7 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
 
 def _print_error(message: str) -> None:
     # click.echo, not rich: rich would wrap a long message over several lines.
-    click.echo(f"Error: {_one_line(message)}", err=True)
+    click.echo(f"Error: {one_line(message)}", err=True)
 
 
 class AdvisorGroup(click.Group):

@@ -13,6 +13,9 @@ import click
 from advisor.errors import AdvisorError
 
 if TYPE_CHECKING:
+    from advisor.cost import Modality
+    from advisor.search import Question
+    from simulator.bank import TrajectoryBank
 
     pass
 from advisor.cli.app import (
@@ -137,7 +140,7 @@ def _plan_options(command: Any) -> Any:
     return command
 
 
-def _run_plan(app: App, bank: Any, question: Any, modality: Any, *, storage: str, study: str,
+def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Modality, *, storage: str, study: str,
               timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str) -> dict[str, Any]:
     from advisor.planning import Progress, plan
 
