@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
+from advisor.documents import Document
+
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure, FigureBase
 
-Doc = Mapping[str, Any]
+Doc = Document
 
 RC: dict[Any, Any] = {
     "font.size": 9,
@@ -69,7 +71,7 @@ def ci_of(entry: Mapping[str, Any] | None) -> tuple[float, float] | None:
     return float(ci[0]), float(ci[1])
 
 
-def target_word(doc: Doc) -> str:
+def target_word(doc: Mapping[str, Any]) -> str:
     """``rule`` or ``family``: what the classifier identifies."""
     return "family" if doc.get("question", {}).get("target") == "family" else "rule"
 
@@ -124,7 +126,7 @@ def strongest_of(entry: Mapping[str, Any], *, search: bool = False) -> tuple[str
     return name, controls[name]
 
 
-def chance_of(doc: Doc) -> float | None:
+def chance_of(doc: Mapping[str, Any]) -> float | None:
     """The chance accuracy: the document's ``chance``, else (compare documents, which have none) one over the
     number of rules when rules are identified (every rule gets the same networks); None when unknown."""
     if doc.get("chance") is not None:
@@ -321,7 +323,7 @@ def _draw_curves(container: FigureBase, doc: Doc) -> None:
     from matplotlib.lines import Line2D
 
     panels = _curve_panels(doc)
-    curves = doc["curves"]
+    curves = doc.get("curves") or {}
     axes = container.subplots(1, len(panels), sharey=True, squeeze=False)[0]
     noise_model = (protocol_of(doc)[0] or {}).get("noise_model", "gaussian")
     top = _curve_control(doc)
@@ -417,7 +419,7 @@ def _importances_caption(doc: Doc) -> str:
 
 
 def _draw_importances(container: FigureBase, doc: Doc) -> None:
-    imp = doc["importances"]
+    imp = doc.get("importances") or {}
     stats = sorted(imp.get("statistics") or [], key=lambda s: -s["importance"])[:10]
     sessions = sorted(imp.get("sessions") or [], key=lambda s: s["session"])
     panels = [p for p in (("statistics", stats), ("sessions", sessions)) if p[1]]

@@ -19,11 +19,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
 from advisor.controls import behaviour_features, controls_document, hyperparameter_features
+from advisor.documents import Document, Entry
 from advisor.errors import AdvisorError
 from advisor.evaluation import (
     FOLDS,
@@ -158,7 +159,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def bank_document(bank: TrajectoryBank, preset: str | None) -> dict[str, Any]:
+def bank_document(bank: TrajectoryBank, preset: str | None) -> Entry:
     cfg = bank.config  # the bank's stored config, a dict
     meta = bank.metadata
     return {"preset": preset or cfg.get("name"), "hash": bank.hash, "path": str(bank.path), "n_networks": len(meta),
@@ -243,7 +244,7 @@ def _transfer(bank: TrajectoryBank, X: np.ndarray, y: np.ndarray, labels: list[s
 
 
 def analyse(bank: TrajectoryBank, scorer: Scorer, trial: TrialResult, question: Question,
-            modality: Modality) -> dict[str, Any]:
+            modality: Modality) -> Document:
     """The final numbers of ``trial``'s protocol: one fit on the search networks tested once on the set-aside
     networks (accuracy, CI, confusion matrix), the controls on the same networks, importances from the search
     networks' splits, and the held-out-architecture score."""
@@ -274,7 +275,7 @@ def analyse(bank: TrajectoryBank, scorer: Scorer, trial: TrialResult, question: 
     top = strongest(final_controls)
     reaches = final.ci[0] >= question.target_accuracy
     clears = beyond(final, final_controls)
-    out: dict[str, Any] = {
+    out: Document = {
         "labels": labels,
         "chance": float(max(np.mean(y == label) for label in labels)),
         "confusion_matrix": final.confusion_matrix.tolist(),
@@ -324,7 +325,12 @@ def insufficient(trials: Sequence[TrialResult], chosen: TrialResult | None, ques
     return out
 
 
-def trial_document(t: TrialResult | None, cost_unit: str) -> dict[str, Any] | None:
+@overload
+def trial_document(t: TrialResult, cost_unit: str) -> Entry: ...
+@overload
+def trial_document(t: None, cost_unit: str) -> None: ...
+def trial_document(t: TrialResult | None, cost_unit: str) -> Entry | None:
+    """A trial as document data (:data:`advisor.documents.Entry`), with its cost unit and description."""
     if t is None:
         return None
     d = t.to_dict()
@@ -377,7 +383,7 @@ def plan(
     timeout: float | None = None,
     curves: bool = True, progress: Progress | None = None,
     on_trial: Callable[[TrialResult, bool], None] | None = None, context: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+) -> Document:
     """Search, re-check and analyse; return the plan document (without run id, command or bank)."""
     progress = progress or Progress()
     started = time.perf_counter()
@@ -451,7 +457,7 @@ def plan(
     }
 
 
-def infeasible_reason(doc: dict[str, Any], target: float) -> str:
+def infeasible_reason(doc: Document, target: float) -> str:
     """One line: why a plan's search found nothing to recommend."""
     verdict = doc.get("verdict", "none_in_search")
     final = doc["setaside"]
@@ -459,17 +465,18 @@ def infeasible_reason(doc: dict[str, Any], target: float) -> str:
     control = f"; strongest control up to {top['ci'][1]:.2f}" if top else ""
     if verdict == "none_in_search":
         best = doc["best"]
+        assert best is not None  # a search that found nothing still has a most accurate trial
         return f"CI lower bound {best['ci'][0]:.2f} < target {target:.2f} (or the controls) at best{control}"
     if verdict == "setaside_below_target":
         return f"on set-aside networks the CI lower bound is {final['ci'][0]:.2f} < target {target:.2f}"
     return f"on set-aside networks the CI lower bound {final['ci'][0]:.2f} does not clear the controls{control}"
 
 
-def modality_entry(modality: Modality, doc: dict[str, Any] | None, observable: str | None,
-                   target: float) -> dict[str, Any]:
+def modality_entry(modality: Modality, doc: Document | None, observable: str | None,
+                   target: float) -> Entry:
     """One modality's column of a comparison, from its plan document (None: it cannot measure ``observable``,
     so it was not searched)."""
-    entry: dict[str, Any] = {"name": modality.key, "title": modality.name, "cost_unit": modality.cost_unit,
+    entry: Entry = {"name": modality.key, "title": modality.name, "cost_unit": modality.cost_unit,
                              "feasible": False, "cost": None, "recommendation": None, "best": None, "reason": None,
                              "trials": [], "pareto": []}
     if doc is None:
@@ -490,7 +497,7 @@ def compare_document(bank: TrajectoryBank, preset: str | None, entries: list[dic
                      observable: str | None, max_units: int | None, max_sessions: int | None,
                      target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str,
                      classifier: str, trials: int, n_splits: int, seed: int, setaside: float, storage: str,
-                     elapsed_s: float) -> dict[str, Any]:
+                     elapsed_s: float) -> Document:
     """The ``advisor compare`` document: the question, the bank, one entry per modality (:func:`modality_entry`,
     in the order asked), versions and the study storage."""
     return {

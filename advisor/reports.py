@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.controls import CONTROL_LABELS, DESCRIPTIONS, LINEAR, NONLINEAR
+from advisor.documents import Document
 from advisor.errors import AdvisorError
 from advisor.figures import (
     FigureSpec,
@@ -50,7 +51,7 @@ from advisor.search import sessions_phrase
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-Doc = Mapping[str, Any]
+Doc = Document
 FORMATS = ("md", "html", "pdf")
 CITATION = ("Nayebi, Srivastava, Ganguli & Yamins, \"Identifying Learning Rules From Neural Network Observables\", "
             "NeurIPS 2020 (arXiv:2010.11765)")
@@ -586,8 +587,8 @@ def methods_paragraph(doc: Doc) -> str:
         text += (f" {_heldout_scheme(held)}, it reached {_acc(held)} against {_brief(_held_control(held))} for "
                  "the behavioural control.")
     text += _search(doc, f"recording protocols ({_bounds(doc)})")
-    if doc.get("verification"):
-        v = doc["verification"]
+    v = doc.get("verification")
+    if v:
         text += (f" An independent re-check with fresh seeds ({', '.join(map(str, v.get('seeds') or []))}) on the "
                  f"search networks gave {_acc(v)}.")
     return text + f" The approach follows {CITATION}."
@@ -972,8 +973,9 @@ def _reproduce(doc: Doc) -> list[Block]:
         counts = f" ({final.get('n_networks')} set aside, {final.get('n_train')} searched)" if final else ""
         rows.insert(3, ("set-aside share", f"{_share(q['setaside'])} of the networks{counts}, drawn with the "
                                            "search seed"))
-    if doc.get("verification"):
-        rows.insert(3, ("re-check seeds", ", ".join(map(str, doc["verification"].get("seeds") or []))))
+    verification = doc.get("verification")
+    if verification:
+        rows.insert(3, ("re-check seeds", ", ".join(map(str, verification.get("seeds") or []))))
     versions = tuple((k, str(v)) for k, v in (doc.get("versions") or {}).items())
     return [Heading("How to reproduce"), Para("Run the same command on the same bank:"),
             Code(str(doc.get("command"))), Table(("item", "value"), tuple(rows)),

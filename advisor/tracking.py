@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Param, Run
     from mlflow.tracking import MlflowClient
 
+    from advisor.documents import Document
     from advisor.search import TrialResult
 
 DEFAULT_EXPERIMENT = "lr-advisor"
@@ -239,10 +240,10 @@ class RunSummary:
     params: dict[str, str]
     metrics: dict[str, float]
     tags: dict[str, str]
-    summary: dict[str, Any] | None = None
+    summary: Document | None = None
 
 
-def _summary(run: Run, summary: dict[str, Any] | None = None) -> RunSummary:
+def _summary(run: Run, summary: Document | None = None) -> RunSummary:
     info, data = run.info, run.data
     return RunSummary(
         run_id=info.run_id,
@@ -370,9 +371,11 @@ def trial_metrics(result: TrialResult) -> dict[str, float]:
             "balanced_accuracy": result.balanced_accuracy, "feasible": float(result.feasible)}
 
 
-def plan_metrics(doc: dict[str, Any]) -> dict[str, float]:
+def plan_metrics(doc: Document) -> dict[str, float]:
+    from advisor.documents import headline_trial
+
     """The plan's headline numbers as MLflow metrics: search and set-aside estimates, controls, cost."""
-    rec = doc["recommendation"] or doc.get("candidate") or doc["best"]
+    rec = headline_trial(doc)
     final = doc["setaside"]
     out = {"feasible": float(doc["feasible"]), "accuracy": final["accuracy"], "ci_low": final["ci"][0],
            "ci_high": final["ci"][1], "search_accuracy": rec["accuracy"], "search_ci_low": rec["ci"][0],

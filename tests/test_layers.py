@@ -26,7 +26,7 @@ SCIENCE = {"advisor.protocol", "advisor.assessment", "advisor.statistics", "advi
 """The science library: what a recording is and how well it identifies the rule."""
 
 APPLICATION = {"advisor.search", "advisor.planning", "advisor.tracking", "advisor.reports", "advisor.figures",
-               "advisor.workspace", "advisor.console"}
+               "advisor.workspace", "advisor.console", "advisor.documents"}
 """The application: design search, plans, MLflow, reports, workspaces and terminal output."""
 
 

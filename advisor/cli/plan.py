@@ -14,6 +14,7 @@ from advisor.errors import AdvisorError
 
 if TYPE_CHECKING:
     from advisor.cost import Modality
+    from advisor.documents import Document
     from advisor.search import Question
     from simulator.bank import TrajectoryBank
 
@@ -31,6 +32,7 @@ from advisor.cli.app import (
     progress_bar,
     tracking_uri_option,
 )
+from advisor.documents import headline_trial
 from advisor.tracking import plan_metrics, trial_metrics, trial_params
 
 PLAN_HELDOUT = ("none", "architecture", "arch_family")
@@ -69,7 +71,7 @@ def _prepare_storage(url: str) -> None:
         Path(url.removeprefix("journal:")).parent.mkdir(parents=True, exist_ok=True)
 
 
-def _finish(app: App, run: Any, tracker: Any, doc: dict[str, Any], out_dir: Path) -> dict[str, str]:
+def _finish(app: App, run: Any, tracker: Any, doc: Document, out_dir: Path) -> dict[str, str]:
     """Write the reports, log figures, tables and reports as artifacts, store the document; return the paths."""
     from advisor.reports import make_figures, write_reports
 
@@ -141,7 +143,7 @@ def _plan_options(command: Any) -> Any:
 
 
 def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Modality, *, storage: str, study: str,
-              timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str) -> dict[str, Any]:
+              timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str) -> Document:
     from advisor.planning import Progress, plan
 
     def on_trial(result: Any, new: bool) -> None:
@@ -216,8 +218,10 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
         with progress_bar(app.consoles.err) as bar:
             doc = _run_plan(app, bank, question, mod, storage=storage_url, study=study_name, timeout=timeout,
                             curves=not no_curves, run=run, bar=bar, tracking_uri=tracker.uri)
-        doc.update(title="Recording plan: which learning rule, from what recording?", command=command,
-                   bank=bank_document(bank, preset_name), storage=storage_url)
+        doc["title"] = "Recording plan: which learning rule, from what recording?"
+        doc["command"] = command
+        doc["bank"] = bank_document(bank, preset_name)
+        doc["storage"] = storage_url
         run.log_metrics(plan_metrics(doc))
         reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
     if app.json_output:
@@ -226,7 +230,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     _render_plan(app.consoles.out, doc, reports)
 
 
-def _print_where(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
+def _print_where(out: Any, doc: Document, reports: dict[str, str]) -> None:
     """Where the reports and the MLflow run of a plan or comparison are."""
     out.print(f"[bold]Reports[/bold]: {', '.join(reports.values())}", highlight=False, soft_wrap=True)
     out.print(f"[bold]MLflow run[/bold]: {doc['run_id']} ({doc['run_url']})", highlight=False, soft_wrap=True)
@@ -244,7 +248,7 @@ def _ci_range(entry: dict[str, Any]) -> str:
     return f"{entry['accuracy']:.3f} (95% CI {entry['ci'][0]:.3f}-{entry['ci'][1]:.3f})"
 
 
-def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
+def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
@@ -260,7 +264,7 @@ def _render_plan(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None
                   "lower --target-accuracy, run more --trials, or plan on a larger population (--preset standard "
                   "doubles the default one; identification still improves with more simulated networks).",
                   highlight=False)
-    rec = doc["recommendation"] or doc.get("candidate") or doc["best"]
+    rec = headline_trial(doc)
     unit = rec.get("cost_unit", "")
     title = {"recommended": "Protocol", "none_in_search": "Most accurate protocol found"}.get(
         verdict, "Protocol chosen on the search networks")
@@ -409,7 +413,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     _render_compare(app.consoles.out, doc, reports)
 
 
-def _render_compare(out: Any, doc: dict[str, Any], reports: dict[str, str]) -> None:
+def _render_compare(out: Any, doc: Document, reports: dict[str, str]) -> None:
     from rich.table import Table
 
     from advisor.reports import recommendation_sentence

@@ -1,0 +1,82 @@
+"""The plan and compare documents: one typed definition that the producers (``advisor.planning``, the CLI) and
+the renderers (``advisor.reports``, ``advisor.figures``, the CLI's tables, ``advisor.tracking``'s metrics) share.
+
+A document is plain JSON data (it is stored as the MLflow run's ``summary.json`` and printed by ``--json``), so
+the types are :class:`~typing.TypedDict`: a misspelt key is a type error (mypy) instead of a silent ``None``.
+Every top-level key is typed; the nested parts (trials, estimates, the question) are plain dictionaries
+(:data:`Entry`) whose keys are listed beside them, because renderers read them from documents of older runs too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+__all__ = ["Document", "Entry", "headline_trial"]
+
+Entry = dict[str, Any]
+"""A nested part of a document (a trial, an estimate, the question, a modality's column): plain JSON data,
+read with ``.get`` where a key may be absent; the keys are listed on :class:`Document`."""
+
+
+class Document(TypedDict, total=False):
+    """A plan (``kind == "plan"``) or a comparison (``kind == "compare"``) document. Every key is optional at the
+    type level because the two kinds share the header and differ in the body: a plan has the search's results, a
+    comparison one entry per modality."""
+
+    # header, both kinds
+    kind: Literal["plan", "compare"]
+    title: str
+    created: str
+    command: str
+    elapsed_s: float
+    question: Entry  # observable(s), modality, max_units, max_sessions, target_accuracy, rules, target,
+    #   heldout, classifier, trials, n_splits, seed, setaside, robust, statistics (compare: modalities)
+    bank: Entry  # preset, hash, path, n_networks, rules, architectures, tasks, n_steps, n_checkpoints
+    versions: dict[str, str]
+    storage: str
+    run_id: str
+    tracking_uri: str
+    run_url: str
+    reports: dict[str, str]
+    # a plan
+    modality: Entry  # the modality file as data: key, name, observables, noise_model, costs, ...
+    feasible: bool
+    verdict: str
+    recommendation: Entry | None  # a trial (number, observable, n_units, layers, n_sessions, window,
+    #   repeats, noise_model, noise, cost, cost_unit, accuracy, ci, balanced_accuracy, feasible, chronic,
+    #   description, beyond_control) with setaside, heldout {accuracy, ci, control, level, transfers},
+    #   verified_accuracy
+    candidate: Entry | None  # the cheapest feasible trial, recommended or not
+    best: Entry | None  # the most accurate trial
+    verification: Entry | None  # accuracy, ci, per_seed, seeds, meets_target
+    rejected_by_recheck: list[Entry]
+    labels: list[str]
+    chance: float
+    confusion_matrix: list[list[int]]
+    setaside: Entry  # accuracy, ci, n_networks, n_train, balanced_accuracy, reaches_target,
+    #   beyond_controls, classifier
+    controls: dict[str, Entry]  # per control: accuracy, ci, classifier, ...
+    search_controls: dict[str, Entry]
+    strongest_control: str | None
+    heldout_architecture: Entry | None  # accuracy, ci, control_*, level, levels, per_level, transfers
+    importances: Entry | None  # statistics, sessions
+    trials: list[Entry]
+    pareto: list[Entry]
+    insufficient: list[Entry]  # description, accuracy, ci, cost, trial, why
+    curves: dict[str, Entry] | None
+    # a comparison
+    modalities: list[Entry]  # name, title, cost_unit, feasible, cost, recommendation, best, reason,
+    #   trials, pareto, candidate, setaside, controls, verification, chance, verdict, heldout_architecture,
+    #   modality (advisor.planning.modality_entry)
+
+
+def headline_trial(doc: Document) -> Entry:
+    """The trial a plan reports: the recommendation, else the cheapest feasible candidate, else the most accurate.
+
+    Raises:
+        KeyError: the document has none of them (a plan whose search ran no trial).
+    """
+    trial = doc.get("recommendation") or doc.get("candidate") or doc.get("best")
+    if trial is None:
+        raise KeyError("the plan document has no recommendation, candidate or best trial")
+    return trial
