@@ -11,7 +11,14 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypedDict
 
-__all__ = ["Document", "Entry", "headline_trial"]
+__all__ = ["OBSERVABLE_WORDS", "REPORT_FORMATS", "Document", "Entry", "headline_trial"]
+
+REPORT_FORMATS = ("md", "html", "pdf")
+"""The formats a document is rendered to (``advisor.reports.write_reports``; ``advisor report --format``)."""
+
+OBSERVABLE_WORDS = {"activations": ("units", "activations"), "activity_change": ("units", "activity changes"),
+                    "weights": ("synapses", "weights")}
+"""Per observable: what is counted (units or synapses) and its name in reports, figures and tables."""
 
 Entry = dict[str, Any]
 """A nested part of a document (a trial, an estimate, the question, a modality's column): plain JSON data,

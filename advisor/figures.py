@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from advisor.documents import Document
+from advisor.documents import OBSERVABLE_WORDS, Document
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -46,7 +46,7 @@ RC: dict[Any, Any] = {
 """matplotlib settings of every report figure (42: TrueType fonts in PDFs, editable in journals' tools)."""
 
 OBSERVABLE_COLORS = {"activations": "#1f77b4", "activity_change": "#2ca02c", "weights": "#ff7f0e"}
-OBSERVABLE_LABELS = {"activations": "activations", "activity_change": "activity changes", "weights": "weights"}
+OBSERVABLE_LABELS = {key: name for key, (_, name) in OBSERVABLE_WORDS.items()}
 MODALITY_COLORS = ("#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f")
 TARGET_STYLE: dict[str, Any] = {"color": "#d62728", "linestyle": "--", "linewidth": 1.0}
 CHANCE_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": ":", "linewidth": 1.0}

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.controls import CONTROL_LABELS, DESCRIPTIONS, LINEAR, NONLINEAR
-from advisor.documents import Document
+from advisor.documents import OBSERVABLE_WORDS, REPORT_FORMATS, Document
 from advisor.errors import AdvisorError
 from advisor.figures import (
     FigureSpec,
@@ -52,11 +52,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 Doc = Document
-FORMATS = ("md", "html", "pdf")
+FORMATS = REPORT_FORMATS
 CITATION = ("Nayebi, Srivastava, Ganguli & Yamins, \"Identifying Learning Rules From Neural Network Observables\", "
             "NeurIPS 2020 (arXiv:2010.11765)")
-OBSERVABLE_WORDS = {"activations": ("units", "activations"), "activity_change": ("units", "activity changes"),
-                    "weights": ("synapses", "weights")}
 CLASSIFIER_WORDS = {"svm": "linear support-vector machine (signed-log, standardised statistics, C = 1)",
                     "ridge": "ridge classifier (penalty 0.1 per feature; signed-log, standardised statistics)",
                     "lda": "linear discriminant analysis with Ledoit-Wolf covariance shrinkage (signed-log, "

@@ -83,7 +83,6 @@ class Optimizer(ABC):
 OPTIMIZERS: Registry[type[Optimizer]] = Registry("optimizer")
 
 
-@OPTIMIZERS.register("sgd")
 class SGD(Optimizer):
     key = "sgd"
     default_lr_range = (0.008, 0.06)
@@ -93,7 +92,6 @@ class SGD(Optimizer):
         return [g.mul_(_per_net(self.lr, g)) for g in grads]  # in place: the gradient buffer becomes the update
 
 
-@OPTIMIZERS.register("sgdm")
 class SGDMomentum(Optimizer):
     """``torch.optim.SGD(momentum=0.9)``: buf ← μ·buf + g (buf = g at the first step); u = lr·buf."""
 
@@ -121,7 +119,6 @@ class SGDMomentum(Optimizer):
         return out
 
 
-@OPTIMIZERS.register("adam")
 class Adam(Optimizer):
     """``torch.optim.Adam`` (betas 0.9, 0.999; eps 1e-8), bias-corrected as torch does."""
 
@@ -156,7 +153,6 @@ class Adam(Optimizer):
         return out
 
 
-@OPTIMIZERS.register("rmsprop")
 class RMSprop(Optimizer):
     """``torch.optim.RMSprop`` (alpha 0.99, eps 1e-8, no momentum, not centered)."""
 
@@ -184,3 +180,8 @@ class RMSprop(Optimizer):
             v.mul_(self.alpha).addcmul_(g, g, value=1.0 - self.alpha)
             out.append(_per_net(self.lr, g) * g / v.sqrt().add_(self.eps))
         return out
+
+
+for _key, _optimizer_type in (("sgd", SGD), ("sgdm", SGDMomentum), ("adam", Adam), ("rmsprop", RMSprop)):
+    OPTIMIZERS.add(_key, _optimizer_type)
+del _key, _optimizer_type

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from simulator.errors import ConfigError
@@ -21,17 +21,13 @@ class Registry(Generic[T]):
         self.kind = kind
         self._members: dict[str, T] = {}
 
-    def register(self, key: str) -> Callable[[T], T]:
-        def decorator(member: T) -> T:
-            if key in self._members:
-                raise RuntimeError(f"{self.kind} {key!r} registered twice")
-            self._members[key] = member
-            return member
-
-        return decorator
-
     def add(self, key: str, member: T) -> T:
-        return self.register(key)(member)
+        """Register ``member`` under ``key``: the one registration idiom of every registry, called in a loop at
+        the end of the module that defines the members. RuntimeError if ``key`` is taken."""
+        if key in self._members:
+            raise RuntimeError(f"{self.kind} {key!r} registered twice")
+        self._members[key] = member
+        return member
 
     def get(self, key: str) -> T:
         """Return the member registered under ``key``.

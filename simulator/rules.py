@@ -106,13 +106,12 @@ RULES: Registry[LearningRule] = Registry("learning rule")
 _R = TypeVar("_R", bound=type[LearningRule])
 
 
-def _register(cls: _R) -> _R:
-    """Register one instance of a final rule class under its ``key``; its learning-rate range is its
-    optimizer's (a rule that defines its own is refused: the learning rate would identify it)."""
+def _final(cls: _R) -> _R:
+    """A final rule class, its learning-rate range set to its optimizer's (a rule that defines its own is
+    refused: the learning rate would identify it). Registered at the end of this module."""
     if "default_lr_range" in vars(cls):
         raise TypeError(f"rule {cls.key!r} defines its own default_lr_range; ranges belong to the optimizer")
     cls.default_lr_range = OPTIMIZERS.get(cls.optimizer).default_lr_range
-    RULES.add(cls.key, cls())
     return cls
 
 
@@ -164,28 +163,24 @@ class _Backprop(LearningRule):
         return list(weights)
 
 
-@_register
 class SGDRule(_Backprop):
     key = "sgd"
     description = "backpropagation, plain stochastic gradient descent"
     optimizer = "sgd"
 
 
-@_register
 class SGDMomentumRule(_Backprop):
     key = "sgdm"
     description = "backpropagation, SGD with momentum 0.9"
     optimizer = "sgdm"
 
 
-@_register
 class AdamRule(_Backprop):
     key = "adam"
     description = "backpropagation, Adam (Kingma & Ba 2015)"
     optimizer = "adam"
 
 
-@_register
 class RMSpropRule(_Backprop):
     key = "rmsprop"
     description = "backpropagation, RMSprop"
@@ -220,13 +215,11 @@ class _FeedbackRule(LearningRule):
         """Update the feedback weights after they were used for this step's credit. Default: fixed."""
 
 
-@_register
 class FeedbackAlignment(_FeedbackRule):
     key = "fa"
     description = "feedback alignment: fixed random feedback weights (Lillicrap et al. 2016)"
 
 
-@_register
 class SignSymmetry(_FeedbackRule):
     key = "sign_symmetry"
     description = "sign symmetry: feedback = sign(W)ᵀ scaled by mean |W| (Liao et al. 2016)"
@@ -248,7 +241,6 @@ def _weight_decay(ctx: StepContext) -> float:
     return 0.0 if wd is None else float(wd)
 
 
-@_register
 class KolenPollack(_FeedbackRule):
     """Feedback B gets the same update as Wᵀ, decay included (Akrout et al. 2019), so B − Wᵀ decays to 0.
 
@@ -288,7 +280,6 @@ class KolenPollack(_FeedbackRule):
             fb.sub_(lr * m)
 
 
-@_register
 class InformationAlignment(_FeedbackRule):
     """Feedback B learned by the layer-local loss α·Amp + β·Null + γ·Decay (Kunin et al. 2020).
 
@@ -337,7 +328,6 @@ class InformationAlignment(_FeedbackRule):
             fb.mul_(1.0 - eta).add_(target.mul_((eta.reshape(-1) * scale).reshape(-1, 1, 1)))
 
 
-@_register
 class DirectFeedbackAlignment(LearningRule):
     """The output error is projected by a fixed random matrix straight to every hidden layer (Nøkland 2016).
 
@@ -398,7 +388,6 @@ class DirectFeedbackAlignment(LearningRule):
 
 
 # --------------------------------------------------------------------------- local Hebbian
-@_register
 class Hebbian(LearningRule):
     """Oja's subspace rule in every hidden layer (ΔW ∝ y xᵀ − y yᵀ W with y = Wx, no labels), and the
     delta rule at the readout (ΔW ∝ −e hᵀ, the only place the task error enters)."""
@@ -427,7 +416,6 @@ class Hebbian(LearningRule):
 
 
 # --------------------------------------------------------------------------- perturbation
-@_register
 class NodePerturbation(LearningRule):
     """REINFORCE-style three-factor rule: Gaussian noise ξ on every unit's pre-activation, a global scalar
     reward per example (−loss) compared with a baseline (the same example's noise-free loss), and
@@ -474,3 +462,10 @@ class NodePerturbation(LearningRule):
             g_w.append(torch.bmm(d_rows.transpose(1, 2), x))
             g_b.append(d_rows.sum(1))
         return g_w, g_b
+
+
+for _rule_type in (SGDRule, SGDMomentumRule, AdamRule, RMSpropRule,  # backprop
+                   FeedbackAlignment, SignSymmetry, KolenPollack, InformationAlignment,  # feedback alignment
+                   DirectFeedbackAlignment, Hebbian, NodePerturbation):
+    RULES.add(_rule_type.key, _final(_rule_type)())
+del _rule_type

@@ -171,7 +171,7 @@ def test_registry_holds_the_eleven_rules_with_their_families() -> None:
 
 
 def test_a_rule_cannot_bring_its_own_learning_rate_range() -> None:
-    from simulator.rules import _register
+    from simulator.rules import _final as _register
 
     class Sneaky(LearningRule):
         key, family, description, optimizer = "sneaky", "backprop", "x", "sgdm"

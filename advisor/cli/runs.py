@@ -14,8 +14,7 @@ if TYPE_CHECKING:
 
     pass
 from advisor.cli.app import App, common_options, tracking_uri_option
-
-REPORT_FORMATS = ("md", "html", "pdf")
+from advisor.documents import REPORT_FORMATS
 
 
 @click.group()
