@@ -33,7 +33,6 @@ from advisor.cli.app import (
     tracking_uri_option,
 )
 from advisor.documents import headline_trial
-from advisor.tracking import plan_metrics, trial_metrics, trial_params
 
 PLAN_HELDOUT = ("none", "architecture", "arch_family")
 DEFAULT_TARGET = 0.75
@@ -145,6 +144,7 @@ def _plan_options(command: Any) -> Any:
 def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Modality, *, storage: str, study: str,
               timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str) -> Document:
     from advisor.planning import Progress, plan
+    from advisor.tracking import trial_metrics, trial_params
 
     def on_trial(result: Any, new: bool) -> None:
         run.log_trial(result.number, trial_params(result), trial_metrics(result),
@@ -222,6 +222,8 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
         doc["command"] = command
         doc["bank"] = bank_document(bank, preset_name)
         doc["storage"] = storage_url
+        from advisor.tracking import plan_metrics
+
         run.log_metrics(plan_metrics(doc))
         reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
     if app.json_output:
@@ -465,7 +467,7 @@ def worker(app: App, study: str, storage: str | None, timeout: float | None) -> 
     plan's MLflow run.
     """
     from advisor.search import join_study
-    from advisor.tracking import Tracker
+    from advisor.tracking import Tracker, trial_metrics, trial_params
 
     storage_url = _storage(app, storage)
     parent: dict[str, Any] = {}
