@@ -1,4 +1,4 @@
-"""Featurizing a whole bank under one recording protocol: ``advisor.features.featurize`` against a
+"""Featurizing a whole bank under one recording protocol: ``advisor.science.features.featurize`` against a
 straightforward numpy implementation (one numpy call per statistic) in the same run.
 
     python benchmarks/bench_features.py --out bench-out/features.json [--bank PATH | --preset quick]
@@ -18,8 +18,8 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from advisor.features import featurize
-from advisor.protocol import RecordingProtocol, virtual_recording
+from advisor.science.features import featurize
+from advisor.science.protocol import RecordingProtocol, virtual_recording
 
 
 def reference_features(bank, protocol: RecordingProtocol) -> np.ndarray:  # type: ignore[no-untyped-def]

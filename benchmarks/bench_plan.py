@@ -42,8 +42,8 @@ def run_plan(workspace: Path) -> tuple[float, dict]:
 
 
 def per_trial_times(bank_dir: Path, trials: list[dict], classifier: str) -> list[float]:
-    from advisor.protocol import RecordingProtocol
-    from advisor.search import Question, make_scorer
+    from advisor.application.search import Question, make_scorer
+    from advisor.science.protocol import RecordingProtocol
     from simulator.bank import load_bank
 
     bank = load_bank(bank_dir)

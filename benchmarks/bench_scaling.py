@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from advisor.evaluation import make_splits, score
-    from advisor.features import featurize
-    from advisor.protocol import RecordingProtocol
+    from advisor.science.evaluation import make_splits, score
+    from advisor.science.features import featurize
+    from advisor.science.protocol import RecordingProtocol
     from simulator.bank import load_bank
 
     bank = load_bank(args.bank)

@@ -39,8 +39,8 @@ def _advisor(*args: str) -> list[str]:
 
 
 def _study_ready(workspace: Path) -> bool:
+    from advisor.application.search import study_context
     from advisor.errors import AdvisorError
-    from advisor.search import study_context
 
     journal = workspace / "studies" / "journal.log"
     if not journal.is_file():
@@ -82,7 +82,7 @@ def run_once(bank: Path, trials: int, workers: int) -> dict[str, Any]:
         import optuna
         from optuna.trial import TrialState
 
-        from advisor.search import storage_for
+        from advisor.application.search import storage_for
 
         study = optuna.load_study(study_name=STUDY, storage=storage_for(f"journal:{ws / 'studies' / 'journal.log'}"))
         failed = len(study.get_trials(states=(TrialState.FAIL,)))

@@ -23,11 +23,11 @@ def main() -> None:
     parser.add_argument("--classifier", default="svm")
     args = parser.parse_args()
 
-    from advisor.classifiers import make_classifier
-    from advisor.evaluation import bootstrap_ci
-    from advisor.features import featurize
-    from advisor.planning import bank_limits
-    from advisor.protocol import RecordingProtocol
+    from advisor.application.planning import bank_limits
+    from advisor.science.classifiers import make_classifier
+    from advisor.science.evaluation import bootstrap_ci
+    from advisor.science.features import featurize
+    from advisor.science.protocol import RecordingProtocol
     from simulator.bank import load_bank
     from simulator.networks import ARCHITECTURES
 

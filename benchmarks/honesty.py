@@ -32,9 +32,9 @@ QUESTIONS = (
 
 def _fit_on_search(bank: Any, protocol: Any, question: Any) -> tuple[Any, list[str]]:
     """The classifier fitted as the plan's set-aside number was: on the search networks, same seed."""
-    from advisor.classifiers import make_classifier
-    from advisor.features import featurize
-    from advisor.search import setaside_partition
+    from advisor.application.search import setaside_partition
+    from advisor.science.classifiers import make_classifier
+    from advisor.science.features import featurize
 
     meta = bank.metadata.reset_index(drop=True)
     partition = setaside_partition(meta, question.rules, question.target, question.setaside, question.seed)
@@ -46,11 +46,11 @@ def _fit_on_search(bank: Any, protocol: Any, question: Any) -> tuple[Any, list[s
 
 
 def check(bank: Any, fresh: Any, spec: dict[str, Any], trials: int, seed: int) -> dict[str, Any]:
-    from advisor.cost import load_modality
-    from advisor.evaluation import make_splits, score, wilson_interval
-    from advisor.features import featurize
-    from advisor.planning import make_question, plan
-    from advisor.search import TrialResult
+    from advisor.application.planning import make_question, plan
+    from advisor.application.search import TrialResult
+    from advisor.science.cost import load_modality
+    from advisor.science.evaluation import make_splits, score, wilson_interval
+    from advisor.science.features import featurize
 
     modality = load_modality(spec["modality"])
     question = make_question(bank, modality, observable=spec["observable"], max_units=spec["max_units"],

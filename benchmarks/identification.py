@@ -5,7 +5,7 @@ behavioural and hyperparameter controls, and trained on one architecture family 
     python benchmarks/identification.py --bank WORKSPACE/banks/quick-... --out FILE.json [--classifier svm]
 
 Repeated stratified 4-fold cross-validation over networks (3 repeats), corrected resampled t-intervals; the
-held-out-architecture rows are one fit per family with refit intervals (``advisor.evaluation``).
+held-out-architecture rows are one fit per family with refit intervals (``advisor.science.evaluation``).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from advisor.protocol import DEFAULT_GAIN_SD
+from advisor.science.protocol import DEFAULT_GAIN_SD
 
 OBSERVABLES = ("activations", "activity_change", "weights")
 OLD_README_PROTOCOL = {"observable": "activations", "n_units": 384, "layers": ("early", "deep"), "n_sessions": 3,
@@ -35,11 +35,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from advisor.controls import behaviour_features
-    from advisor.evaluation import evaluate
-    from advisor.features import featurize
-    from advisor.planning import bank_limits
-    from advisor.protocol import RecordingProtocol
+    from advisor.application.planning import bank_limits
+    from advisor.science.controls import behaviour_features
+    from advisor.science.evaluation import evaluate
+    from advisor.science.features import featurize
+    from advisor.science.protocol import RecordingProtocol
     from simulator.bank import load_bank
 
     bank = load_bank(args.bank)

@@ -43,13 +43,13 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from advisor.classifiers import make_classifier
-    from advisor.controls import behaviour_features
-    from advisor.evaluation import evaluate, heldout_groups
-    from advisor.features import featurize
-    from advisor.learned import DeepSetsClassifier, GroupVoteClassifier, raw_recording_array
-    from advisor.planning import bank_limits
-    from advisor.protocol import DEFAULT_GAIN_SD, RecordingProtocol, virtual_recording
+    from advisor.application.planning import bank_limits
+    from advisor.science.classifiers import make_classifier
+    from advisor.science.controls import behaviour_features
+    from advisor.science.evaluation import evaluate, heldout_groups
+    from advisor.science.features import featurize
+    from advisor.science.learned import DeepSetsClassifier, GroupVoteClassifier, raw_recording_array
+    from advisor.science.protocol import DEFAULT_GAIN_SD, RecordingProtocol, virtual_recording
     from simulator.bank import load_bank
 
     bank = load_bank(args.bank)

@@ -28,10 +28,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from advisor.controls import behaviour_features
-from advisor.evaluation import ControlScores, beyond, evaluate, strongest
-from advisor.features import featurize
-from advisor.protocol import RecordingProtocol
+from advisor.science.controls import behaviour_features
+from advisor.science.evaluation import ControlScores, beyond, evaluate, strongest
+from advisor.science.features import featurize
+from advisor.science.protocol import RecordingProtocol
 
 OBSERVABLES = ("weights", "activations", "activity_change")
 _CONTROLS: dict[tuple[Any, ...], dict[str, ControlScores]] = {}

@@ -32,11 +32,11 @@ def main() -> None:
     parser.add_argument("--splits", type=int, default=10)
     args = parser.parse_args()
 
-    from advisor.classifiers import make_classifier
-    from advisor.evaluation import bootstrap_ci, make_splits, score
-    from advisor.features import featurize
-    from advisor.planning import bank_limits
-    from advisor.protocol import RecordingProtocol
+    from advisor.application.planning import bank_limits
+    from advisor.science.classifiers import make_classifier
+    from advisor.science.evaluation import bootstrap_ci, make_splits, score
+    from advisor.science.features import featurize
+    from advisor.science.protocol import RecordingProtocol
     from simulator.bank import load_bank
 
     start = time.perf_counter()

@@ -8,7 +8,7 @@ behavioural control on the same splits.
 The recording is the rig's (unknown gains per animal, area and unit: the generic modality's log SDs), at full
 observation of activations (every recorded unit, 10 sessions over learning, no noise). ``none`` is repeated
 stratified 4-fold cross-validation (corrected t interval); every held-out mode is one fit per left-out level,
-tested on all of its networks, with refit intervals (``advisor.evaluation``). Augmentation trains on K virtual
+tested on all of its networks, with refit intervals (``advisor.science.evaluation``). Augmentation trains on K virtual
 recordings of every training network (other unit subsets, gains and noise draws) and tests on one.
 """
 
@@ -48,11 +48,11 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from advisor.controls import behaviour_features
-    from advisor.evaluation import evaluate, heldout_groups
-    from advisor.features import augmented_features, featurize
-    from advisor.planning import bank_limits
-    from advisor.protocol import DEFAULT_GAIN_SD, RecordingProtocol
+    from advisor.application.planning import bank_limits
+    from advisor.science.controls import behaviour_features
+    from advisor.science.evaluation import evaluate, heldout_groups
+    from advisor.science.features import augmented_features, featurize
+    from advisor.science.protocol import DEFAULT_GAIN_SD, RecordingProtocol
     from simulator.bank import load_bank
 
     bank = load_bank(args.bank)

@@ -1,7 +1,7 @@
 """Check the simulator's CUDA path and measure GPU training throughput (run on a machine with a CUDA GPU).
 
 1. Builds a small bank on CUDA and on the CPU from the same config and seed and compares what a recording sees:
-   the statistics of every observable (``advisor.features.featurize`` at full observation) and the learning
+   the statistics of every observable (``advisor.science.features.featurize`` at full observation) and the learning
    curves, within float tolerance (the devices round differently, so trajectories agree closely, not bitwise).
 2. Trains ensembles of 256, 1,024 and 4,096 networks (mlp3_relu on digits, SGD with momentum, one ensemble per
    shard) and reports networks·steps per second and wall time, next to the CPU at 256 networks.
@@ -32,8 +32,8 @@ def small_config(name: str, n_per_rule: int, steps: int, max_ensemble: int, rule
 
 
 def compare_devices(tmp: Path) -> dict:
-    from advisor.features import featurize
-    from advisor.protocol import RecordingProtocol
+    from advisor.science.features import featurize
+    from advisor.science.protocol import RecordingProtocol
     from simulator.pipeline import simulate
 
     config = small_config("gpucheck", 4, 60, 64, ("sgdm", "adam", "fa", "ia"))

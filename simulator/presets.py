@@ -59,7 +59,7 @@ Converter = Callable[[Any, str, str], Any]  # (value, dotted key, file) -> conve
 
 
 def toml_type_name(value: Any) -> str:
-    """The TOML name of a parsed value's type, for error messages (shared with ``advisor.cost``)."""
+    """The TOML name of a parsed value's type, for error messages (shared with ``advisor.science.cost``)."""
     if isinstance(value, bool):
         return "a boolean"
     if isinstance(value, int):

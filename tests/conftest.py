@@ -31,7 +31,7 @@ def tiny_bank(tiny_workspace: Path) -> SimulationResult:
     Returns:
         the :class:`~simulator.pipeline.SimulationResult`; its bank lives in ``tiny_workspace``'s ``banks/``.
     """
-    from advisor.workspace import Workspace
+    from advisor.application.workspace import Workspace
     from simulator.pipeline import simulate
     from simulator.presets import load_preset
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from advisor.planning import make_question
-from advisor.search import Question
+from advisor.application.planning import make_question
+from advisor.application.search import Question
 
 PLAN_SETASIDE = 0.5
 """The set-aside share of the tests' plans on ``plan_bank`` (96 networks): 48 search and 48 set-aside networks.

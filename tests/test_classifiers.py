@@ -1,4 +1,4 @@
-"""Classifiers (advisor.classifiers): conformance over every registered member, the Conv1D's use of time order,
+"""Classifiers (advisor.science.classifiers): conformance over every registered member, the Conv1D's use of time order,
 scikit-learn's estimator checks, permutation feature importances and the unknown-key error."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from sklearn.base import clone
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from threadpoolctl import threadpool_limits
 
-from advisor.classifiers import (
+from advisor.science.classifiers import (
     CLASSIFIERS,
     Conv1DClassifier,
     Flatten,

@@ -15,11 +15,11 @@ from cli_helpers import assert_one_error_line
 from click.testing import CliRunner, Result
 from rich.console import Console
 
+from advisor.application.console import Consoles
+from advisor.application.workspace import Workspace
 from advisor.cli import COMMANDS, cli
 from advisor.cli.app import ProgressBar
-from advisor.console import Consoles
 from advisor.errors import AdvisorError
-from advisor.workspace import Workspace
 from simulator.errors import ConfigError
 from simulator.networks import ARCHITECTURES
 from simulator.rules import RULES
@@ -167,8 +167,8 @@ def test_catalog_json() -> None:
     assert result.exit_code == 0
     doc = json.loads(result.stdout)
     assert set(doc) == {"rules", "architectures", "tasks", "curricula", "presets", "modalities", "classifiers"}
-    from advisor.classifiers import CLASSIFIERS
-    from advisor.cost import list_modalities
+    from advisor.science.classifiers import CLASSIFIERS
+    from advisor.science.cost import list_modalities
 
     assert [m["key"] for m in doc["modalities"]] == list_modalities()
     assert [c["key"] for c in doc["classifiers"]] == CLASSIFIERS.keys()

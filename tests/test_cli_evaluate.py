@@ -64,9 +64,9 @@ def _json(bank: Path, *extra: str) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- helpers
 def test_choices_match_the_libraries() -> None:
-    from advisor.classifiers import CLASSIFIERS
-    from advisor.evaluation import HELDOUT
-    from advisor.protocol import GROUPS, NOISE_MODELS, OBSERVABLES
+    from advisor.science.classifiers import CLASSIFIERS
+    from advisor.science.evaluation import HELDOUT
+    from advisor.science.protocol import GROUPS, NOISE_MODELS, OBSERVABLES
 
     assert set(CLASSIFIER_CHOICES) == set(CLASSIFIERS.keys())
     assert set(HELDOUT_CHOICES) == set(HELDOUT)

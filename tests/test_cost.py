@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from advisor.cost import (
+from advisor.errors import AdvisorError
+from advisor.science.cost import (
     COST_FORMULA,
     DEFAULT_MODALITY,
     Modality,
@@ -22,8 +23,7 @@ from advisor.cost import (
     load_modality,
     modality_dir,
 )
-from advisor.errors import AdvisorError
-from advisor.protocol import DEFAULT_GAIN_SD, GROUPS, NOISE_MODELS, OBSERVABLES, RecordingProtocol
+from advisor.science.protocol import DEFAULT_GAIN_SD, GROUPS, NOISE_MODELS, OBSERVABLES, RecordingProtocol
 
 REQUIRED = ("ephys", "generic", "paired_patch", "spine_imaging", "two_photon")
 NUMBERS = ("single_trial_noise", "max_repeats", "max_units", "max_sessions", "session_overhead", "per_unit_cost",

@@ -7,9 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from advisor import evaluation
 from advisor.errors import AdvisorError
-from advisor.evaluation import (
+from advisor.science import evaluation
+from advisor.science.evaluation import (
     Z95,
     best_of,
     bootstrap_ci,
@@ -299,9 +299,9 @@ def test_augmentation_adds_training_samples_only() -> None:
 
 def test_a_classifier_factory_scores_like_its_registry_key() -> None:
     """``classifier`` may be a factory ``(random_state, n_sessions) -> estimator`` (estimators outside the
-    registry, ``advisor.learned``): it is called once per split and refit with the split's seeds, so the same
+    registry, ``advisor.science.learned``): it is called once per split and refit with the split's seeds, so the same
     estimator by key and by factory gives the same scores, and evaluate names it by the factory's name."""
-    from advisor.classifiers import make_classifier
+    from advisor.science.classifiers import make_classifier
 
     X, curve, md = synthetic()
     y = md["rule"].to_numpy()

@@ -7,9 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from advisor.features import featurize, featurize_recording
-from advisor.protocol import Recording, RecordingProtocol, virtual_recording
-from advisor.statistics import NanPolicy
+from advisor.science.features import featurize, featurize_recording
+from advisor.science.protocol import Recording, RecordingProtocol, virtual_recording
+from advisor.science.statistics import NanPolicy
 
 
 @pytest.mark.parametrize("observable", ["weights", "activations", "activity_change"])
@@ -56,7 +56,7 @@ def test_features_do_not_depend_on_the_chunk_size(tiny_bank: Any, chunk: int,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     """featurize records a chunk of networks at a time (bounded memory); the values are those of one pass, with
     gains, baselines and noise."""
-    import advisor.protocol
+    import advisor.science.protocol
 
     bank = tiny_bank.bank
     for protocol in (RecordingProtocol(n_units=12, n_sessions=4, noise=0.4, seed=7, baseline=0.5),
@@ -65,7 +65,7 @@ def test_features_do_not_depend_on_the_chunk_size(tiny_bank: Any, chunk: int,
                      RecordingProtocol(observable="weights", n_units=30, n_sessions=5, noise=0.2, chronic=False),
                      RecordingProtocol(n_units=12, n_sessions=4, noise=0.4, seed=7, gain_sd=(0.0, 0.0, 0.0))):
         whole = featurize_recording(virtual_recording(bank, protocol))
-        monkeypatch.setattr(advisor.protocol, "CHUNK_NETWORKS", chunk)
+        monkeypatch.setattr(advisor.science.protocol, "CHUNK_NETWORKS", chunk)
         chunked = featurize(bank, protocol)
         monkeypatch.undo()
         np.testing.assert_array_equal(chunked.X, whole.X)
@@ -75,7 +75,7 @@ def test_features_do_not_depend_on_the_chunk_size(tiny_bank: Any, chunk: int,
 
 @pytest.mark.parametrize("chronic", [True, False])
 def test_population_statistics_join_or_replace_the_marginal_ones(tiny_bank: Any, chronic: bool) -> None:
-    from advisor.population import POPULATION_STATISTICS, population_statistics
+    from advisor.science.population import POPULATION_STATISTICS, population_statistics
 
     bank = tiny_bank.bank
     base = dict(n_units=24, n_sessions=3, noise=0.3, seed=4, chronic=chronic)
@@ -114,7 +114,7 @@ def test_augmented_recordings_are_other_draws_of_the_same_protocol(tiny_bank: An
     from dataclasses import replace
 
     from advisor.errors import AdvisorError
-    from advisor.features import AUGMENT_SEED_STRIDE, augmented_features
+    from advisor.science.features import AUGMENT_SEED_STRIDE, augmented_features
 
     protocol = RecordingProtocol(n_units=12, n_sessions=3, noise=0.3, seed=5)
     extra = augmented_features(tiny_bank.bank, protocol, 3)

@@ -1,4 +1,5 @@
-"""Learned classifiers (advisor.learned): the DeepSets network's invariances (unit order, per-unit gain and offset),
+"""Learned classifiers (advisor.science.learned): the DeepSets network's invariances (unit order, per-unit gain and
+offset),
 determinism and learning of a problem that only the units' change over sessions solves; the group vote's
 samples, summed votes and use of a registered classifier; the raw recording array."""
 
@@ -12,15 +13,15 @@ import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import NotFittedError
 
-from advisor.classifiers import make_classifier
-from advisor.learned import (
+from advisor.science.classifiers import make_classifier
+from advisor.science.learned import (
     DeepSetsClassifier,
     GroupVoteClassifier,
     group_samples,
     normalize_units,
     raw_recording_array,
 )
-from advisor.protocol import Recording
+from advisor.science.protocol import Recording
 
 # ------------------------------------------------------------------------------------------------ helpers
 N_GROUPS, N_SESSIONS, N_UNITS, N_PROBES = 2, 4, 16, 6

@@ -76,8 +76,8 @@ def test_workers_join_a_running_plan(plan_bank: Any, tmp_path: Path) -> None:
     numbers = [t["number"] for t in doc["trials"]]
     assert len(numbers) == len(set(numbers)) and len(numbers) >= 40
     # the plan reports every process's trials, and the workers logged theirs to the plan's MLflow run
-    from advisor.tracking import Tracker
-    from advisor.workspace import Workspace
+    from advisor.application.tracking import Tracker
+    from advisor.application.workspace import Workspace
 
     tracker = Tracker(Workspace.open(tmp_path))
     client = tracker._client
@@ -111,8 +111,8 @@ def test_kill_9_during_plan_then_resume(plan_bank: Any, tmp_path: Path) -> None:
     assert len(complete) == 30  # the interrupted trial is not counted; nothing is counted twice
     assert sorted(t["number"] for t in doc["trials"]) == sorted(t.number for t in complete)
 
-    from advisor.tracking import Tracker
-    from advisor.workspace import Workspace
+    from advisor.application.tracking import Tracker
+    from advisor.application.workspace import Workspace
 
     runs = Tracker(Workspace.open(tmp_path)).list_runs(kind="plan")
     statuses = sorted(r.status for r in runs)
@@ -137,8 +137,8 @@ def test_two_plans_on_one_workspace_at_once(plan_bank: Any, tmp_path: Path) -> N
     assert not study.get_trials(states=(TrialState.FAIL,))
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) >= 20
 
-    from advisor.tracking import Tracker
-    from advisor.workspace import Workspace
+    from advisor.application.tracking import Tracker
+    from advisor.application.workspace import Workspace
 
     runs = Tracker(Workspace.open(tmp_path)).list_runs(kind="plan")
     assert sorted(r.status for r in runs) == ["FINISHED", "FINISHED"]

@@ -1,4 +1,5 @@
-"""From question to plan document (``advisor.planning``): the checks of ``make_question``, the set-aside verdict
+"""From question to plan document (``advisor.application.planning``): the checks of ``make_question``, the set-aside
+verdict
 behind a recommendation, its honesty under fresh seeds, infeasible targets, the re-check's rejections, and the
 document the reports render (key sets against ``tests/data/plan_document.json``, JSON, curves, what would not
 suffice).
@@ -23,11 +24,9 @@ import pytest
 from plan_helpers import PLAN_SETASIDE, GarbageSetaside
 from plan_helpers import question as plan_question
 
-from advisor import search
-from advisor.console import _finite
-from advisor.cost import Modality, load_modality
-from advisor.errors import AdvisorError
-from advisor.planning import (
+from advisor.application import search
+from advisor.application.console import _finite
+from advisor.application.planning import (
     Progress,
     analyse,
     bank_document,
@@ -37,8 +36,10 @@ from advisor.planning import (
     trial_document,
     verdict,
 )
-from advisor.protocol import RecordingProtocol
-from advisor.search import LAYER_SUBSETS, Question, TrialResult, make_scorer, pareto_front
+from advisor.application.search import LAYER_SUBSETS, Question, TrialResult, make_scorer, pareto_front
+from advisor.errors import AdvisorError
+from advisor.science.cost import Modality, load_modality
+from advisor.science.protocol import RecordingProtocol
 
 if TYPE_CHECKING:
     from simulator.bank import TrajectoryBank
@@ -620,7 +621,7 @@ def _with_run(doc: dict[str, Any], bank: TrajectoryBank) -> dict[str, Any]:
 
 
 def test_the_reports_render_a_plan(feasible: Planned, plan_bank: TrajectoryBank, tmp_path: Path) -> None:
-    from advisor.reports import write_reports
+    from advisor.application.reports import write_reports
 
     paths = write_reports(_with_run(feasible.doc, plan_bank), tmp_path)
     assert set(paths) == {"md", "html", "pdf"} and all(p.stat().st_size > 0 for p in paths.values())
@@ -631,7 +632,7 @@ def test_the_reports_render_a_plan(feasible: Planned, plan_bank: TrajectoryBank,
 
 def test_the_reports_render_infeasible_and_rejected_plans(infeasible: Planned, rejected: tuple[Planned, list[int]],
                                                           plan_bank: TrajectoryBank, tmp_path: Path) -> None:
-    from advisor.reports import write_reports
+    from advisor.application.reports import write_reports
 
     markdown = write_reports(_with_run(infeasible.doc, plan_bank), tmp_path / "no", formats=("md",))["md"]
     assert "No protocol met the target" in markdown.read_text()

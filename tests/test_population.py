@@ -7,9 +7,9 @@ import warnings
 import numpy as np
 import pytest
 
-import advisor.population as population
+import advisor.science.population as population
 from advisor.errors import AdvisorError
-from advisor.population import POPULATION_STATISTICS, population_feature_names, population_statistics
+from advisor.science.population import POPULATION_STATISTICS, population_feature_names, population_statistics
 
 IDX = {name: i for i, name in enumerate(POPULATION_STATISTICS)}
 CORRELATION_STATS = ("dimensionality", "corr_mean", "corr_sd", "rsa_first", "rsa_previous")

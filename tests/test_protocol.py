@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from advisor.errors import AdvisorError
-from advisor.protocol import (
+from advisor.science.protocol import (
     DEFAULT_GAIN_SD,
     NOISE_MODELS,
     RecordingProtocol,

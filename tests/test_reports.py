@@ -1,6 +1,7 @@
 """Reports: Markdown, self-contained HTML and PDF rendered from hand-written plan and compare documents.
 
-The fixtures in ``tests/data`` follow the document schema that ``advisor.planning`` produces (a feasible plan, tested
+The fixtures in ``tests/data`` follow the document schema that ``advisor.application.planning`` produces (a feasible
+plan, tested
 on 64 set-aside networks, whose cheapest search-feasible protocol failed the re-check; a compare of three modalities:
 one recommended, one with no protocol feasible in the search, one that cannot measure the observable).
 """
@@ -22,10 +23,9 @@ from typing import Any
 
 import pytest
 
-from advisor import figures as figures_module
-from advisor.errors import AdvisorError
-from advisor.figures import make_figures
-from advisor.reports import (
+from advisor.application import figures as figures_module
+from advisor.application.figures import make_figures
+from advisor.application.reports import (
     methods_paragraph,
     pdf_pages,
     recommendation_sentence,
@@ -34,6 +34,7 @@ from advisor.reports import (
     render_pdf,
     write_reports,
 )
+from advisor.errors import AdvisorError
 
 DATA = Path(__file__).parent / "data"
 PLAN_FIGURES = ("pareto", "curves", "confusion", "importances")
@@ -528,7 +529,7 @@ def test_nothing_runs_off_the_page_or_overlaps(name: str) -> None:
 
 
 def test_report_module_imports_no_matplotlib() -> None:
-    code = "import sys, advisor.reports; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = "import sys, advisor.application.reports; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

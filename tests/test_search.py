@@ -1,4 +1,5 @@
-"""The design search (``advisor.search``): the Pareto front, storages, the Optuna study (determinism, resume, the
+"""The design search (``advisor.application.search``): the Pareto front, storages, the Optuna study (determinism,
+resume, the
 question guard, stored constraints, bounds, the trial cache), the set-aside partition, feasibility beyond the
 controls and the fresh-seed re-check behind a recommendation.
 
@@ -30,12 +31,8 @@ from hypothesis import strategies as st
 from plan_helpers import PLAN_SETASIDE, GarbageSetaside
 from plan_helpers import question as plan_question
 
-from advisor import search
-from advisor.cost import Modality, load_modality
-from advisor.errors import AdvisorError
-from advisor.evaluation import ControlScores, Scores
-from advisor.protocol import RecordingProtocol
-from advisor.search import (
+from advisor.application import search
+from advisor.application.search import (
     LAYER_SUBSETS,
     MIN_SESSIONS,
     STRATA,
@@ -55,6 +52,10 @@ from advisor.search import (
     storage_for,
     verify,
 )
+from advisor.errors import AdvisorError
+from advisor.science.cost import Modality, load_modality
+from advisor.science.evaluation import ControlScores, Scores
+from advisor.science.protocol import RecordingProtocol
 
 if TYPE_CHECKING:
     from simulator.bank import TrajectoryBank
@@ -613,7 +614,8 @@ def test_a_study_against_an_unbeatable_control_has_no_feasible_trial(
 
 
 class FakeVerify:
-    """Stands in for ``advisor.search.verify``: trials in ``failing`` fail the re-check; records the calls."""
+    """Stands in for ``advisor.application.search.verify``: trials in ``failing`` fail the re-check; records the
+    calls."""
 
     def __init__(self, failing: set[int]) -> None:
         self.failing = failing

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from advisor.errors import AdvisorError
-from advisor.statistics import (
+from advisor.science.statistics import (
     FEATURES,
     FUNCTIONS,
     STATISTICS,

@@ -1,4 +1,5 @@
-"""The shared text helpers (simulator.text) and the writable-directory probe (advisor.workspace): exact strings,
+"""The shared text helpers (simulator.text) and the writable-directory probe (advisor.application.workspace): exact
+strings,
 since every one-line error in both packages is built from them."""
 
 from __future__ import annotations
@@ -8,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from advisor.application.workspace import nearest_existing, probe_writable, writable_dir_problem
 from advisor.errors import AdvisorError
-from advisor.workspace import nearest_existing, probe_writable, writable_dir_problem
 from simulator.errors import ConfigError
 from simulator.text import did_you_mean, error_line, one_line, read_toml
 

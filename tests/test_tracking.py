@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from advisor.application.tracking import LONG_PARAMS_ARTIFACT, Tracker, resolve_tracking_uri
+from advisor.application.workspace import Workspace
 from advisor.errors import AdvisorError
-from advisor.tracking import LONG_PARAMS_ARTIFACT, Tracker, resolve_tracking_uri
-from advisor.workspace import Workspace
 
 pytestmark = [
     # MLflow 3.17's ORM models use SQLAlchemy's `noload` strategy, deprecated in SQLAlchemy 2.1; the warning is

@@ -12,7 +12,7 @@ Conventions shared by every command:
 * Heavy libraries (torch, pandas, mlflow, optuna, scikit-learn, matplotlib) are imported inside the commands,
   so ``advisor --help`` stays instant.
 * Results go to a stdout console and progress to a stderr console; tests inject their own
-  (:class:`~advisor.console.Consoles`) as click's context object:
+  (:class:`~advisor.application.console.Consoles`) as click's context object:
   ``runner.invoke(cli, args, obj=Consoles(...))``.
 """
 

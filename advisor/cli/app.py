@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from advisor.console import Consoles
+from advisor.application.console import Consoles
+from advisor.application.workspace import ENV_VAR, Workspace
 from advisor.errors import AdvisorError
-from advisor.workspace import ENV_VAR, Workspace
 from simulator.text import one_line
 
 if TYPE_CHECKING:
@@ -322,7 +322,8 @@ def build_preset_bank(
     return config, result
 
 
-# Kept in step with advisor.protocol / advisor.classifiers / advisor.evaluation (tests check it); spelled out here
+# Kept in step with advisor.science.protocol / advisor.science.classifiers / advisor.science.evaluation (tests check
+# it); spelled out here
 # because importing those modules would load torch and scikit-learn at start-up.
 OBSERVABLE_CHOICES = ("weights", "activations", "activity_change")
 NOISE_MODEL_CHOICES = ("none", "gaussian", "poisson")
@@ -411,7 +412,7 @@ def parse_rules(rules_text: str | None) -> tuple[str, ...] | None:
 
 
 def open_tracker(app: App, tracking_uri: str | None) -> Any:
-    from advisor.tracking import Tracker
+    from advisor.application.tracking import Tracker
 
     tracker = Tracker(app.open_workspace(), tracking_uri)
     tracker.check()

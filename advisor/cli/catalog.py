@@ -62,7 +62,7 @@ def catalog_document() -> dict[str, list[dict[str, Any]]]:
 
 
 def _modalities() -> list[dict[str, Any]]:
-    from advisor.cost import list_modalities, load_modality
+    from advisor.science.cost import list_modalities, load_modality
 
     out = []
     for key in list_modalities():
@@ -73,7 +73,7 @@ def _modalities() -> list[dict[str, Any]]:
 
 
 def _classifiers() -> list[tuple[str, Any]]:
-    from advisor.classifiers import CLASSIFIERS
+    from advisor.science.classifiers import CLASSIFIERS
 
     return CLASSIFIERS.items()
 

@@ -120,9 +120,9 @@ def evaluate(
     whole learning curve (behaviour) and the hyperparameters alone, each the better of a linear and a nonlinear
     classifier. The rule counts as identified only where the accuracy's CI clears the strongest control's.
     """
-    from advisor.assessment import evaluate_protocol
-    from advisor.features import check_augment
-    from advisor.protocol import DEFAULT_GAIN_SD, RecordingProtocol
+    from advisor.science.assessment import evaluate_protocol
+    from advisor.science.features import check_augment
+    from advisor.science.protocol import DEFAULT_GAIN_SD, RecordingProtocol
 
     check_bank_or_preset(bank_dir, preset)
     check_augment(augment)
@@ -164,7 +164,7 @@ def _render_evaluation(
 ) -> None:
     from rich.table import Table
 
-    from advisor.controls import CONTROL_LABELS
+    from advisor.science.controls import CONTROL_LABELS
 
     scores = result.scores
     out.print(f"[bold]Protocol[/bold]: {protocol.describe()}", highlight=False)

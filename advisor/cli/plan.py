@@ -13,12 +13,13 @@ import click
 from advisor.errors import AdvisorError
 
 if TYPE_CHECKING:
-    from advisor.cost import Modality
-    from advisor.documents import Document
-    from advisor.search import Question
+    from advisor.application.documents import Document
+    from advisor.application.search import Question
+    from advisor.science.cost import Modality
     from simulator.bank import TrajectoryBank
 
     pass
+from advisor.application.documents import headline_trial
 from advisor.cli.app import (
     CLASSIFIER_CHOICES,
     OBSERVABLE_CHOICES,
@@ -32,7 +33,6 @@ from advisor.cli.app import (
     progress_bar,
     tracking_uri_option,
 )
-from advisor.documents import headline_trial
 
 PLAN_HELDOUT = ("none", "architecture", "arch_family")
 DEFAULT_TARGET = 0.75
@@ -57,7 +57,7 @@ def _command_line(ctx: click.Context) -> str:
 
 def _storage(app: App, storage: str | None) -> str:
     """The storage URL (checked; nothing created yet): the user's, or a journal file in the workspace."""
-    from advisor.search import check_storage
+    from advisor.application.search import check_storage
 
     url = storage or f"journal:{app.workspace_dir.resolve() / 'studies' / 'journal.log'}"
     check_storage(url)
@@ -72,7 +72,7 @@ def _prepare_storage(url: str) -> None:
 
 def _finish(app: App, run: Any, tracker: Any, doc: Document, out_dir: Path) -> dict[str, str]:
     """Write the reports, log figures, tables and reports as artifacts, store the document; return the paths."""
-    from advisor.reports import make_figures, write_reports
+    from advisor.application.reports import make_figures, write_reports
 
     doc["run_id"] = run.run_id
     doc["tracking_uri"] = tracker.uri
@@ -143,8 +143,8 @@ def _plan_options(command: Any) -> Any:
 
 def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Modality, *, storage: str, study: str,
               timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str) -> Document:
-    from advisor.planning import Progress, plan
-    from advisor.tracking import trial_metrics, trial_params
+    from advisor.application.planning import Progress, plan
+    from advisor.application.tracking import trial_metrics, trial_params
 
     def on_trial(result: Any, new: bool) -> None:
         run.log_trial(result.number, trial_params(result), trial_metrics(result),
@@ -185,8 +185,8 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     Example:
       advisor plan --observable activations --max-units 500
     """
-    from advisor.cost import DEFAULT_MODALITY, load_modality
-    from advisor.planning import bank_document, make_question
+    from advisor.application.planning import bank_document, make_question
+    from advisor.science.cost import DEFAULT_MODALITY, load_modality
 
     ctx = click.get_current_context()
     command = _command_line(ctx)
@@ -222,7 +222,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
         doc["command"] = command
         doc["bank"] = bank_document(bank, preset_name)
         doc["storage"] = storage_url
-        from advisor.tracking import plan_metrics
+        from advisor.application.tracking import plan_metrics
 
         run.log_metrics(plan_metrics(doc))
         reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
@@ -254,9 +254,9 @@ def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from advisor.controls import CONTROL_LABELS
-    from advisor.reports import recommendation_sentence
-    from advisor.search import sessions_phrase
+    from advisor.application.reports import recommendation_sentence
+    from advisor.application.search import sessions_phrase
+    from advisor.science.controls import CONTROL_LABELS
 
     verdict = doc.get("verdict", "recommended" if doc["feasible"] else "none_in_search")
     out.print(Panel(recommendation_sentence(doc), title=PANEL_TITLES.get(verdict, verdict),
@@ -356,8 +356,8 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     One search per modality (its observables, limits, noise and cost), one MLflow parent run with every trial
     nested, and a figure of accuracy against cost per modality.
     """
-    from advisor.cost import load_modality
-    from advisor.planning import compare_document, make_question, modality_entry
+    from advisor.application.planning import compare_document, make_question, modality_entry
+    from advisor.science.cost import load_modality
 
     ctx = click.get_current_context()
     command = _command_line(ctx)
@@ -418,7 +418,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
 def _render_compare(out: Any, doc: Document, reports: dict[str, str]) -> None:
     from rich.table import Table
 
-    from advisor.reports import recommendation_sentence
+    from advisor.application.reports import recommendation_sentence
 
     out.print(recommendation_sentence(doc), highlight=False)
     table = Table(title="Modalities side by side (cheapest sufficient protocol, else the most accurate found)",
@@ -466,8 +466,8 @@ def worker(app: App, study: str, storage: str | None, timeout: float | None) -> 
     `advisor plan` printed; the plan finishes sooner and reports every worker's trials. Trials are logged to the
     plan's MLflow run.
     """
-    from advisor.search import join_study
-    from advisor.tracking import Tracker, trial_metrics, trial_params
+    from advisor.application.search import join_study
+    from advisor.application.tracking import Tracker, trial_metrics, trial_params
 
     storage_url = _storage(app, storage)
     parent: dict[str, Any] = {}
@@ -482,7 +482,7 @@ def worker(app: App, study: str, storage: str | None, timeout: float | None) -> 
         app.consoles.err.print(f"trial {result.number}: accuracy {result.accuracy:.3f}, cost {result.cost:.1f}",
                                highlight=False)
 
-    from advisor.search import study_context
+    from advisor.application.search import study_context
 
     parent["context"] = study_context(storage_url, study)
     context, n = join_study(storage_url, study, on_trial=on_trial, timeout=timeout)

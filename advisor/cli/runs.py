@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from advisor.application.workspace import Workspace
 from advisor.errors import AdvisorError
-from advisor.workspace import Workspace
 
 if TYPE_CHECKING:
 
     pass
+from advisor.application.documents import REPORT_FORMATS
 from advisor.cli.app import App, common_options, tracking_uri_option
-from advisor.documents import REPORT_FORMATS
 
 
 @click.group()
@@ -42,7 +42,7 @@ def _run_row(summary: Any) -> dict[str, Any]:
 @common_options
 def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
     """List past plans and comparisons, newest first."""
-    from advisor.tracking import Tracker
+    from advisor.application.tracking import Tracker
 
     tracker = Tracker(app.open_workspace(), tracking_uri)
     tracker.check()
@@ -72,7 +72,7 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
 @common_options
 def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
     """Show one past plan: question, bounds, recommendation, accuracy, cost, when."""
-    from advisor.tracking import Tracker
+    from advisor.application.tracking import Tracker
 
     tracker = Tracker(app.open_workspace(), tracking_uri)
     tracker.check()
@@ -86,7 +86,7 @@ def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
         return
     from rich.table import Table
 
-    from advisor.reports import recommendation_sentence
+    from advisor.application.reports import recommendation_sentence
 
     out = app.consoles.out
     table = Table(title=f"Run {run_id}", title_justify="left", title_style="bold", show_header=False)
@@ -118,8 +118,8 @@ def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
 @common_options
 def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None, tracking_uri: str | None) -> None:
     """Render the report of a past plan or comparison (Markdown, self-contained HTML, PDF)."""
-    from advisor.reports import write_reports
-    from advisor.tracking import Tracker
+    from advisor.application.reports import write_reports
+    from advisor.application.tracking import Tracker
 
     workspace = app.open_workspace()
     tracker = Tracker(workspace, tracking_uri)

@@ -35,16 +35,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from advisor.application.workspace import Workspace, writable_dir_problem
 from advisor.errors import AdvisorError
-from advisor.workspace import Workspace, writable_dir_problem
 from simulator.text import error_line
 
 if TYPE_CHECKING:
     from mlflow.entities import Param, Run
     from mlflow.tracking import MlflowClient
 
-    from advisor.documents import Document
-    from advisor.search import TrialResult
+    from advisor.application.documents import Document
+    from advisor.application.search import TrialResult
 
 DEFAULT_EXPERIMENT = "lr-advisor"
 """Experiment that holds every plan and comparison unless another name is given."""
@@ -372,7 +372,7 @@ def trial_metrics(result: TrialResult) -> dict[str, float]:
 
 
 def plan_metrics(doc: Document) -> dict[str, float]:
-    from advisor.documents import headline_trial
+    from advisor.application.documents import headline_trial
 
     """The plan's headline numbers as MLflow metrics: search and set-aside estimates, controls, cost."""
     rec = headline_trial(doc)

@@ -7,7 +7,7 @@ of the accuracy's 95% confidence interval must reach the target (``trial.set_con
 cost-accuracy Pareto front.
 
 Every trial re-reads the bank (no re-simulation): record the networks under the protocol
-(:func:`advisor.features.featurize`), then score a classifier on the same splits over networks for every trial,
+(:func:`advisor.science.features.featurize`), then score a classifier on the same splits over networks for every trial,
 so trials differ only in the protocol. Protocols the sampler proposes twice (after clamping) are scored once.
 
 The study lives in an Optuna storage (a journal file in the workspace by default, or any RDB URL), named after
@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from advisor.errors import AdvisorError
-from advisor.protocol import DEFAULT_GAIN_SD, GROUPS, RecordingProtocol
+from advisor.science.protocol import DEFAULT_GAIN_SD, GROUPS, RecordingProtocol
 from simulator.text import error_line
 
 if TYPE_CHECKING:
-    from advisor.cost import Modality
+    from advisor.science.cost import Modality
     from simulator.bank import TrajectoryBank
 
 WINDOWS = (0.3, 0.5, 1.0)
@@ -62,7 +62,7 @@ class Question:
         rules: the rules considered (the bank's, or the user's subset).
         heldout: ``none`` (repeated stratified splits), ``architecture`` (leave one architecture out) or
             ``arch_family`` (leave one architecture family out).
-        classifier: classifier key (``advisor.classifiers.CLASSIFIERS``).
+        classifier: classifier key (``advisor.science.classifiers.CLASSIFIERS``).
         n_trials: finished trials the study should hold.
         n_splits: train/test splits per trial (with ``heldout == "none"``; rounded up to whole repeats of a
             4-fold cross-validation).
@@ -222,7 +222,7 @@ class Scorer:
 
     def score_transfer(self, protocol: RecordingProtocol) -> Any:
         """Accuracy leaving one architecture out over the search networks (``--robust``; cached by protocol)."""
-        from advisor.evaluation import score
+        from advisor.science.evaluation import score
 
         assert self.transfer_splits is not None
         if protocol not in self.transfer_cache:
@@ -236,20 +236,20 @@ class Scorer:
     def control_high(self) -> float:
         """The strongest control's upper CI bound on the search networks (−inf without controls): a protocol
         counts only where its lower bound clears it."""
-        from advisor.evaluation import strongest
+        from advisor.science.evaluation import strongest
 
         top = strongest(self.controls)
         return float(top.scores.ci[1]) if top is not None else -math.inf
 
     def features(self, protocol: RecordingProtocol) -> Any:
-        from advisor.features import featurize
+        from advisor.science.features import featurize
 
         return featurize(self.bank, protocol)
 
     def score(self, protocol: RecordingProtocol, *, importances: bool = False,
               splits: list[tuple[np.ndarray, np.ndarray]] | None = None) -> Any:
         """Accuracy of the classifier on ``protocol``'s features (cached by protocol, without importances)."""
-        from advisor.evaluation import score
+        from advisor.science.evaluation import score
 
         if not importances and splits is None and protocol in self.cache:
             return self.cache[protocol]
@@ -329,8 +329,8 @@ def make_scorer(bank: TrajectoryBank, question: Question, seed: int | None = Non
         controls: also score the behavioural and hyperparameter controls on the same splits (once; the
             search's feasibility needs them, a re-check does not).
     """
-    from advisor.controls import behaviour_features, hyperparameter_features
-    from advisor.evaluation import control_scores, heldout_groups, make_splits
+    from advisor.science.controls import behaviour_features, hyperparameter_features
+    from advisor.science.evaluation import control_scores, heldout_groups, make_splits
 
     seed = question.seed if seed is None else seed
     meta = bank.metadata.reset_index(drop=True)
@@ -582,7 +582,7 @@ def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult
     """
     import optuna
 
-    from advisor.cost import load_modality
+    from advisor.science.cost import load_modality
     from simulator.bank import load_bank
 
     attrs = study_context(storage, study_name)
@@ -624,7 +624,7 @@ def recommend(trials: Sequence[TrialResult], bank: TrajectoryBank, question: Que
 
     Cheapest-of-many is optimistic (the winner's curse), so feasible trials are re-checked in order of cost
     on the search networks and the first that holds up is the candidate; its reported accuracy then comes from
-    the set-aside networks (``advisor.planning``), tested once. Returns (candidate, its verification, the
+    the set-aside networks (``advisor.application.planning``), tested once. Returns (candidate, its verification, the
     candidates that failed the re-check with their verification).
     """
     feasible = sorted((t for t in trials if t.feasible), key=lambda t: (t.cost, -t.accuracy, t.number))

@@ -18,7 +18,7 @@ not trained on (the pooled out-of-split hit rate over networks):
 Either interval is never narrower than the Wilson interval over the distinct networks tested, so a perfect
 score on a few networks does not come with a zero-width interval.
 
-The controls (``advisor.controls``) are scored on the same splits; identification counts only where the
+The controls (``advisor.science.controls``) are scored on the same splits; identification counts only where the
 protocol's interval clears the strongest control's.
 """
 
@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from advisor.classifiers import make_classifier
-from advisor.controls import CONTROL_CLASSIFIERS, hyperparameter_features
 from advisor.errors import AdvisorError
+from advisor.science.classifiers import make_classifier
+from advisor.science.controls import CONTROL_CLASSIFIERS, hyperparameter_features
 
 HELDOUT = {"none": None, "architecture": "architecture", "arch_family": "arch_family", "task": "task",
            "nonlinearity": "nonlinearity"}
@@ -271,8 +271,8 @@ def score(
     partition and gets ``refits`` refits per split on bootstrap resamples of its training networks.
 
     Args:
-        classifier: a key of ``advisor.classifiers`` or a factory ``(random_state, n_sessions) -> estimator``
-            (an estimator outside the registry, e.g. ``advisor.learned``'s, whose X need not be 3-D).
+        classifier: a key of ``advisor.science.classifiers`` or a factory ``(random_state, n_sessions) -> estimator``
+            (an estimator outside the registry, e.g. ``advisor.science.learned``'s, whose X need not be 3-D).
         refits: refits per split of a fixed partition for the training-set variance (below 2: none, the
             interval is binomial over the tested networks only).
         cross_validated: whether ``splits`` are repeated cross-validation folds (True) or a fixed partition
@@ -280,7 +280,7 @@ def score(
             levels (every network tested once) from one repeat of 4-fold cross-validation: callers that know
             say so.
         augment: other virtual recordings of the same networks (arrays shaped like ``X``, rows aligned:
-            other unit subsets, gains and noise draws, ``advisor.features.augmented_features``). Each training
+            other unit subsets, gains and noise draws, ``advisor.science.features.augmented_features``). Each training
             network contributes one sample per recording; test networks are scored on ``X`` alone, one
             recording each, as an experimenter has.
     """
@@ -395,7 +395,7 @@ def _inputs_digest(*parts: Any) -> str:
 def best_of(name: str, X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
             labels: list[str], seed: int, cross_validated: bool | None = None) -> ControlScores:
     """Score a control's features with the linear and the nonlinear classifier on ``splits``; keep the more
-    accurate (``advisor.controls``). On a fixed partition the candidates are compared on their fits, and only
+    accurate (``advisor.science.controls``). On a fixed partition the candidates are compared on their fits, and only
     the winner pays for the refits of its interval.
 
     A control does not depend on the protocol, so one plan, a resumed plan and every modality of a comparison
@@ -455,7 +455,7 @@ def evaluate(
     Args:
         X: features, one row per network of ``metadata`` in the same order.
         curve: (networks, checkpoints, k) behaviour for the behavioural control (the whole learning curve,
-            ``advisor.controls.behaviour_features``), or None to skip it.
+            ``advisor.science.controls.behaviour_features``), or None to skip it.
         metadata: the bank's metadata table (pandas DataFrame).
         hyperparameters: also score the hyperparameter control (needs ``lr``, ``batch_size`` and
             ``init_scale`` columns; skipped where they are missing).

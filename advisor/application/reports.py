@@ -5,7 +5,7 @@ MLflow), so a report can be re-rendered at any time. The document is first turne
 (headings, paragraphs, tables, bullet lists, code, figures) by :func:`report_blocks`; the three renderers only
 lay those blocks out, so every format says exactly the same thing. The PDF is made with matplotlib's
 ``PdfPages`` (no system libraries): text pages laid out line by line with ``textwrap``, then one page per figure,
-then the methods, caveats and reproduction pages. Figures come from :mod:`advisor.figures`.
+then the methods, caveats and reproduction pages. Figures come from :mod:`advisor.application.figures`.
 
 :func:`write_reports` writes ``report.md`` (with PNGs at 300 dpi in ``figures/``), ``report.html`` and
 ``report.pdf`` atomically: everything is rendered to temporary files first and moved into place only when all
@@ -26,10 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from advisor.controls import CONTROL_LABELS, DESCRIPTIONS, LINEAR, NONLINEAR
-from advisor.documents import OBSERVABLE_WORDS, REPORT_FORMATS, Document
-from advisor.errors import AdvisorError
-from advisor.figures import (
+from advisor.application.documents import OBSERVABLE_WORDS, REPORT_FORMATS, Document
+from advisor.application.figures import (
     FigureSpec,
     chance_of,
     ci_of,
@@ -45,8 +43,10 @@ from advisor.figures import (
     style,
     target_word,
 )
-from advisor.protocol import GAIN_LEVELS
-from advisor.search import sessions_phrase
+from advisor.application.search import sessions_phrase
+from advisor.errors import AdvisorError
+from advisor.science.controls import CONTROL_LABELS, DESCRIPTIONS, LINEAR, NONLINEAR
+from advisor.science.protocol import GAIN_LEVELS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -65,11 +65,11 @@ CLASSIFIER_WORDS = {"svm": "linear support-vector machine (signed-log, standardi
 SPLIT_WORDS = {"none": "stratified 75/25 train/test splits over networks",
                "architecture": "leave-one-architecture-out splits", "task": "leave-one-task-out splits"}
 FOLDS = 4
-"""Folds of the search's repeated cross-validation (``advisor.evaluation.FOLDS``, which is not imported here: it
+"""Folds of the search's repeated cross-validation (``advisor.science.evaluation.FOLDS``, which is not imported here: it
 pulls in torch and scikit-learn)."""
 VERDICTS = ("recommended", "none_in_search", "setaside_below_target", "setaside_not_beyond_controls",
             "setaside_does_not_transfer")
-"""A plan's ``verdict``s (``advisor.planning.verdict``)."""
+"""A plan's ``verdict``s (``advisor.application.planning.verdict``)."""
 VERDICT_WORDS = {"recommended": "recommended",
                  "none_in_search": "no protocol met the target beyond the controls in the search",
                  "setaside_below_target": "the search's choice falls below the target on set-aside networks",
@@ -131,7 +131,8 @@ class Code:
 
 @dataclass(frozen=True)
 class FigureRef:
-    """A figure of :mod:`advisor.figures`, numbered; ``missing`` says why it cannot be drawn (None: it can)."""
+    """A figure of :mod:`advisor.application.figures`, numbered; ``missing`` says why it cannot be drawn (None: it
+    can)."""
 
     key: str
     number: int
@@ -193,7 +194,7 @@ def _count(n: int) -> str:
 
 def _sessions(p: Mapping[str, Any]) -> str:
     """``2 sessions, one before training starts and one at the end of learning`` (see
-    :func:`advisor.search.sessions_phrase`)."""
+    :func:`advisor.application.search.sessions_phrase`)."""
     n = p.get("n_sessions")
     return "n/a sessions" if n is None else sessions_phrase(int(n), p.get("window") or (0.0, 1.0))
 
@@ -1117,7 +1118,7 @@ def render_html(doc: Doc, *, figures: Mapping[str, Figure] | None = None, dpi: i
 
     Args:
         doc: a plan or compare result document.
-        figures: figures from :func:`~advisor.figures.make_figures` (drawn here when None).
+        figures: figures from :func:`~advisor.application.figures.make_figures` (drawn here when None).
         dpi: resolution of the embedded PNGs.
     """
     figures = make_figures(doc) if figures is None else figures

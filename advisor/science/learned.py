@@ -1,9 +1,9 @@
-"""Learned classifiers that see more of a recording than the fixed statistics of ``advisor.features``.
+"""Learned classifiers that see more of a recording than the fixed statistics of ``advisor.science.features``.
 
 * :class:`DeepSetsClassifier`: a permutation-invariant network over the recorded units (Zaheer et al. 2017),
   trained on the raw virtual recording rather than on statistics. Its input ``X`` has shape
   ``(n_networks, n_groups, n_sessions, n_units, n_probes)`` (:func:`raw_recording_array` builds it from an
-  :class:`~advisor.protocol.Recording`): chronic recordings, the same units in every session. Every unit's
+  :class:`~advisor.science.protocol.Recording`): chronic recordings, the same units in every session. Every unit's
   trajectory (its ``n_sessions × n_probes`` values) is centred and scaled by its own mean and SD before the
   network sees it, so the unknown per-unit gain and offset of a rig cannot matter; a shared MLP ``phi`` embeds
   every unit, mean and SD over the units of each group pool the embeddings, and an MLP ``rho`` maps the pooled
@@ -32,7 +32,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_array, check_is_fitted, check_X_y
 from torch.nn import functional as F
 
-from advisor.protocol import Recording
+from advisor.science.protocol import Recording
 
 __all__ = ["DeepSetsClassifier", "GroupVoteClassifier", "group_samples", "normalize_units", "raw_recording_array"]
 
@@ -355,7 +355,7 @@ def group_samples(X: np.ndarray, n_groups: int) -> np.ndarray:
 
     Args:
         X: ``(n_networks, n_sessions, n_groups · F)`` features, channels group-major (the F statistics of group 0,
-            then those of group 1, ...), as ``advisor.features`` orders them.
+            then those of group 1, ...), as ``advisor.science.features`` orders them.
         n_groups: G, a divisor of the channel count.
 
     Returns:
@@ -384,7 +384,7 @@ class GroupVoteClassifier(ClassifierMixin, BaseEstimator):
     a binary 1-D score ``d`` counts as the scores ``(0, d)``) and takes the arg-max: one vote per network.
 
     Input ``X``: ``(n_networks, n_sessions, n_groups · F)``, channels group-major; the base receives 3-D arrays
-    ``(n_networks · n_groups, n_sessions, F + n_groups)`` (the members of ``advisor.classifiers.CLASSIFIERS``
+    ``(n_networks · n_groups, n_sessions, F + n_groups)`` (the members of ``advisor.science.classifiers.CLASSIFIERS``
     accept them).
 
     Args:

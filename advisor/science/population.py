@@ -1,6 +1,7 @@
 """Gain-invariant statistics of the recorded population: geometry, sparseness and drift over sessions.
 
-The unit statistics (``advisor.statistics``) are marginal distributions over units and so are dominated by scale,
+The unit statistics (``advisor.science.statistics``) are marginal distributions over units and so are dominated by
+scale,
 which the rig sets by an unknown positive gain per animal, area and unit (and, optionally, an additive offset per
 unit). The statistics here depend on each unit's responses only through its *tuning over probes up to a positive
 affine map*: multiplying a unit's responses by any positive constant and adding any constant leaves every one of

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from advisor.documents import OBSERVABLE_WORDS, Document
+from advisor.application.documents import OBSERVABLE_WORDS, Document
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -595,7 +595,7 @@ def make_figures(doc: Doc) -> dict[str, Figure]:
     """Draw every figure whose data the document has.
 
     Args:
-        doc: a plan or compare result document (see ``advisor.reports``).
+        doc: a plan or compare result document (see ``advisor.application.reports``).
 
     Returns:
         Figure key → standalone :class:`~matplotlib.figure.Figure` with constrained layout, in report order.

@@ -24,9 +24,9 @@ techniques (patch clamp) would be priced out of averaging entirely. The linear p
 "one more probe/field of view per few hundred units"; the figures are order-of-magnitude planning numbers.
 
 Unknown gains. No rig knows a unit's absolute gain: a modality's ``[gains]`` table gives the SDs of the log gain
-per animal, area and unit (synapse) and the baseline (see ``advisor.protocol.RecordingProtocol``), and
+per animal, area and unit (synapse) and the baseline (see ``advisor.science.protocol.RecordingProtocol``), and
 :meth:`Modality.protocol_kwargs` hands them to a protocol. A modality without a ``[gains]`` table gets the
-library's default (``advisor.protocol.DEFAULT_GAIN_SD``, baseline 0), never a rig that knows absolute units.
+library's default (``advisor.science.protocol.DEFAULT_GAIN_SD``, baseline 0), never a rig that knows absolute units.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from types import MappingProxyType
 from typing import Any
 
 from advisor.errors import AdvisorError
-from advisor.protocol import (
+from advisor.science.protocol import (
     DEFAULT_GAIN_SD,
     GAIN_LEVELS,
     GROUPS,
@@ -147,7 +147,7 @@ class Modality:
         name: human name ("two-photon calcium imaging").
         description: one line for catalogs.
         observables: the observables it measures, a subset of ``weights``, ``activations``, ``activity_change``.
-        noise_model: ``gaussian`` or ``poisson`` (must apply to every observable; see ``advisor.protocol``).
+        noise_model: ``gaussian`` or ``poisson`` (must apply to every observable; see ``advisor.science.protocol``).
         single_trial_noise: the noise level of ONE presentation: Gaussian SD relative to each unit's spread, or
             Poisson mean spike count per stimulus.
         max_repeats: presentations a session can average.
@@ -284,7 +284,7 @@ class Modality:
         needs one presentation.
 
         Args:
-            noise: the wanted level, in the noise model's range (see ``advisor.protocol.NOISE_MODELS``).
+            noise: the wanted level, in the noise model's range (see ``advisor.science.protocol.NOISE_MODELS``).
 
         Returns:
             The smallest ``k`` in [1, max_repeats] with ``noise_for(k)`` at ``noise`` or better.
@@ -307,7 +307,7 @@ class Modality:
         return max(1, math.ceil(math.exp(max(log_k, 0.0)) * (1 - _TOLERANCE)))
 
     def protocol_kwargs(self) -> dict[str, Any]:
-        """The rig's unknown gains as :class:`~advisor.protocol.RecordingProtocol` keywords:
+        """The rig's unknown gains as :class:`~advisor.science.protocol.RecordingProtocol` keywords:
         ``{"gain_sd": (animal, area, unit), "baseline": b}``."""
         return {"gain_sd": tuple(float(v) for v in self.gain_sd), "baseline": float(self.baseline)}
 

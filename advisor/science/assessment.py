@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from advisor.controls import CONTROL_LABELS, controls_document
 from advisor.errors import AdvisorError
-from advisor.protocol import RecordingProtocol
+from advisor.science.controls import CONTROL_LABELS, controls_document
+from advisor.science.protocol import RecordingProtocol
 
 if TYPE_CHECKING:
-    from advisor.evaluation import EvaluationResult
-    from advisor.features import Features
+    from advisor.science.evaluation import EvaluationResult
+    from advisor.science.features import Features
     from simulator.bank import TrajectoryBank
 
 __all__ = ["TOP_FEATURES", "TOP_SESSIONS", "ProtocolEvaluation", "evaluate_protocol", "protocol_document"]
@@ -52,7 +52,7 @@ def protocol_document(protocol: RecordingProtocol) -> dict[str, Any]:
 def check_stratified_splits(y: Sequence[str], target: str) -> None:
     """AdvisorError (instead of scikit-learn's ValueError) when stratified 4-fold splits cannot test every
     network: each label needs at least 4 networks."""
-    from advisor.evaluation import FOLDS
+    from advisor.science.evaluation import FOLDS
 
     counts = {label: list(y).count(label) for label in sorted(set(y))}
     few = min(counts, key=lambda label: counts[label])
@@ -134,9 +134,9 @@ def evaluate_protocol(
         AdvisorError: ``augment`` below 1; a rule not in the bank; too few networks per label for stratified
             splits (checked before the recording, which is the slow part).
     """
-    from advisor.controls import behaviour_features
-    from advisor.evaluation import evaluate
-    from advisor.features import augmented_features, check_augment, featurize
+    from advisor.science.controls import behaviour_features
+    from advisor.science.evaluation import evaluate
+    from advisor.science.features import augmented_features, check_augment, featurize
 
     check_augment(augment)
     show = status or (lambda _text: nullcontext())

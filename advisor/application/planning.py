@@ -1,6 +1,7 @@
 """A plan from question to document: set-aside networks, search, re-check, controls, sensitivity curves.
 
-:func:`make_question` turns the user's bounds, the bank and a modality into a :class:`advisor.search.Question`
+:func:`make_question` turns the user's bounds, the bank and a modality into a
+:class:`advisor.application.search.Question`
 (every bound checked against what the bank recorded and what the modality can do, one-line errors otherwise).
 :func:`plan` sets a stratified share of the networks aside, searches on the rest (each trial's estimate and CI
 from repeated 4-fold cross-validation, feasible only where the CI lower bound reaches the target and clears the
@@ -9,7 +10,7 @@ networks, and then tests that one candidate once on the set-aside networks: one 
 the controls likewise. The plan is feasible only if the set-aside interval reaches the target and clears the
 set-aside controls; the report gives both the search estimate and the untouched one. Then importances, the
 held-out-architecture score and accuracy against units / sessions / noise for every observable. The result is
-one JSON-able document (the schema :mod:`advisor.reports` renders and MLflow stores).
+one JSON-able document (the schema :mod:`advisor.application.reports` renders and MLflow stores).
 """
 
 from __future__ import annotations
@@ -23,21 +24,8 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 
-from advisor.controls import behaviour_features, controls_document, hyperparameter_features
-from advisor.documents import Document, Entry
-from advisor.errors import AdvisorError
-from advisor.evaluation import (
-    FOLDS,
-    HELDOUT_NAMES,
-    beyond,
-    control_scores,
-    fixed_partition_splits,
-    heldout_groups,
-    score,
-    strongest,
-)
-from advisor.protocol import GROUPS, STATISTIC_SETS, RecordingProtocol
-from advisor.search import (
+from advisor.application.documents import Document, Entry
+from advisor.application.search import (
     LAYER_SUBSETS,
     MIN_SESSIONS,
     MIN_UNITS,
@@ -50,9 +38,22 @@ from advisor.search import (
     run_study,
     setaside_partition,
 )
+from advisor.errors import AdvisorError
+from advisor.science.controls import behaviour_features, controls_document, hyperparameter_features
+from advisor.science.evaluation import (
+    FOLDS,
+    HELDOUT_NAMES,
+    beyond,
+    control_scores,
+    fixed_partition_splits,
+    heldout_groups,
+    score,
+    strongest,
+)
+from advisor.science.protocol import GROUPS, STATISTIC_SETS, RecordingProtocol
 
 if TYPE_CHECKING:
-    from advisor.cost import Modality
+    from advisor.science.cost import Modality
     from simulator.bank import TrajectoryBank
 
 VERIFY_SEEDS = 3
@@ -330,7 +331,7 @@ def trial_document(t: TrialResult, cost_unit: str) -> Entry: ...
 @overload
 def trial_document(t: None, cost_unit: str) -> None: ...
 def trial_document(t: TrialResult | None, cost_unit: str) -> Entry | None:
-    """A trial as document data (:data:`advisor.documents.Entry`), with its cost unit and description."""
+    """A trial as document data (:data:`advisor.application.documents.Entry`), with its cost unit and description."""
     if t is None:
         return None
     d = t.to_dict()

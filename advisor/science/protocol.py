@@ -4,7 +4,7 @@ A :class:`RecordingProtocol` says which observable is measured, from how many un
 which layer groups, at how many sessions placed where over learning, through which noise, with the same units
 every session (chronic) or new ones (acute), and on how many probe stimuli. :func:`virtual_recording` applies it
 to a trajectory bank without re-simulating, with the protocol's own seed, and returns per network and session
-the raw measured values; ``advisor.features`` turns them into statistics.
+the raw measured values; ``advisor.science.features`` turns them into statistics.
 
 What a rig keeps and what it loses. No rig knows a neuron's absolute gain (indicator expression, electrode
 distance, amplifier settings), so every recorded value is multiplied by an unknown gain, the product of three
@@ -266,9 +266,9 @@ class RecordingProtocol:
         noise: the noise level (gaussian: SD relative to the spread; poisson: mean spikes per stimulus).
         chronic: the same units every session (True) or fresh units each session (False, acute).
         n_probes: stimuli shown per session (None: every probe in the bank).
-        statistics: which statistics the classifier sees (``advisor.features``): ``marginal`` (the paper's 21
+        statistics: which statistics the classifier sees (``advisor.science.features``): ``marginal`` (the paper's 21
             statistics of each group's distribution over units), ``population`` (the gain-invariant statistics
-            of ``advisor.population``: dimensionality, correlations, sparseness, representational drift) or
+            of ``advisor.science.population``: dimensionality, correlations, sparseness, representational drift) or
             ``both``. Weights have no stimuli: their population statistics do not exist, so ``both`` gives the
             marginal ones and ``population`` is refused.
         seed: the protocol's own seed (unit subsets, gains, noise).
@@ -471,7 +471,7 @@ def learning_curve(bank: TrajectoryBank, protocol: RecordingProtocol) -> np.ndar
 def virtual_recording(bank: TrajectoryBank, protocol: RecordingProtocol) -> Recording:
     """Apply ``protocol`` to ``bank`` (a ``simulator.bank.TrajectoryBank``): choose sessions, units and probes
     with the protocol's seed, apply the rig's unknown gains and measurement noise, and return the measured values
-    (all networks in memory; ``advisor.features.featurize`` works chunk by chunk instead).
+    (all networks in memory; ``advisor.science.features.featurize`` works chunk by chunk instead).
 
     Raises:
         AdvisorError: the protocol asks for more units, sessions or probes than the bank recorded.

@@ -1,5 +1,7 @@
-"""The plan and compare documents: one typed definition that the producers (``advisor.planning``, the CLI) and
-the renderers (``advisor.reports``, ``advisor.figures``, the CLI's tables, ``advisor.tracking``'s metrics) share.
+"""The plan and compare documents: one typed definition that the producers (``advisor.application.planning``, the
+CLI) and
+the renderers (``advisor.application.reports``, ``advisor.application.figures``, the CLI's tables,
+``advisor.application.tracking``'s metrics) share.
 
 A document is plain JSON data (it is stored as the MLflow run's ``summary.json`` and printed by ``--json``), so
 the types are :class:`~typing.TypedDict`: a misspelt key is a type error (mypy) instead of a silent ``None``.
@@ -14,7 +16,8 @@ from typing import Any, Literal, TypedDict
 __all__ = ["OBSERVABLE_WORDS", "REPORT_FORMATS", "Document", "Entry", "headline_trial"]
 
 REPORT_FORMATS = ("md", "html", "pdf")
-"""The formats a document is rendered to (``advisor.reports.write_reports``; ``advisor report --format``)."""
+"""The formats a document is rendered to (``advisor.application.reports.write_reports``; ``advisor report
+--format``)."""
 
 OBSERVABLE_WORDS = {"activations": ("units", "activations"), "activity_change": ("units", "activity changes"),
                     "weights": ("synapses", "weights")}
@@ -74,7 +77,7 @@ class Document(TypedDict, total=False):
     # a comparison
     modalities: list[Entry]  # name, title, cost_unit, feasible, cost, recommendation, best, reason,
     #   trials, pareto, candidate, setaside, controls, verification, chance, verdict, heldout_architecture,
-    #   modality (advisor.planning.modality_entry)
+    #   modality (advisor.application.planning.modality_entry)
 
 
 def headline_trial(doc: Document) -> Entry:

@@ -1,10 +1,10 @@
 """From a virtual recording to classifier features: statistics per layer group and session.
 
 For every recorded layer group the 21 unit statistics (raw/abs/sq × mean, median, q3, var, norm, skew,
-kurtosis; ``advisor.statistics``) are computed over units, per probe stimulus for activity observables (then
+kurtosis; ``advisor.science.statistics``) are computed over units, per probe stimulus for activity observables (then
 averaged over probes, as in Nayebi et al. 2020) and over synapses for weights; with the protocol's
 ``statistics`` set to ``population`` or ``both``, the gain-invariant population statistics of
-``advisor.population`` (dimensionality, pairwise correlations, sparseness, representational drift) take their
+``advisor.science.population`` (dimensionality, pairwise correlations, sparseness, representational drift) take their
 place or join them. The result has one sample per
 network, a time axis of sessions and a channel axis of (group, statistic) features.
 """
@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from advisor.population import POPULATION_STATISTICS, population_statistics
-from advisor.protocol import Recording, RecordingProtocol, learning_curve, record_chunks
-from advisor.statistics import FEATURES, NanPolicy, NanReport, feature_names, unit_statistics
+from advisor.science.population import POPULATION_STATISTICS, population_statistics
+from advisor.science.protocol import Recording, RecordingProtocol, learning_curve, record_chunks
+from advisor.science.statistics import FEATURES, NanPolicy, NanReport, feature_names, unit_statistics
 
 if TYPE_CHECKING:
     from simulator.bank import TrajectoryBank
@@ -32,7 +32,7 @@ class Features:
         X: (n_networks, n_sessions, n_groups · n_statistics) float32.
         names: the channel names, ``"{group}.{function}_{statistic}"``.
         curve: (n_networks, n_sessions, 2) training loss and metric at the same sessions (the
-            protocol's sessions; the controls use the whole curve, ``advisor.controls``).
+            protocol's sessions; the controls use the whole curve, ``advisor.science.controls``).
         sessions: (n_sessions,) checkpoint indices.
         nan_report: non-finite feature values, counted per feature before the policy was applied.
     """
@@ -49,7 +49,7 @@ N_STATISTICS = len(FEATURES)
 
 def group_names(statistics: str, observable: str, chronic: bool) -> list[str]:
     """The statistic names of one recorded group, in the order :func:`group_features` computes them: the
-    marginal ones (``{function}_{statistic}``), then the population ones (``advisor.population``; without
+    marginal ones (``{function}_{statistic}``), then the population ones (``advisor.science.population``; without
     ``tuning_stability`` for an acute recording, which has no unit to follow, and none for weights)."""
     names = feature_names() if statistics in ("marginal", "both") else []
     if statistics in ("population", "both") and observable != "weights":
@@ -145,7 +145,8 @@ def augmented_features(bank: TrajectoryBank, protocol: RecordingProtocol, k: int
                        nan_policy: NanPolicy | str = NanPolicy.ZERO) -> list[np.ndarray]:
     """K − 1 more virtual recordings of every network under ``protocol`` (other unit subsets, gains and noise
     draws; the same sessions, stimuli and statistics), as feature arrays aligned with ``featurize(bank,
-    protocol).X``: training networks can be recorded many times at no simulation cost (``advisor.evaluation.score``'s
+    protocol).X``: training networks can be recorded many times at no simulation cost
+    (``advisor.science.evaluation.score``'s
     ``augment``). ``k = 1`` gives none.
 
     Raises:
