@@ -11,8 +11,6 @@ slowing its start, and nothing from ``advisor`` (the simulator never imports the
 
 from __future__ import annotations
 
-import difflib
-import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,8 @@ def did_you_mean(value: str, choices: Iterable[str], *, cutoff: float = 0.6,
         shown: what the hint names for the closest choice (default: the choice itself), e.g. its dotted key;
             the hint writes it with ``repr``.
     """
+    import difflib  # here, not at the top: the command line imports this module at start-up
+
     close = difflib.get_close_matches(value, list(choices), n=1, cutoff=cutoff)
     if not close:
         return ""
@@ -67,6 +67,8 @@ def read_toml(path: Path, what: str, error: type[Exception]) -> dict[str, Any]:
         error: ``<path>: cannot read the <what>: <reason>``, ``<path>: not UTF-8 text: <reason> at byte <n>`` or
             ``<path>: malformed TOML: <the parser's message on one line>``.
     """
+    import tomllib
+
     file = str(path)
     try:
         text = path.read_bytes().decode("utf-8")

@@ -463,3 +463,55 @@ def test_a_one_core_build_on_a_many_core_machine_says_how_to_use_them(
         assert _invoke(["simulate", "--preset", "tiny", "--seed", "6", "--device", "cpu", "--scheduler", "local:1",
                         "--json", "--workspace", str(tmp_path / "dask")], obj=consoles).exit_code == 0
         assert "Note:" not in err.getvalue()
+
+
+class _FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_off_a_terminal_progress_is_plain_lines_at_most_every_15_seconds() -> None:
+    err, clock = io.StringIO(), _FakeClock()
+    bar = ProgressBar(Console(file=err, width=100), "simulating tiny", unit="networks", clock=clock)
+    for t, done in ((0, 1), (5, 2), (16, 3), (20, 4), (30, 10)):
+        clock.now = t
+        bar(done, 10, "sgdm · mlp3_relu · digits")
+    bar.close()
+    assert err.getvalue().splitlines() == [
+        "simulating tiny: 0/10 networks, 0:00:00 elapsed, ETA ?",
+        "sgdm · mlp3_relu · digits: 3/10 networks, 0:00:16 elapsed, ETA 0:00:37",
+        "sgdm · mlp3_relu · digits: 10/10 networks, done in 0:00:30",
+    ]
+
+
+def test_off_a_terminal_every_stage_ends_in_one_line() -> None:
+    err, clock = io.StringIO(), _FakeClock()
+    bar = ProgressBar(Console(file=err, width=100), clock=clock)
+    bar.start("searching protocols", 3)
+    for t in (2, 4, 6):
+        clock.now = t
+        bar.advance()
+    bar.start("re-checking with fresh seeds", 1)
+    clock.now = 7
+    bar.close()
+    assert err.getvalue().splitlines() == [
+        "searching protocols: 0/3, 0:00:00 elapsed, ETA ?",
+        "searching protocols: 3/3, done in 0:00:06",
+        "re-checking with fresh seeds: 0/1, 0:00:00 elapsed, ETA ?",
+        "re-checking with fresh seeds: stopped at 0/1 after 0:00:01",
+    ]
+
+
+def test_on_a_terminal_progress_is_a_rich_bar() -> None:
+    err = io.StringIO()
+    bar = ProgressBar(Console(file=err, width=100, force_terminal=True), "simulating tiny", unit="networks")
+    bar(1, 4, "")
+    bar(4, 4, "")
+    bar.close()
+    text = err.getvalue()
+    assert "━" in text and "4/4" in text and "elapsed" not in text

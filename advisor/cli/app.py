@@ -188,8 +188,72 @@ def check_device(device: str) -> None:
         )
 
 
+PLAIN_INTERVAL_S = 15.0
+"""Off a terminal (nohup, a batch scheduler, CI), a progress line is written at most this often per stage."""
+
+
+def _clock_text(seconds: float) -> str:
+    """Seconds as H:MM:SS (rich's elapsed-time format)."""
+    whole = max(0, round(seconds))
+    return f"{whole // 3600}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+class _PlainLines:
+    """Progress as plain lines, for a console that is not a terminal: one when a stage starts, then at most
+    every :data:`PLAIN_INTERVAL_S` (done/total, elapsed, ETA), and one when it finishes."""
+
+    def __init__(self, console: Console, unit: str | None, clock: Callable[[], float]) -> None:
+        self._console, self._unit, self._clock = console, unit, clock
+        self._label: str | None = None
+        self._done = self._total = 0
+        self._started_at = self._printed_at = 0.0
+        self._finished = True
+
+    def _say(self, text: str) -> None:
+        self._console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+    def _counts(self) -> str:
+        return f"{self._done}/{self._total}" + (f" {self._unit}" if self._unit else "")
+
+    def _line(self) -> None:
+        elapsed = self._clock() - self._started_at
+        eta = (_clock_text(elapsed / self._done * (self._total - self._done)) if self._done else "?")
+        self._say(f"{self._label}: {self._counts()}, {_clock_text(elapsed)} elapsed, ETA {eta}")
+        self._printed_at = self._clock()
+
+    def begin(self, label: str, total: int) -> None:
+        self.finish()
+        self._label, self._done, self._total, self._finished = label, 0, max(1, total), False
+        self._started_at = self._clock()
+        self._line()
+
+    def update(self, done: int, total: int, label: str | None = None) -> None:
+        if self._finished:
+            return
+        self._done, self._total = done, max(1, total)
+        self._label = label or self._label
+        if self._done >= self._total:
+            self.finish()
+        elif self._clock() - self._printed_at >= PLAIN_INTERVAL_S:
+            self._line()
+
+    def advance(self) -> None:
+        self.update(self._done + 1, self._total)
+
+    def finish(self) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        elapsed = _clock_text(self._clock() - self._started_at)
+        if self._done >= self._total:
+            self._say(f"{self._label}: {self._counts()}, done in {elapsed}")
+        else:
+            self._say(f"{self._label}: stopped at {self._counts()} after {elapsed}")
+
+
 class ProgressBar:
-    """The one progress bar of the command line: a rich bar on ``console`` (stderr), started on first use.
+    """The one progress bar of the command line, on ``console`` (stderr), started on first use: a rich bar on a
+    terminal, plain lines off one (:class:`_PlainLines`: where nobody watches, a log still shows the progress).
 
     Two ways to drive it:
 
@@ -200,12 +264,17 @@ class ProgressBar:
       re-check, the set-aside test, the curves), the previous stage shown complete when the next starts.
     """
 
-    def __init__(self, console: Console, label: str = "", unit: str | None = None) -> None:
+    def __init__(self, console: Console, label: str = "", unit: str | None = None,
+                 clock: Callable[[], float] | None = None) -> None:
+        import time
+
         self._console = console
         self._label = label
         self._unit = unit
         self._progress: Progress | None = None
         self._task: Any = None
+        self._plain = None if console.is_terminal else _PlainLines(console, unit, clock or time.monotonic)
+        self._plain_started = False
 
     def _started(self) -> Progress:
         if self._progress is None:
@@ -228,6 +297,14 @@ class ProgressBar:
         return self._progress
 
     def __call__(self, done: int, total: int, description: str) -> None:
+        if self._plain is not None:
+            if not self._plain_started:
+                if done >= total:
+                    return  # a cached bank: nothing to show
+                self._plain_started = True
+                self._plain.begin(self._label, total)
+            self._plain.update(done, total, description or self._label)
+            return
         if self._progress is None and done >= total:
             return  # complete before it started (a cached bank): nothing to show
         progress = self._started()
@@ -236,16 +313,24 @@ class ProgressBar:
         progress.update(self._task, completed=done, total=total, description=description or self._label)
 
     def start(self, label: str, total: int) -> None:
+        if self._plain is not None:
+            self._plain.begin(label, total)
+            return
         progress = self._started()
         if self._task is not None:
             progress.update(self._task, completed=progress.tasks[-1].total)
         self._task = progress.add_task(label, total=max(1, total))
 
     def advance(self) -> None:
+        if self._plain is not None:
+            self._plain.advance()
+            return
         if self._progress is not None and self._task is not None:
             self._progress.advance(self._task)
 
     def close(self) -> None:
+        if self._plain is not None:
+            self._plain.finish()
         if self._progress is not None:
             self._progress.stop()
 
