@@ -484,8 +484,8 @@ def test_off_a_terminal_progress_is_plain_lines_at_most_every_15_seconds() -> No
     bar.close()
     assert err.getvalue().splitlines() == [
         "simulating tiny: 0/10 networks, 0:00:00 elapsed, ETA ?",
-        "sgdm · mlp3_relu · digits: 3/10 networks, 0:00:16 elapsed, ETA 0:00:37",
-        "sgdm · mlp3_relu · digits: 10/10 networks, done in 0:00:30",
+        "simulating tiny: 3/10 networks, 0:00:16 elapsed, ETA 0:00:37 (sgdm · mlp3_relu · digits)",
+        "simulating tiny: 10/10 networks, done in 0:00:30 (last: sgdm · mlp3_relu · digits)",
     ]
 
 

@@ -205,6 +205,7 @@ class _PlainLines:
     def __init__(self, console: Console, unit: str | None, clock: Callable[[], float]) -> None:
         self._console, self._unit, self._clock = console, unit, clock
         self._label: str | None = None
+        self._detail = ""  # what the stage is doing now (the shard training), after the counts
         self._done = self._total = 0
         self._started_at = self._printed_at = 0.0
         self._finished = True
@@ -215,23 +216,28 @@ class _PlainLines:
     def _counts(self) -> str:
         return f"{self._done}/{self._total}" + (f" {self._unit}" if self._unit else "")
 
+    def _now_doing(self, last: bool = False) -> str:
+        if not self._detail or self._detail == self._label:
+            return ""
+        return f" (last: {self._detail})" if last else f" ({self._detail})"
+
     def _line(self) -> None:
         elapsed = self._clock() - self._started_at
         eta = (_clock_text(elapsed / self._done * (self._total - self._done)) if self._done else "?")
-        self._say(f"{self._label}: {self._counts()}, {_clock_text(elapsed)} elapsed, ETA {eta}")
+        self._say(f"{self._label}: {self._counts()}, {_clock_text(elapsed)} elapsed, ETA {eta}{self._now_doing()}")
         self._printed_at = self._clock()
 
     def begin(self, label: str, total: int) -> None:
         self.finish()
-        self._label, self._done, self._total, self._finished = label, 0, max(1, total), False
+        self._label, self._detail, self._done, self._total, self._finished = label, "", 0, max(1, total), False
         self._started_at = self._clock()
         self._line()
 
-    def update(self, done: int, total: int, label: str | None = None) -> None:
+    def update(self, done: int, total: int, detail: str = "") -> None:
         if self._finished:
             return
         self._done, self._total = done, max(1, total)
-        self._label = label or self._label
+        self._detail = detail or self._detail
         if self._done >= self._total:
             self.finish()
         elif self._clock() - self._printed_at >= PLAIN_INTERVAL_S:
@@ -246,7 +252,7 @@ class _PlainLines:
         self._finished = True
         elapsed = _clock_text(self._clock() - self._started_at)
         if self._done >= self._total:
-            self._say(f"{self._label}: {self._counts()}, done in {elapsed}")
+            self._say(f"{self._label}: {self._counts()}, done in {elapsed}{self._now_doing(last=True)}")
         else:
             self._say(f"{self._label}: stopped at {self._counts()} after {elapsed}")
 
@@ -303,7 +309,7 @@ class ProgressBar:
                     return  # a cached bank: nothing to show
                 self._plain_started = True
                 self._plain.begin(self._label, total)
-            self._plain.update(done, total, description or self._label)
+            self._plain.update(done, total, description)
             return
         if self._progress is None and done >= total:
             return  # complete before it started (a cached bank): nothing to show
