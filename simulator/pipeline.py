@@ -46,6 +46,18 @@ CACHED = "cached"
 """The progress label of a bank read from the cache (nothing trains)."""
 
 
+CPU_SECONDS_PER_NETWORK_STEP = 2.2e-3
+"""One network's training step on one core of a 2-core laptop CPU, recording included: the `quick` build took
+344 s for 256 networks x 600 steps (docs/science.md). Convnets cost more than MLPs; it is an estimate."""
+
+
+def build_estimate(config: SimulationConfig) -> tuple[int, float]:
+    """What building ``config``'s bank costs before it starts: (bytes of arrays, seconds on one CPU core)."""
+    from simulator.recording import bank_bytes
+
+    return bank_bytes(config), CPU_SECONDS_PER_NETWORK_STEP * config.n_networks * config.n_steps
+
+
 def bank_path(config: SimulationConfig, banks_dir: Path) -> Path:
     """Where the bank of ``config`` lives: content-addressed by the config hash (and schema version)."""
     return Path(banks_dir) / f"{config.name}-{config.content_hash()[:12]}"

@@ -37,6 +37,14 @@ def recording_layout(config: SimulationConfig) -> dict[str, tuple[tuple[int, ...
     }
 
 
+def bank_bytes(config: SimulationConfig) -> int:
+    """The size of the arrays of a bank recorded under ``config`` (the metadata and manifest add kilobytes)."""
+    import math
+
+    per_network = sum(math.prod(shape) * np.dtype(dtype).itemsize for shape, dtype in recording_layout(config).values())
+    return per_network * config.n_networks
+
+
 class Recorder:
     """Records the observables of E networks at each checkpoint into preallocated numpy arrays.
 

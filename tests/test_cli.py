@@ -386,6 +386,34 @@ def test_simulate_json_keeps_progress_off_stdout(tmp_path: Path) -> None:
     assert "4/4" in err.getvalue() and "networks" in err.getvalue()
 
 
+def test_a_build_says_what_it_builds_and_where_before_it_starts(tmp_path: Path) -> None:
+    """A mistyped workspace must not start a silent build: the first stderr line names the bank, its networks,
+    the expected time on a 2-core CPU, its size and the folder; a cached bank says nothing of it."""
+    from simulator.pipeline import build_estimate
+    from simulator.presets import load_preset
+
+    size, seconds = build_estimate(load_preset("tiny"))
+    assert seconds < 60 and size < 2**20
+    expected = (f"building the tiny bank (4 networks, under a minute on a 2-core CPU, {size / 1024:,.0f} KiB) in "
+                f"{tmp_path / 'banks'}")
+    consoles, _out, err = _consoles(width=400)
+    assert _invoke(["simulate", "--preset", "tiny", "--workspace", str(tmp_path)], obj=consoles).exit_code == 0
+    assert err.getvalue().splitlines()[0] == expected
+    consoles, _out, err = _consoles(width=400)
+    assert _invoke(["simulate", "--preset", "tiny", "--workspace", str(tmp_path)], obj=consoles).exit_code == 0
+    assert "building" not in err.getvalue()
+
+
+def test_the_build_estimate_of_the_default_bank_matches_its_measured_size() -> None:
+    """quick: 338.8 MiB measured (docs/science.md); about 6 minutes on a 2-core CPU."""
+    from simulator.pipeline import build_estimate
+    from simulator.presets import load_preset
+
+    size, seconds = build_estimate(load_preset("quick"))
+    assert abs(size / 2**20 - 338.8) < 2.0
+    assert 5 * 60 <= seconds <= 7 * 60
+
+
 # ----------------------------------------------------------------------------------------------- simulate
 def _simulate_json(workspace: Path, *args: str) -> dict:
     result = _invoke(["simulate", "--preset", "tiny", "--json", "--workspace", str(workspace), *args])

@@ -375,6 +375,27 @@ def _one_core_hint(preset: str) -> str | None:
             f"{cores} at once into the same bank")
 
 
+def _announce_build(app: App, config: SimulationConfig, banks: Path, *, local_cpu: bool) -> None:
+    """Say what is about to be built, and where, before a build starts (a mistyped workspace must not start a
+    silent build): networks, size and, for a local CPU build, the expected time. Nothing for a cached bank."""
+    from simulator.bank import bank_is_complete
+    from simulator.pipeline import bank_path, build_estimate
+
+    path = bank_path(config, banks)
+    if bank_is_complete(path, config.content_hash()):
+        return
+    size, seconds = build_estimate(config)
+    parts = [f"{config.n_networks:,} networks"]
+    if local_cpu:
+        minutes = round(seconds / 60)
+        parts.append(("under a minute" if minutes < 1 else f"about {minutes} minute{'s' if minutes != 1 else ''}")
+                     + " on a 2-core CPU")
+    mib = size / 2**20
+    parts.append(f"{size / 2**10:,.0f} KiB" if mib < 1 else f"{mib:,.1f} MiB" if mib < 10 else f"{mib:,.0f} MiB")
+    app.consoles.err.print(f"building the {config.name} bank ({', '.join(parts)}) in {path.parent}",
+                           highlight=False, soft_wrap=True, markup=False)
+
+
 def build_preset_bank(
     app: App, preset: str, *, seed: int | None = None, device: str = "cpu", scheduler: str | None = None,
     verify: bool = False,
@@ -397,6 +418,7 @@ def build_preset_bank(
     from simulator.pipeline import simulate as run_simulation
 
     workspace.banks.mkdir(parents=True, exist_ok=True)
+    _announce_build(app, config, workspace.banks, local_cpu=scheduler is None and device == "cpu")
     with progress_bar(app.consoles.err, f"simulating {config.name}", unit="networks") as bar:
         hint = _one_core_hint(preset) if scheduler is None and device == "cpu" else None
 
