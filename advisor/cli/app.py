@@ -418,15 +418,18 @@ def build_preset_bank(
     from simulator.pipeline import simulate as run_simulation
 
     workspace.banks.mkdir(parents=True, exist_ok=True)
-    _announce_build(app, config, workspace.banks, local_cpu=scheduler is None and device == "cpu")
+    local_cpu = scheduler is None and device == "cpu"
     with progress_bar(app.consoles.err, f"simulating {config.name}", unit="networks") as bar:
-        hint = _one_core_hint(preset) if scheduler is None and device == "cpu" else None
+        first = True
 
         def progress(done: int, total: int, description: str) -> None:
-            nonlocal hint
-            if hint is not None and description != CACHED:  # training starts
-                app.consoles.err.print(hint, highlight=False, soft_wrap=True, markup=False)
-            hint = None
+            nonlocal first
+            if first and description != CACHED:  # training starts (the options have been checked)
+                _announce_build(app, config, workspace.banks, local_cpu=local_cpu)
+                hint = _one_core_hint(preset) if local_cpu else None
+                if hint is not None:
+                    app.consoles.err.print(hint, highlight=False, soft_wrap=True, markup=False)
+            first = False
             bar(done, total, description)
 
         result = run_simulation(config, workspace.banks, device=device, progress=progress, scheduler=scheduler,
