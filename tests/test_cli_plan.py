@@ -145,6 +145,37 @@ def test_runs_list_show_and_report(planned: tuple[Path, dict[str, Any]], tmp_pat
     assert sorted(p.name for p in out.iterdir()) == ["report.html"]
 
 
+def test_runs_list_fits_100_columns_with_short_ids_that_show_and_report_take(
+    planned: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from advisor.application.console import Consoles
+
+    workspace, doc = planned
+    out = io.StringIO()
+    consoles = Consoles(out=Console(file=out, width=100), err=Console(file=io.StringIO(), width=100))
+    result = CliRunner().invoke(cli, ["runs", "list", "--workspace", str(workspace)], obj=consoles,
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    text = out.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 100
+    short = doc["run_id"][:8]
+    assert f" {short} " in text and doc["run_id"] not in text  # the short id, whole, not the cut full one
+    for header in ("run id", "kind", "status", "feasible", "accuracy", "cost"):
+        assert header in text
+    listed = json.loads(_invoke(["runs", "list", "--workspace", str(workspace), "--json"]).stdout)["runs"]
+    row = next(r for r in listed if r["run_id"] == doc["run_id"])
+    assert row["short_id"] == short  # --json carries both
+    shown = json.loads(_invoke(["runs", "show", short, "--workspace", str(workspace), "--json"]).stdout)
+    assert shown["run_id"] == doc["run_id"]
+    rendered = _invoke(["report", short, "--format", "md", "--out", str(tmp_path / "md"), "--workspace",
+                        str(workspace), "--json"])
+    assert rendered.exit_code == 0 and json.loads(rendered.stdout)["run_id"] == doc["run_id"]
+
+
 def test_plan_human_output_names_the_recommendation_and_the_files(plan_bank: Any, tmp_path: Path) -> None:
     result = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), *FAST,
                       "--target-accuracy", "0.6"])

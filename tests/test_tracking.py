@@ -429,3 +429,34 @@ def test_two_processes_start_runs_on_one_fresh_store(tmp_path: Path) -> None:
         filter_string="tags.`advisor.trial` IS NOT NULL",
     )
     assert len(trials) == 10
+
+
+def test_a_unique_prefix_names_a_run_and_an_ambiguous_one_is_refused(tracker: Tracker) -> None:
+    ids = []
+    for name in ("a", "b", "c"):
+        with tracker.start_run("plan", name, {}) as run:
+            ids.append(run.run_id)
+    for full in ids:
+        assert tracker.resolve_run_id(full[:12]) == full
+        assert tracker.get_run(full[:12]).run_id == full
+    assert tracker.resolve_run_id("012") == "012"  # too short to be a prefix: left for the unknown-id error
+    absent = next(p for p in (f"{i:06x}" for i in range(0, 2**24, 4099)) if not any(x.startswith(p) for x in ids))
+    with pytest.raises(AdvisorError) as info:
+        tracker.get_run(absent)
+    assert str(info.value) == f"unknown run id {absent!r}; list runs with `advisor runs list`"
+
+
+def test_an_ambiguous_prefix_lists_what_it_matches(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    from advisor.application.tracking import RunSummary
+
+    with tracker.start_run("plan", "p", {}):
+        pass
+    from datetime import UTC, datetime
+
+    fake = [RunSummary(f"abcdef{i}" + "0" * 25, "plan", "p", "FINISHED", datetime.now(UTC), None, {}, {}, {})
+            for i in range(2)]
+    monkeypatch.setattr(tracker, "list_runs", lambda **_: fake)
+    with pytest.raises(AdvisorError) as info:
+        tracker.resolve_run_id("abcdef")
+    assert str(info.value) == ("run id 'abcdef' is ambiguous: 2 runs start with it (abcdef0000, abcdef1000); "
+                               "give more characters")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import socket
 import tempfile
@@ -45,6 +46,11 @@ if TYPE_CHECKING:
 
     from advisor.application.documents import Document
     from advisor.application.search import TrialResult
+
+SHORT_ID_MIN = 6
+"""The fewest hex characters of a run id that ``runs show`` and ``report`` take as a prefix."""
+SHORT_ID = re.compile(rf"[0-9a-f]{{{SHORT_ID_MIN},31}}")
+"""A run-id prefix (a full MLflow run id has 32 hex characters)."""
 
 DEFAULT_EXPERIMENT = "lr-advisor"
 """Experiment that holds every plan and comparison unless another name is given."""
@@ -623,15 +629,34 @@ class Tracker:
         )
         return [_summary(run) for run in runs]
 
+    def resolve_run_id(self, run_id: str) -> str:
+        """The full id of a plan or comparison given by a unique prefix of at least
+        :data:`SHORT_ID_MIN` hex characters (as git takes commits); a full id is returned as it is.
+
+        Raises:
+            AdvisorError: no run has the prefix (``unknown run id ...``), or several do (``... is ambiguous``).
+        """
+        if not SHORT_ID.fullmatch(run_id) or not self._store_exists() or not self._experiment_exists():
+            return run_id
+        matches = sorted({r.run_id for r in self.list_runs(max_results=50_000) if r.run_id.startswith(run_id)})
+        if len(matches) > 1:
+            shown = ", ".join(m[: len(run_id) + 4] for m in matches[:4]) + (", ..." if len(matches) > 4 else "")
+            raise AdvisorError(f"run id {run_id!r} is ambiguous: {len(matches)} runs start with it ({shown}); "
+                               "give more characters")
+        if not matches:
+            raise AdvisorError(f"unknown run id {run_id!r}; list runs with `advisor runs list`")
+        return matches[0]
+
     def _run(self, run_id: str) -> Run:
-        """The MLflow run ``run_id``; unknown and malformed ids are one-line errors."""
+        """The MLflow run ``run_id`` (or a unique prefix of it); unknown and malformed ids are one-line errors."""
         if not self._store_exists():
             raise AdvisorError(f"unknown run id {run_id!r}; list runs with `advisor runs list`")
         client = self._client  # imports MLflow with this module's settings
         from mlflow.exceptions import MlflowException
 
+        full = self.resolve_run_id(run_id)
         try:
-            return client.get_run(run_id)
+            return client.get_run(full)
         except MlflowException as e:
             if e.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
@@ -645,6 +670,7 @@ class Tracker:
                 ids.
         """
         run = self._run(run_id)
+        run_id = run.info.run_id
         summary = None
         if any(item.path == SUMMARY_ARTIFACT for item in self._client.list_artifacts(run_id)):
             with tempfile.TemporaryDirectory(prefix="advisor-summary-") as tmp:
@@ -661,7 +687,7 @@ class Tracker:
         Raises:
             AdvisorError: an unknown run id, or the run has no artifact ``path`` (the message lists those it has).
         """
-        self._run(run_id)
+        run_id = self._run(run_id).info.run_id
         parent = str(Path(path).parent) if Path(path).parent != Path(".") else None
         present = [item.path for item in self._client.list_artifacts(run_id, parent)]
         if path.strip("/") not in present:
@@ -677,7 +703,7 @@ class Tracker:
             AdvisorError: an unknown run id.
         """
         run = self._run(run_id)
-        fragment = f"#/experiments/{run.info.experiment_id}/runs/{run_id}"
+        fragment = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
         if _scheme(self.uri) in _HTTP_SCHEMES:
             return f"{self.uri.rstrip('/')}/{fragment}"
         return f"mlflow ui --backend-store-uri {shlex.quote(self.uri)}, then open http://127.0.0.1:5000/{fragment}"

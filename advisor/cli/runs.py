@@ -22,6 +22,16 @@ def runs() -> None:
     """Review past plans and comparisons (MLflow runs)."""
 
 
+def short_id(run_id: str, every: list[str]) -> str:
+    """The shortest prefix of ``run_id`` (at least 8 characters) that no other run id in ``every`` starts with,
+    as git abbreviates commits; ``runs show`` and ``report`` take it (``Tracker.resolve_run_id``)."""
+    others = [o for o in every if o != run_id]
+    for n in range(8, len(run_id)):
+        if not any(o.startswith(run_id[:n]) for o in others):
+            return run_id[:n]
+    return run_id
+
+
 def _run_row(summary: Any) -> dict[str, Any]:
     doc = summary.summary or {}
     rec = doc.get("recommendation") or {}
@@ -46,7 +56,9 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
 
     tracker = Tracker(app.open_workspace(), tracking_uri)
     tracker.check()
-    rows = [_run_row(s) for s in tracker.list_runs(max_results=limit)]
+    summaries = tracker.list_runs(max_results=limit)
+    every = [s.run_id for s in tracker.list_runs(max_results=50_000)] if summaries else []
+    rows = [{"short_id": short_id(s.run_id, every), **_run_row(s)} for s in summaries]
     if app.json_output:
         app.consoles.emit_json({"runs": rows, "tracking_uri": tracker.uri})
         return
@@ -59,7 +71,7 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
     for col in ("run id", "kind", "when (UTC)", "status", "feasible", "accuracy", "cost", "command"):
         table.add_column(col, no_wrap=col != "command")
     for r in rows:
-        table.add_row(r["run_id"], r["kind"] or "", (r["start_time"] or "")[:19].replace("T", " "), r["status"],
+        table.add_row(r["short_id"], r["kind"] or "", (r["start_time"] or "")[:19].replace("T", " "), r["status"],
                       {True: "yes", False: "no", None: "—"}[r["feasible"]],
                       f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "—",
                       f"{r['cost']:.1f}" if r["cost"] is not None else "—", r["command"] or "")
@@ -77,6 +89,7 @@ def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
     tracker = Tracker(app.open_workspace(), tracking_uri)
     tracker.check()
     summary = tracker.get_run(run_id)
+    run_id = summary.run_id  # the full id, where a unique prefix was given
     row = _run_row(summary)
     doc = summary.summary
     if app.json_output:
@@ -125,6 +138,7 @@ def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None
     tracker = Tracker(workspace, tracking_uri)
     tracker.check()
     summary = tracker.get_run(run_id)
+    run_id = summary.run_id  # the full id, where a unique prefix was given
     if not summary.summary:
         raise AdvisorError(f"run {run_id!r} has no summary to report (status {summary.status}); rerun the plan")
     target = Workspace.open(out_dir).root if out_dir is not None else workspace.reports / run_id
