@@ -169,6 +169,11 @@ def test_runs_list_fits_100_columns_with_short_ids_that_show_and_report_take(
     listed = json.loads(_invoke(["runs", "list", "--workspace", str(workspace), "--json"]).stdout)["runs"]
     row = next(r for r in listed if r["run_id"] == doc["run_id"])
     assert row["short_id"] == short  # --json carries both
+    from advisor.application.tracking import RECOMMENDATION_KEYS
+
+    expected = ({k: doc["recommendation"][k] for k in RECOMMENDATION_KEYS if k in doc["recommendation"]}
+                if doc["recommendation"] else None)
+    assert row["recommendation"] == expected
     shown = json.loads(_invoke(["runs", "show", short, "--workspace", str(workspace), "--json"]).stdout)
     assert shown["run_id"] == doc["run_id"]
     rendered = _invoke(["report", short, "--format", "md", "--out", str(tmp_path / "md"), "--workspace",

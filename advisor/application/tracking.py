@@ -377,6 +377,23 @@ def trial_metrics(result: TrialResult) -> dict[str, float]:
             "balanced_accuracy": result.balanced_accuracy, "feasible": float(result.feasible)}
 
 
+RECOMMENDATION_TAG = "advisor.recommendation"
+"""Tag holding a plan's recommended protocol as compact JSON, so that listings need not read summary.json."""
+RECOMMENDATION_KEYS = ("observable", "n_units", "layers", "n_sessions", "window", "repeats", "noise_model", "noise",
+                       "chronic", "cost", "cost_unit", "accuracy", "ci", "description")
+"""What of the recommendation the tag keeps (the protocol, its cost and search accuracy; well under MLflow's
+tag length limit)."""
+
+
+def recommendation_tag(doc: Document) -> str | None:
+    """The value of :data:`RECOMMENDATION_TAG` for a plan document: its recommendation's protocol, cost and
+    accuracy as JSON, or None when nothing is recommended (and for comparisons)."""
+    rec = doc.get("recommendation")
+    if not rec:
+        return None
+    return json.dumps({k: rec[k] for k in RECOMMENDATION_KEYS if k in rec}, separators=(",", ":"))
+
+
 def plan_metrics(doc: Document) -> dict[str, float]:
     from advisor.application.documents import headline_trial
 

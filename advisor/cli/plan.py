@@ -73,6 +73,7 @@ def _prepare_storage(url: str) -> None:
 def _finish(app: App, run: Any, tracker: Any, doc: Document, out_dir: Path) -> dict[str, str]:
     """Write the reports, log figures, tables and reports as artifacts, store the document; return the paths."""
     from advisor.application.reports import make_figures, write_reports
+    from advisor.application.tracking import RECOMMENDATION_TAG, recommendation_tag
 
     doc["run_id"] = run.run_id
     doc["tracking_uri"] = tracker.uri
@@ -86,6 +87,9 @@ def _finish(app: App, run: Any, tracker: Any, doc: Document, out_dir: Path) -> d
         for path in paths.values():
             run.log_artifact(str(path), "reports")
         run.log_dict(doc, "summary.json")
+        tag = recommendation_tag(doc)
+        if tag is not None:
+            run.set_tags({RECOMMENDATION_TAG: tag})
     return reports
 
 

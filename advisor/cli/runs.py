@@ -33,8 +33,13 @@ def short_id(run_id: str, every: list[str]) -> str:
 
 
 def _run_row(summary: Any) -> dict[str, Any]:
+    import json
+
+    from advisor.application.tracking import RECOMMENDATION_TAG
+
     doc = summary.summary or {}
-    rec = doc.get("recommendation") or {}
+    tagged = summary.tags.get(RECOMMENDATION_TAG)
+    rec = doc.get("recommendation") or (json.loads(tagged) if tagged else {})
     return {"run_id": summary.run_id, "kind": summary.kind, "name": summary.name, "status": summary.status,
             "start_time": summary.start_time.isoformat() if summary.start_time else None,
             "end_time": summary.end_time.isoformat() if summary.end_time else None,
