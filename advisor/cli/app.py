@@ -176,16 +176,12 @@ def common_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def check_device(device: str) -> None:
-    """Raise AdvisorError when ``device`` is ``cuda`` and torch sees no CUDA device."""
-    if device != "cuda":
-        return
-    import torch
+    """A one-line ConfigError when ``device`` is ``cuda`` and torch sees no CUDA device (the simulator's own
+    check, :func:`simulator.device.resolve_device`, run before the bank is opened)."""
+    if device == "cuda":
+        from simulator.device import resolve_device
 
-    if not torch.cuda.is_available():
-        raise AdvisorError(
-            "--device cuda: no CUDA device is available (torch.cuda.is_available() is False); "
-            "use --device cpu"
-        )
+        resolve_device(device)
 
 
 PLAIN_INTERVAL_S = 15.0

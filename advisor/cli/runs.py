@@ -61,9 +61,9 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
 
     tracker = Tracker(app.open_workspace(), tracking_uri)
     tracker.check()
-    summaries = tracker.list_runs(max_results=limit)
-    every = [s.run_id for s in tracker.list_runs(max_results=50_000)] if summaries else []
-    rows = [{"short_id": short_id(s.run_id, every), **_run_row(s)} for s in summaries]
+    listed = tracker.list_runs(max_results=50_000)  # all of them, once: short ids must be unique among all
+    every = [s.run_id for s in listed]
+    rows = [{"short_id": short_id(s.run_id, every), **_run_row(s)} for s in listed[:limit]]
     if app.json_output:
         app.consoles.emit_json({"runs": rows, "tracking_uri": tracker.uri})
         return
