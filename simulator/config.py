@@ -8,17 +8,23 @@ together as one batched ensemble (same rule, architecture, task, curriculum and 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import math
-from dataclasses import asdict, dataclass, field
-from typing import Any
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from simulator.constants import DEFAULT_WEIGHT_DECAY, GROUPS, SCHEMA_VERSION
 from simulator.errors import ConfigError
+from simulator.text import did_you_mean
+
+if TYPE_CHECKING:
+    from simulator.networks import Architecture
 
 __all__ = ["DEFAULT_WEIGHT_DECAY", "GROUPS", "SCHEMA_VERSION", "NetworkSpec", "ShardSpec", "SimulationConfig",
            "mixes_batch_sizes", "plan_shards", "sample_population", "shard_summary"]
@@ -40,6 +46,11 @@ def _check_range(name: str, value: Any, lo: float, hi: float) -> None:
         raise ConfigError(f"{name} must be a pair [low, high] with {lo} <= low <= high <= {hi}; got {value!r}")
 
 
+ARCHITECTURE_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A custom architecture's name: a bare TOML key of at most 64 characters (it is a bank metadata value, an MLflow
+tag and a ``--heldout architecture`` level, like a built-in's)."""
+
+
 @dataclass(frozen=True)
 class SimulationConfig:
     """What to simulate and record. Frozen; validated on construction.
@@ -47,9 +58,13 @@ class SimulationConfig:
     Attributes:
         name: a label (the preset name); not part of the bank hash.
         rules: learning-rule keys (``simulator.RULES``).
-        architectures: architecture keys (``simulator.ARCHITECTURES``).
+        architectures: architecture keys: built-in (``simulator.ARCHITECTURES``) or custom (below).
         tasks: task keys (``simulator.TASKS``).
         curricula: curriculum keys (``simulator.CURRICULA``); incompatible task/curriculum pairs are skipped.
+        custom_architectures: architectures defined by the preset (``[architectures.NAME]`` tables,
+            :meth:`Architecture.custom <simulator.networks.Architecture.custom>`), each listed in
+            ``architectures`` under a name no built-in has. Their definitions are part of the bank hash and of
+            :meth:`to_dict`, so a bank's stored config rebuilds them (:meth:`from_dict`).
         n_networks_per_rule: networks trained under each rule, spread evenly over the design cells.
         n_steps: parameter updates per network.
         n_checkpoints: recording times, evenly spaced over training, initialization and the end included.
@@ -77,6 +92,7 @@ class SimulationConfig:
     architectures: tuple[str, ...]
     tasks: tuple[str, ...]
     curricula: tuple[str, ...] = ("iid",)
+    custom_architectures: tuple[Architecture, ...] = ()
     n_networks_per_rule: int = 64
     n_steps: int = 600
     n_checkpoints: int = 41
@@ -99,11 +115,12 @@ class SimulationConfig:
 
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"name must be a non-empty string; got {self.name!r}")
-        for key, registry in (
-            ("rules", RULES),
-            ("architectures", ARCHITECTURES),
-            ("tasks", TASKS),
-            ("curricula", CURRICULA),
+        custom = self._check_custom_architectures()
+        for key, registry, extra in (
+            ("rules", RULES, ()),
+            ("architectures", ARCHITECTURES, tuple(custom)),
+            ("tasks", TASKS, ()),
+            ("curricula", CURRICULA, ()),
         ):
             values = getattr(self, key)
             if not isinstance(values, tuple) or not values:
@@ -111,9 +128,19 @@ class SimulationConfig:
             if len(set(values)) != len(values):
                 raise ConfigError(f"{key} lists a value twice: {list(values)}")
             for v in values:
-                if v not in registry:
-                    allowed = ", ".join(sorted(registry))
-                    raise ConfigError(f"{key}: unknown {registry.kind} {v!r}; allowed: {allowed}")
+                if v not in registry and v not in extra:
+                    names = sorted([*registry, *extra])
+                    hint = did_you_mean(str(v), names)
+                    define = ("; or define a custom architecture of that name ([architectures.NAME] in a preset)"
+                              if key == "architectures" else "")
+                    raise ConfigError(f"{key}: unknown {registry.kind} {v!r}{hint}; allowed: {', '.join(names)}"
+                                      f"{define}")
+        for name in custom:
+            if name not in self.architectures:
+                raise ConfigError(
+                    f"custom_architectures.{name}: defined but not listed in the population's architectures; list "
+                    "it there or remove its definition"
+                )
         _check_int("n_networks_per_rule", self.n_networks_per_rule, 1, 100_000)
         _check_int("n_steps", self.n_steps, 1, 1_000_000)
         _check_int("n_checkpoints", self.n_checkpoints, 2, 1000)
@@ -156,7 +183,7 @@ class SimulationConfig:
             raise ConfigError(f"mix_batch_sizes must be true or false; got {self.mix_batch_sizes!r}")
         _check_int("seed", self.seed, 0, 2**63 - 1)
         for arch_key in self.architectures:
-            arch = ARCHITECTURES.get(arch_key)
+            arch = self.architecture(arch_key)
             for task_key in self.tasks:
                 task = TASKS.get(task_key)
                 for group, n in arch.units_per_group(task.input_shape).items():
@@ -168,7 +195,44 @@ class SimulationConfig:
         if not self.cells():
             raise ConfigError("no task is compatible with any listed curriculum; nothing to simulate")
 
+    def _check_custom_architectures(self) -> dict[str, Architecture]:
+        """The custom architectures by name, after checking their names: unique, well-formed, not built-in."""
+        from simulator.networks import ARCHITECTURES, Architecture
+
+        defs = self.custom_architectures
+        if not isinstance(defs, tuple) or not all(isinstance(a, Architecture) for a in defs):
+            raise ConfigError(f"custom_architectures must be a tuple of Architecture; got {defs!r}")
+        out: dict[str, Architecture] = {}
+        for arch in defs:
+            name = arch.key
+            if not isinstance(name, str) or not ARCHITECTURE_NAME.fullmatch(name):
+                raise ConfigError(
+                    f"custom_architectures: an architecture name is 1 to 64 letters, digits, '_' or '-'; got {name!r}"
+                )
+            if name in ARCHITECTURES:
+                raise ConfigError(
+                    f"custom_architectures.{name}: {name!r} is a built-in architecture; give the custom one another "
+                    f"name (built-in: {', '.join(sorted(ARCHITECTURES))})"
+                )
+            if name in out:
+                raise ConfigError(f"custom_architectures defines {name!r} twice")
+            out[name] = arch
+        return out
+
     # ------------------------------------------------------------------ derived
+    def architecture(self, key: str) -> Architecture:
+        """The architecture ``key`` names: the config's custom one of that name, else the built-in.
+
+        Raises:
+            ConfigError: neither defines ``key``.
+        """
+        from simulator.networks import ARCHITECTURES
+
+        for arch in self.custom_architectures:
+            if arch.key == key:
+                return arch
+        return ARCHITECTURES.get(key)
+
     def lr_range(self, rule: str) -> tuple[float, float]:
         """The learning-rate log-range for ``rule``: its optimizer's, as overridden by the preset."""
         from simulator.rules import RULES
@@ -198,15 +262,59 @@ class SimulationConfig:
         return np.unique(np.round(np.linspace(0, self.n_steps, self.n_checkpoints)).astype(np.int64))
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        """The config as JSON values (tuples become lists), as a bank's manifest stores it; :meth:`from_dict`
+        reads it back. A custom architecture is ``{"name": ..., **Architecture.definition()}``."""
+        d: dict[str, Any] = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         d["lr_ranges"] = [list(e) for e in self.lr_ranges]
+        d["custom_architectures"] = [{"name": a.key, **a.definition()} for a in self.custom_architectures]
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimulationConfig:
+        """The config :meth:`to_dict` gave (e.g. a bank's stored ``config``): equal to the original, same hash.
+
+        A dict without ``custom_architectures`` (a bank built before they existed) has none.
+
+        Raises:
+            ConfigError: ``d`` is not such a dict (an unknown key, a bad value).
+        """
+        from simulator.networks import Architecture
+
+        if not isinstance(d, dict):
+            raise ConfigError(f"a config must be a dict; got {type(d).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key in d:
+            if key not in names:
+                raise ConfigError(f"unknown config key {key!r}{did_you_mean(str(key), names)}")
+        fields: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items()}
+        fields["lr_ranges"] = tuple(tuple(e) if isinstance(e, list) else e for e in d.get("lr_ranges", ()))
+        archs = []
+        for entry in d.get("custom_architectures", ()):
+            if not isinstance(entry, dict) or "name" not in entry:
+                raise ConfigError(f"custom_architectures entries must be objects with a name; got {entry!r}")
+            definition = dict(entry)
+            name = definition.pop("name")
+            try:
+                archs.append(Architecture.custom(name, **definition))
+            except TypeError as e:  # a missing or unknown keyword
+                raise ConfigError(f"custom_architectures.{name}: {e}") from None
+            except ConfigError as e:
+                raise ConfigError(f"custom_architectures.{name}.{e}") from None
+        fields["custom_architectures"] = tuple(archs)
+        return cls(**fields)
+
     def content_hash(self) -> str:
-        """SHA-256 over everything that changes the bank's contents (not the name or description)."""
+        """SHA-256 over everything that changes the bank's contents (not the name or description).
+
+        A custom architecture counts by its name and definition, not by its place in ``custom_architectures``;
+        a config without any hashes as before custom architectures existed (cached banks stay valid).
+        """
         d = self.to_dict()
         d.pop("name")
         d.pop("description")
+        custom = d.pop("custom_architectures")
+        if custom:
+            d["custom_architectures"] = {a.key: a.definition() for a in self.custom_architectures}
         d["schema_version"] = SCHEMA_VERSION
         # the learning-rate ranges actually drawn from (a rule's registered default changes the bank too)
         d["resolved_lr_ranges"] = {rule: list(self.lr_range(rule)) for rule in self.rules}
@@ -228,6 +336,7 @@ class NetworkSpec:
     family: str
     architecture: str
     arch_family: str
+    nonlinearity: str
     task: str
     curriculum: str
     lr: float
@@ -256,7 +365,6 @@ class ShardSpec:
 def sample_population(config: SimulationConfig) -> list[NetworkSpec]:
     """Draw the population: every rule gets the same design (cells spread evenly), hyperparameters drawn
     from the config seed. Deterministic in the config."""
-    from simulator.networks import ARCHITECTURES
     from simulator.rules import RULES
 
     cells = config.cells()
@@ -279,7 +387,8 @@ def sample_population(config: SimulationConfig) -> list[NetworkSpec]:
                     rule=rule,
                     family=RULES.get(rule).family,
                     architecture=arch,
-                    arch_family=ARCHITECTURES.get(arch).family,
+                    arch_family=config.architecture(arch).family,
+                    nonlinearity=config.architecture(arch).activation,
                     task=task,
                     curriculum=curriculum,
                     lr=lr,

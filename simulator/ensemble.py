@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from simulator.config import NetworkSpec, ShardSpec, SimulationConfig
-from simulator.networks import ARCHITECTURES, LayerSpec, init_weights
+from simulator.networks import LayerSpec, init_weights
 from simulator.objectives import Objective, objective_for
 from simulator.optim import OPTIMIZERS
 from simulator.recording import Recorder
@@ -136,7 +136,7 @@ def train_shard(
     task = TASKS.get(shard.task)
     data = task.load()
     objective = objective_for(data.kind)
-    specs: list[LayerSpec] = ARCHITECTURES.get(shard.architecture).layer_specs(task.input_shape, data.n_outputs)
+    specs: list[LayerSpec] = config.architecture(shard.architecture).layer_specs(task.input_shape, data.n_outputs)
     trainer = EnsembleTrainer(
         specs,
         shard.rule,
@@ -189,6 +189,7 @@ def train_shard(
                 "family": m.family,
                 "architecture": m.architecture,
                 "arch_family": m.arch_family,
+                "nonlinearity": m.nonlinearity,
                 "task": m.task,
                 "task_kind": data.kind,
                 "curriculum": m.curriculum,

@@ -16,13 +16,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
 from simulator.constants import GROUPS
+from simulator.errors import ConfigError
 from simulator.registry import Registry
+from simulator.text import did_you_mean
 
 
 @dataclass(frozen=True)
@@ -81,9 +83,68 @@ def layer_groups(n_hidden: int) -> list[str]:
     return ["early"] * third + ["middle"] * third + ["deep"] * (n_hidden - 2 * third)
 
 
+NONLINEARITIES = ("relu", "tanh")
+"""The hidden layers' nonlinearities (the key of :func:`activate`; a readout's ``LayerSpec.activation`` is
+``"none"``). ``--heldout nonlinearity`` leaves one of them out."""
+
+ARCHITECTURE_KINDS = ("mlp", "conv")
+"""An architecture's family (``kind`` in a preset's ``[architectures.NAME]`` table): dense layers only, or conv
+layers before the dense ones. ``--heldout arch_family`` leaves one of them out."""
+
+MAX_WIDTH = 4096
+"""The widest dense hidden layer an architecture may have."""
+
+MAX_CHANNELS = 512
+"""The most channels a conv hidden layer may have."""
+
+MAX_STRIDE = 3
+"""The largest conv stride (a stride above the 3x3 kernel would skip pixels)."""
+
+MAX_KERNEL = 7
+"""The largest conv kernel (odd sizes only: padding ``kernel // 2`` keeps a stride-1 map's size)."""
+
+MIN_HIDDEN_LAYERS, MAX_HIDDEN_LAYERS = 2, 16
+"""Hidden layers (conv and dense together) of an architecture: at least two, so that the ``early`` and ``deep``
+layer groups both have units (:func:`layer_groups`), as in every built-in."""
+
+
+def _list_repr(values: Any) -> str:
+    """A tuple shown as the TOML array it came from (``[16, 32]``), anything else as its ``repr``."""
+    return repr(list(values)) if isinstance(values, tuple) else repr(values)
+
+
+def _check_sizes(key: str, values: Any, lo: int, hi: int, what: str) -> None:
+    """``values`` is a tuple of integers in [lo, hi] (``what`` names them in the error)."""
+    if not isinstance(values, tuple):
+        raise ConfigError(f"{key} must be an array of {what}; got {values!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise ConfigError(f"{key} entries ({what}) must be integers in [{lo}, {hi}]; got {v!r}")
+
+
 @dataclass(frozen=True)
 class Architecture:
-    """A network shape: hidden conv layers (channels, stride), then hidden dense widths, then a linear readout."""
+    """A network shape: hidden conv layers (channels, stride), then hidden dense widths, then a linear readout.
+
+    The built-ins are registered in :data:`ARCHITECTURES`; a preset defines more in ``[architectures.NAME]``
+    tables (:meth:`custom`, carried by ``SimulationConfig.custom_architectures``). Both are this class, so they
+    resolve to layers, layer groups and rules the same way. Validated on construction: every error names the
+    preset key (``kind``, ``hidden``, ``channels``, ``strides``, ``kernel``, ``nonlinearity``), the value and
+    what is allowed.
+
+    Attributes:
+        key: the name presets, CLI and bank metadata use.
+        family: ``"mlp"`` or ``"conv"`` (:data:`ARCHITECTURE_KINDS`; the preset's ``kind``).
+        activation: the hidden layers' nonlinearity (:data:`NONLINEARITIES`; the preset's ``nonlinearity``).
+        conv: (channels, stride) of each hidden conv layer, first to last; empty for an MLP.
+        dense: widths of the hidden dense layers after the conv layers (the preset's ``hidden``).
+        description: one line for the catalog.
+        kernel: the conv kernel size (square, odd).
+
+    Raises:
+        ConfigError: an unknown kind or nonlinearity, conv layers in an MLP (or none in a convnet), no dense
+            layer, a size out of range, or fewer than 2 or more than 16 hidden layers.
+    """
 
     key: str
     family: str
@@ -94,8 +155,111 @@ class Architecture:
     kernel: int = 3
     registry_kind: ClassVar[str] = "architecture"
     _cache: dict[tuple[tuple[int, int, int], int], list[LayerSpec]] = field(
-        default_factory=dict, compare=False, repr=False
-    )
+        default_factory=dict, init=False, compare=False, repr=False
+    )  # (not an __init__ argument: ``dataclasses.replace`` gives the new architecture a cache of its own)
+
+    def __post_init__(self) -> None:
+        if self.family not in ARCHITECTURE_KINDS:
+            raise ConfigError(
+                f"kind: unknown architecture kind {self.family!r}{did_you_mean(str(self.family), ARCHITECTURE_KINDS)}; "
+                f"allowed: {', '.join(ARCHITECTURE_KINDS)}"
+            )
+        if self.activation not in NONLINEARITIES:
+            raise ConfigError(
+                f"nonlinearity: unknown nonlinearity {self.activation!r}"
+                f"{did_you_mean(str(self.activation), NONLINEARITIES)}; allowed: {', '.join(NONLINEARITIES)}"
+            )
+        if not isinstance(self.dense, tuple) or not self.dense:
+            raise ConfigError(f"hidden must be a non-empty array of dense widths; got {_list_repr(self.dense)}")
+        _check_sizes("hidden", self.dense, 1, MAX_WIDTH, "dense widths")
+        if not isinstance(self.conv, tuple) or not all(isinstance(c, tuple) and len(c) == 2 for c in self.conv):
+            raise ConfigError(f"conv must be a tuple of (channels, stride) pairs; got {self.conv!r}")
+        if self.family == "mlp" and self.conv:
+            raise ConfigError(
+                f"channels: only kind = 'conv' has conv layers; got channels = {_list_repr(self.channels)} for kind "
+                "'mlp'"
+            )
+        if self.family == "conv" and not self.conv:
+            raise ConfigError("channels must be a non-empty array of conv channels for kind 'conv'; got []")
+        _check_sizes("channels", self.channels, 1, MAX_CHANNELS, "conv channels")
+        _check_sizes("strides", self.strides, 1, MAX_STRIDE, "conv strides")
+        k = self.kernel
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_KERNEL or k % 2 == 0:
+            raise ConfigError(f"kernel must be an odd integer in [1, {MAX_KERNEL}]; got {k!r}")
+        if not MIN_HIDDEN_LAYERS <= self.n_hidden <= MAX_HIDDEN_LAYERS:
+            raise ConfigError(
+                f"hidden: an architecture has {MIN_HIDDEN_LAYERS} to {MAX_HIDDEN_LAYERS} hidden layers (conv and "
+                f"dense together; at least 2 so that the early and deep layer groups both have units); got "
+                f"{self.n_hidden}"
+            )
+
+    @classmethod
+    def custom(
+        cls,
+        key: str,
+        *,
+        kind: str,
+        hidden: Sequence[int],
+        nonlinearity: str,
+        channels: Sequence[int] = (),
+        strides: Sequence[int] | None = None,
+        kernel: int | None = None,
+    ) -> Architecture:
+        """An architecture defined by a preset's ``[architectures.NAME]`` table (the same keywords).
+
+        Args:
+            key: its name (the table's).
+            kind: ``"mlp"`` or ``"conv"``.
+            hidden: dense hidden widths, first to last.
+            nonlinearity: ``"relu"`` or ``"tanh"``.
+            channels: conv hidden channels, first to last (``kind = "conv"`` only).
+            strides: each conv layer's stride (default 1 for every layer: a stride-1 3x3 conv keeps the map's size).
+            kernel: the conv kernel size (odd; default 3).
+
+        Raises:
+            ConfigError: ``strides`` not one per conv layer, ``strides`` or ``kernel`` for an architecture without
+                conv layers, or anything :class:`Architecture` rejects.
+        """
+        chans = tuple(channels)
+        if not chans and kind == "mlp":  # (a convnet without channels: Architecture names the missing channels)
+            for name, value in (("strides", strides), ("kernel", kernel)):
+                if value is not None:
+                    raise ConfigError(
+                        f"{name}: only kind = 'conv' has conv layers; got {name} = "
+                        f"{_list_repr(tuple(value) if isinstance(value, Sequence) else value)} for kind {kind!r}"
+                    )
+        steps = (1,) * len(chans) if strides is None or not chans else tuple(strides)
+        if len(steps) != len(chans):
+            raise ConfigError(
+                f"strides must have one entry per conv layer ({len(chans)}, as channels); got {list(steps)}"
+            )
+        return cls(
+            key,
+            kind,
+            nonlinearity,
+            conv=tuple(zip(chans, steps, strict=True)),
+            dense=tuple(hidden),
+            kernel=3 if kernel is None else kernel,
+        )
+
+    def definition(self) -> dict[str, Any]:
+        """The keywords of :meth:`custom` that rebuild this architecture (JSON and TOML values): what a preset's
+        table holds, the bank's manifest stores and the bank hash covers. ``channels``, ``strides`` and
+        ``kernel`` only for a convnet."""
+        out: dict[str, Any] = {"kind": self.family}
+        if self.conv:
+            out |= {"channels": list(self.channels), "strides": list(self.strides), "kernel": self.kernel}
+        return out | {"hidden": list(self.dense), "nonlinearity": self.activation}
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Channels of the hidden conv layers."""
+        return tuple(c for c, _ in self.conv)
+
+    @property
+    def strides(self) -> tuple[int, ...]:
+        """Strides of the hidden conv layers."""
+        return tuple(s for _, s in self.conv)
 
     @property
     def n_hidden(self) -> int:

@@ -15,7 +15,7 @@ and defaults to :class:`SimulationConfig`'s default; ``name`` defaults to the fi
     seed = 0
     [population]
     rules = ["sgdm", "adam", "fa", "ia"]
-    architectures = ["mlp3_relu", "conv2_relu"]
+    architectures = ["mlp3_relu", "conv2_relu", "mlp4_wide", "conv2_wide"]  # built-in or custom (defined below)
     tasks = ["digits", "gaussian_mixture"]
     curricula = ["iid"]
     n_networks_per_rule = 64
@@ -33,6 +33,20 @@ and defaults to :class:`SimulationConfig`'s default; ``name`` defaults to the fi
     n_probes = 16
     units_per_group = 256
     synapses_per_group = 512
+    [architectures.mlp4_wide]       # a custom architecture (any number of such tables), listed in the population
+    kind = "mlp"                    # "mlp" or "conv"
+    hidden = [512, 256, 128]        # dense hidden widths, first to last, each in [1, 4096]
+    nonlinearity = "relu"           # "relu" or "tanh"
+    [architectures.conv2_wide]
+    kind = "conv"
+    channels = [16, 32]             # conv hidden channels, each in [1, 512]; the dense layers (hidden) follow
+    strides = [1, 2]                # optional: one per conv layer, each in [1, 3]; default 1 each
+    kernel = 3                      # optional: the square kernel's size, odd, in [1, 7]; default 3
+    hidden = [128]
+    nonlinearity = "tanh"
+
+A custom architecture has 2 to 16 hidden layers (conv and dense together: the early and deep layer groups both
+have units), and a name that no built-in architecture has. Its definition is part of the bank hash.
 """
 
 from __future__ import annotations
@@ -44,11 +58,14 @@ import re
 from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from simulator.config import SimulationConfig
 from simulator.errors import ConfigError
 from simulator.text import did_you_mean, one_line, read_toml
+
+if TYPE_CHECKING:
+    from simulator.networks import Architecture
 
 __all__ = ["dump_preset", "list_presets", "load_preset", "preset_dir"]
 
@@ -157,10 +174,63 @@ def _lr_ranges(value: Any, key: str, file: str) -> tuple[tuple[str, float, float
     return tuple(entries)
 
 
+def _array(value: Any, key: str, file: str) -> tuple[Any, ...]:
+    """An array whose entries the config checks (an architecture's sizes: it names the entry that is wrong)."""
+    if not isinstance(value, list):
+        raise ConfigError(f"{file}: {key} must be an array of integers; {_got(value)}")
+    return tuple(value)
+
+
+_ARCHITECTURE_KEYS: dict[str, Converter] = {
+    "kind": _str,
+    "hidden": _array,
+    "channels": _array,
+    "strides": _array,
+    "kernel": _int,
+    "nonlinearity": _str,
+}
+"""The keys of an ``[architectures.NAME]`` table: the keywords of ``Architecture.custom``."""
+
+_ARCHITECTURE_REQUIRED = ("kind", "hidden", "nonlinearity")
+
+
+def _architectures(value: Any, key: str, file: str) -> tuple[Architecture, ...]:
+    """The custom architectures of ``[architectures.NAME]`` tables, in file order."""
+    from simulator.networks import Architecture
+
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"{file}: {key} must be a table of [{key}.NAME] tables, one per custom architecture (the list of "
+            f"architectures to train is population.architectures); {_got(value)}"
+        )
+    archs = []
+    for name, table in value.items():
+        dotted = f"{key}.{_toml_key(name)}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{file}: {dotted} must be a table (a [{dotted}] section); {_got(table)}")
+        for k in table:
+            if k not in _ARCHITECTURE_KEYS:
+                error = _unknown_key(k, f"{dotted}.{k}", _ARCHITECTURE_KEYS, file)
+                raise ConfigError(f"{error}; allowed: {', '.join(_ARCHITECTURE_KEYS)}")
+        for k in _ARCHITECTURE_REQUIRED:
+            if k not in table:
+                raise ConfigError(f"{file}: missing key '{dotted}.{k}' (required)")
+        if table["kind"] == "conv" and "channels" not in table:
+            raise ConfigError(f"{file}: missing key '{dotted}.channels' (required for kind = 'conv')")
+        kwargs = {k: convert(table[k], f"{dotted}.{k}", file) for k, convert in _ARCHITECTURE_KEYS.items()
+                  if k in table}
+        try:
+            archs.append(Architecture.custom(name, **kwargs))
+        except ConfigError as e:  # its message starts with the key at fault: kind, hidden, channels, ...
+            raise ConfigError(f"{file}: {dotted}.{one_line(str(e))}") from None
+    return tuple(archs)
+
+
 _SCHEMA: dict[str, Any] = {
     "name": ("name", _str),
     "description": ("description", _str),
     "seed": ("seed", _int),
+    "architectures": ("custom_architectures", _architectures),
     "population": {
         "rules": ("rules", _str_list),
         "architectures": ("architectures", _str_list),
@@ -381,4 +451,7 @@ def dump_preset(config: SimulationConfig) -> str:
             lines += ["", "[population.lr_ranges]"]
             for rule, lo, hi in config.lr_ranges:
                 lines.append(f"{_toml_key(rule)} = [{_toml_float(lo)}, {_toml_float(hi)}]")
+    for arch in config.custom_architectures:
+        lines += ["", f"[architectures.{_toml_key(arch.key)}]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in arch.definition().items()]
     return "\n".join(lines) + "\n"

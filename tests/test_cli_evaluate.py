@@ -33,7 +33,7 @@ JSON_KEYS = {
 }
 PROTOCOL_KEYS = {
     "observable", "n_units", "layers", "n_sessions", "window", "noise_model", "noise", "chronic", "n_probes", "seed",
-    "gain_sd", "baseline",
+    "gain_sd", "baseline", "statistics",
 }
 
 
@@ -97,7 +97,7 @@ def test_json_document(eval_bank: Path) -> None:
     assert doc["chance"] == pytest.approx(0.5)
     assert doc["labels"] == ["fa", "sgdm"]
     assert doc["n_networks"] == 12 and doc["target"] == "rule"
-    assert doc["classifier"] == "svm" and doc["heldout"] == "none"
+    assert doc["classifier"] == "ridge" and doc["heldout"] == "none"  # plan's default
     cm = doc["confusion_matrix"]
     assert len(cm) == 2 and all(len(row) == 2 for row in cm)
     assert sum(map(sum, cm)) == 12  # --splits 3 is one repeat of a 4-fold split: every network tested once
@@ -115,7 +115,7 @@ def test_json_document(eval_bank: Path) -> None:
     assert doc["protocol"] == {
         "observable": "activations", "n_units": 12, "layers": ["deep", "middle"], "n_sessions": 2,
         "window": [0.0, 0.75], "noise_model": "gaussian", "noise": 0.5, "chronic": True, "n_probes": 3, "seed": 1,
-        "gain_sd": [0.5, 0.3, 0.5], "baseline": 0.0,
+        "gain_sd": [0.5, 0.3, 0.5], "baseline": 0.0, "statistics": "marginal",
     }
     assert 1 <= len(doc["top_features"]) <= 8
     assert all(set(f) == {"name", "importance"} for f in doc["top_features"])

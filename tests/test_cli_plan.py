@@ -114,7 +114,114 @@ def test_same_command_same_recommendation(plan_bank: Any, planned: tuple[Path, d
     for doc in (again, fresh):
         assert doc["recommendation"] == first["recommendation"] and doc["setaside"] == first["setaside"]
         assert [t["accuracy"] for t in doc["trials"]] == [t["accuracy"] for t in first["trials"]]
-    assert again["run_id"] != first["run_id"]
+    assert again["run_id"] == first["run_id"]  # the same command reopens its run: no duplicate run, no new folder
+    assert fresh["run_id"] != first["run_id"]
+    assert sorted(p.name for p in (workspace / "reports").iterdir()) == [first["run_id"]]
+    rows = json.loads(_invoke(["runs", "list", "--workspace", str(workspace), "--json"]).stdout)["runs"]
+    row = next(r for r in rows if r["run_id"] == first["run_id"])
+    assert row["resumes"] >= 1 and row["resumed_from"] is None and row["status"] == "FINISHED"
+    assert row["name"] == "plan: weights, activations or activity_change ≤ 144 units, target 0.75"
+    import sqlite3
+
+    with sqlite3.connect(workspace / "mlflow" / "mlflow.db") as db:  # the reopened run logged no trial again
+        trials = db.execute("SELECT count(*) FROM tags WHERE key = 'mlflow.parentRunId' AND value = ?",
+                            (first["run_id"],)).fetchone()[0]
+    assert trials == len(first["trials"])
+
+
+def test_a_changed_command_resumes_the_study_in_a_new_run_marked_resumed(plan_bank: Any, tmp_path: Path) -> None:
+    first = _plan(plan_bank, tmp_path, "--trials", "4")
+    more = _invoke(["plan", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), *FAST,
+                    "--target-accuracy", "0.6", "--trials", "6"])
+    assert more.exit_code == 0, more.stderr
+    study = first["question"]["study"]
+    assert f"study {study} resumed (4 of 6 trials done, 2 to run; a new run, resumed from {first['run_id'][:8]})" \
+        f" — more workers: advisor worker --study {study}" in more.stderr.replace("\n", " ")
+    rows = json.loads(_invoke(["runs", "list", "--workspace", str(tmp_path), "--json"]).stdout)["runs"]
+    assert [r["resumed_from"] for r in rows] == [first["run_id"], None]
+    import io
+
+    from rich.console import Console
+
+    from advisor.application.console import Consoles
+
+    out = io.StringIO()
+    consoles = Consoles(out=Console(file=out, width=100), err=Console(file=io.StringIO(), width=100))
+    CliRunner().invoke(cli, ["runs", "list", "--workspace", str(tmp_path)], obj=consoles, catch_exceptions=False)
+    assert " plan ↻ " in out.getvalue() and "↻ alone: a new run resuming" in " ".join(out.getvalue().split())
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int, bytes]]:
+    import hashlib
+
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size, hashlib.sha256(p.read_bytes()).digest())
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def test_a_copied_workspace_resumes_in_itself_and_leaves_the_original_alone(
+    plan_bank: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    lab = tmp_path / "lab"
+    shutil.copytree(plan_bank.path, lab / "banks" / "plan")
+    args = ["plan", "--bank", "banks/plan", *FAST, "--target-accuracy", "0.6", "--trials", "4", "--json"]
+    monkeypatch.chdir(lab)  # the workspace is the current directory, as a lab would use it
+    first = json.loads(_invoke(args).stdout)
+    server = tmp_path / "server" / "lab"
+    shutil.copytree(lab, server)
+    before = _snapshot(lab)
+
+    monkeypatch.chdir(server)
+    again = _invoke([*args[:-2], "6", "--json"])  # resumes the copied study: two more trials, in the copy
+    assert again.exit_code == 0, again.stderr
+    doc = json.loads(again.stdout)
+    assert _snapshot(lab) == before  # nothing under the original changed
+    shown = json.loads(_invoke(["runs", "show", first["run_id"], "--json"]).stdout)
+    listed = json.loads(_invoke(["runs", "list", "--json"]).stdout)
+    for reported in (doc, shown, listed, json.loads(_invoke(["runs", "show", doc["run_id"], "--json"]).stdout)):
+        paths = [s for s in _strings(reported) if str(tmp_path) in s]
+        assert paths and all(str(server) in s for s in paths), [s for s in paths if str(server) not in s]
+    assert Path(shown["reports"]["pdf"]).is_relative_to(server)
+    with sqlite3.connect(server / "mlflow" / "mlflow.db") as db:
+        uris = [u for (u,) in db.execute("SELECT artifact_uri FROM runs")]
+        (location,) = db.execute("SELECT artifact_location FROM experiments WHERE name = 'lr-advisor'").fetchone()
+    assert location == (server / "mlflow" / "artifacts").as_uri()
+    assert uris and all(u.startswith(location + "/") for u in uris)
+    assert (server / "mlflow" / "artifacts" / doc["run_id"] / "artifacts" / "summary.json").is_file()
+    rendered = json.loads(_invoke(["report", first["run_id"], "--format", "md", "--json"]).stdout)
+    assert Path(rendered["reports"]["md"]).is_relative_to(server)
+    assert str(lab / "") not in Path(rendered["reports"]["md"]).read_text()
+
+
+def test_a_store_copied_without_its_artifacts_is_refused(planned: tuple[Path, dict[str, Any]],
+                                                         tmp_path: Path) -> None:
+    workspace, _ = planned
+    (tmp_path / "mlflow").mkdir()
+    for db in (workspace / "mlflow").glob("mlflow.db*"):  # the database with its write-ahead log
+        shutil.copy(db, tmp_path / "mlflow" / db.name)
+    result = _invoke(["runs", "list", "--workspace", str(tmp_path)])
+    assert_one_error_line(result, f"tracking store sqlite:///{tmp_path}/mlflow/mlflow.db holds",
+                          f"runs but their artifacts folder {tmp_path}/mlflow/artifacts is missing; copy the whole "
+                          "mlflow/ folder with the database, or pass --tracking-uri")
+
+
+def test_an_unreadable_store_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow" / "mlflow.db").write_bytes(b"this is not a database" * 100)
+    result = _invoke(["runs", "list", "--workspace", str(tmp_path)])
+    assert_one_error_line(result, f"tracking store sqlite:///{tmp_path}/mlflow/mlflow.db cannot be read: file is "
+                          "not a database; move it away or pass --tracking-uri")
 
 
 def test_runs_list_show_and_report(planned: tuple[Path, dict[str, Any]], tmp_path: Path) -> None:
@@ -164,7 +271,7 @@ def test_runs_list_fits_100_columns_with_short_ids_that_show_and_report_take(
     assert max(len(line) for line in text.splitlines()) <= 100
     short = doc["run_id"][:8]
     assert f" {short} " in text and doc["run_id"] not in text  # the short id, whole, not the cut full one
-    for header in ("run id", "kind", "status", "feasible", "accuracy", "cost"):
+    for header in ("run id", "kind", "status", "ok", "accuracy", "cost", "question"):
         assert header in text
     listed = json.loads(_invoke(["runs", "list", "--workspace", str(workspace), "--json"]).stdout)["runs"]
     row = next(r for r in listed if r["run_id"] == doc["run_id"])
@@ -242,7 +349,8 @@ BAD = [
     (["--modality", "nope"], ["nope"]),
     (["--modality", "spine_imaging", "--observable", "activations"],
      ["modality 'spine_imaging' cannot measure activations; it measures weights"]),
-    (["--rules", "sgdm,xx"], ["--rules: xx not in the bank"]),
+    (["--rules", "sgdm,xx"], ["--rules: unknown rule 'xx'"]),
+    (["--rules", "sgdm,fa"], ["--rules: fa not in the bank"]),
     (["--rules", ","], ["--rules must name at least one rule"]),
     (["--heldout", "task"], ["--heldout", "task"]),
     (["--classifier", "knn"], ["--classifier", "knn"]),
@@ -343,3 +451,33 @@ def test_mlflow_server_on_the_workspace_store_serves_the_plan(planned: tuple[Pat
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_evaluate_run_rechecks_the_plans_protocol_with_its_settings(planned: tuple[Path, dict[str, Any]]) -> None:
+    workspace, doc = planned
+    result = _invoke(["evaluate", "--run", doc["run_id"][:8], "--workspace", str(workspace), "--json"])
+    assert result.exit_code == 0, result.stderr
+    checked = json.loads(result.stdout)
+    assert checked["run_id"] == doc["run_id"] and checked["classifier"] == doc["question"]["classifier"] == "ridge"
+    chosen = doc["recommendation"]
+    assert checked["protocol"]["n_units"] == chosen["n_units"] and checked["protocol"]["observable"] == chosen[
+        "observable"]
+    assert checked["protocol"]["statistics"] == "marginal"
+    assert checked["plan"]["setaside_accuracy"] == pytest.approx(doc["setaside"]["accuracy"])
+    # the whole bank under the plan's protocol: near the plan's own estimates, well above chance (0.5)
+    assert checked["accuracy"] > 0.75
+    human = _invoke(["evaluate", "--run", doc["run_id"], "--workspace", str(workspace)])
+    assert human.exit_code == 0, human.stderr
+    assert f"Re-evaluating plan {doc['run_id'][:8]}'s protocol with its settings (classifier ridge" in human.stdout
+    assert "Classifier: ridge" in human.stdout
+
+
+@pytest.mark.parametrize(("extra", "parts"), [
+    (["--units", "5"], ["--run takes the protocol and settings from the plan; drop --units"]),
+    (["--classifier", "svm", "--seed", "3"], ["drop --classifier, --seed"]),
+])
+def test_evaluate_run_refuses_protocol_options(planned: tuple[Path, dict[str, Any]], extra: list[str],
+                                               parts: list[str]) -> None:
+    workspace, doc = planned
+    assert_one_error_line(_invoke(["evaluate", "--run", doc["run_id"], *extra, "--workspace", str(workspace)]),
+                          *parts)

@@ -18,6 +18,7 @@ from simulator.config import GROUPS, SimulationConfig, plan_shards, sample_popul
 from simulator.ensemble import N_EVAL, EnsembleTrainer, train_shard
 from simulator.networks import (
     ARCHITECTURES,
+    Architecture,
     LayerSpec,
     activation_derivative,
     forward,
@@ -38,6 +39,22 @@ INPUT_SHAPE = (1, 8, 8)
 N_OUTPUTS = 10
 ARCH_KEYS = ARCHITECTURES.keys()
 
+CUSTOM = {
+    a.key: a
+    for a in (
+        Architecture.custom("custom_mlp_tanh", kind="mlp", hidden=(256, 200, 192, 300), nonlinearity="tanh"),
+        Architecture.custom("custom_conv_k5", kind="conv", channels=(4, 12), strides=(1, 2), kernel=5,
+                            hidden=(192,), nonlinearity="relu"),
+        Architecture.custom("custom_conv1_tanh", kind="conv", channels=(4,), hidden=(192,), nonlinearity="tanh"),
+    )
+}
+"""Architectures a preset could define (``[architectures.NAME]``): the same checks as the built-ins, with a kernel
+and strides no built-in has."""
+
+
+def architecture(arch: str) -> Architecture:
+    return CUSTOM[arch] if arch in CUSTOM else ARCHITECTURES.get(arch)
+
 
 @functools.cache
 def digits() -> TaskData:
@@ -45,7 +62,7 @@ def digits() -> TaskData:
 
 
 def specs_of(arch: str) -> list[LayerSpec]:
-    return ARCHITECTURES.get(arch).layer_specs(INPUT_SHAPE, N_OUTPUTS)
+    return architecture(arch).layer_specs(INPUT_SHAPE, N_OUTPUTS)
 
 
 def ensemble(
@@ -63,7 +80,7 @@ def ensemble(
 # ------------------------------------------------------------------------------------------- forward
 
 
-@pytest.mark.parametrize("arch", ["conv2_relu", "conv3_relu", "mlp3_relu", "mlp3_tanh"])
+@pytest.mark.parametrize("arch", ["conv2_relu", "conv3_relu", "mlp3_relu", "mlp3_tanh", "custom_conv_k5"])
 def test_forward_equals_plain_torch(arch: str) -> None:
     """Hidden activity (canonical layout) and outputs of every network equal torch conv2d/linear, to 1e-5."""
     e, b = 3, 5
@@ -126,7 +143,7 @@ def test_canonical_layout_round_trip(arch: str) -> None:
 
 
 @pytest.mark.parametrize("use_w", [True, False], ids=["feedback=W", "feedback=random"])
-@pytest.mark.parametrize("arch", ["conv2_relu", "conv3_relu", "mlp3_relu"])
+@pytest.mark.parametrize("arch", ["conv2_relu", "conv3_relu", "mlp3_relu", "custom_conv_k5"])
 def test_input_grad_is_the_adjoint_of_the_layer(arch: str, use_w: bool) -> None:
     """input_grad(d, F) == ∂/∂x <d, F∗x> by torch.autograd through torch's conv2d/linear, every layer."""
     e, b = 2, 3
@@ -159,7 +176,7 @@ def test_input_grad_adjoint_identity_in_float32() -> None:
 # ------------------------------------------------------------------------------------------- activity change
 
 
-@pytest.mark.parametrize("arch", ["mlp3_relu", "mlp3_tanh", "conv2_relu", "conv3_relu"])
+@pytest.mark.parametrize("arch", ["mlp3_relu", "mlp3_tanh", "conv2_relu", "conv3_relu", "custom_conv_k5"])
 def test_ones_response_is_the_jacobian_row_sum(arch: str) -> None:
     """Σ_i ∂y_j/∂x_i of y = f(W x + b) at a real probe == activation_derivative(y)·ones_response(W), per layer."""
     specs, weights, biases = ensemble(arch, 2, dtype=torch.float64)
@@ -248,9 +265,10 @@ def test_layer_groups_are_thirds_with_the_remainder_deep(n: int, groups: list[st
     assert layer_groups(n) == groups
 
 
-@pytest.mark.parametrize("arch", ARCH_KEYS)
+@pytest.mark.parametrize("arch", [*ARCH_KEYS, *CUSTOM])
 def test_architecture_conformance(arch: str) -> None:
-    a = ARCHITECTURES.get(arch)
+    """Every built-in architecture and the custom examples: shapes chain, groups, forward, init."""
+    a = architecture(arch)
     specs = a.layer_specs(INPUT_SHAPE, N_OUTPUTS)
     assert len(specs) == a.n_hidden + 1
     # shapes chain: each layer's input units are the previous layer's units

@@ -115,8 +115,17 @@ def test_kill_9_during_plan_then_resume(plan_bank: Any, tmp_path: Path) -> None:
     from advisor.application.workspace import Workspace
 
     runs = Tracker(Workspace.open(tmp_path)).list_runs(kind="plan")
-    statuses = sorted(r.status for r in runs)
-    assert statuses == ["FAILED", "FINISHED"]  # the killed parent run is marked failed, not left running
+    # the killed parent run was marked FAILED (not left running), then reopened by the resumed plan: one run,
+    # finished, each of the 30 trials logged once as its nested run
+    assert [(r.status, r.tags.get("advisor.resumes")) for r in runs] == [("FINISHED", "1")]
+    assert "advisor.stale" in runs[0].tags
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "mlflow" / "mlflow.db") as db:
+        trials = [int(v) for (v,) in db.execute(
+            "SELECT t.value FROM tags t JOIN tags p ON p.run_uuid = t.run_uuid WHERE t.key = 'advisor.trial' "
+            "AND p.key = 'mlflow.parentRunId' AND p.value = ?", (runs[0].run_id,))]
+    assert sorted(trials) == sorted(t.number for t in complete)
 
 
 def test_two_plans_on_one_workspace_at_once(plan_bank: Any, tmp_path: Path) -> None:

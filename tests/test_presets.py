@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from simulator.config import SimulationConfig
 from simulator.errors import ConfigError
-from simulator.networks import ARCHITECTURES
+from simulator.networks import ARCHITECTURES, NONLINEARITIES, Architecture
 from simulator.optim import OPTIMIZERS
 from simulator.presets import dump_preset, list_presets, load_preset, preset_dir
 from simulator.rules import RULES
@@ -156,6 +157,21 @@ _positive = st.floats(min_value=1e-8, max_value=10.0, allow_nan=False, allow_inf
 
 
 @st.composite
+def _custom_architecture(draw: st.DrawFn, name: str) -> Architecture:
+    """A custom architecture whose every layer has at least 16 units (the most units_per_group drawn below)."""
+    widths = st.lists(st.integers(16, 96), min_size=1, max_size=3)
+    nonlinearity = draw(st.sampled_from(NONLINEARITIES))
+    if draw(st.booleans()):
+        return Architecture.custom(name, kind="mlp", hidden=[*draw(widths), 16], nonlinearity=nonlinearity)
+    n_conv = draw(st.integers(1, 2))
+    return Architecture.custom(
+        name, kind="conv", channels=draw(st.lists(st.integers(16, 32), min_size=n_conv, max_size=n_conv)),
+        strides=draw(st.lists(st.integers(1, 3), min_size=n_conv, max_size=n_conv)),
+        kernel=draw(st.sampled_from((1, 3, 5))), hidden=draw(widths), nonlinearity=nonlinearity,
+    )
+
+
+@st.composite
 def _configs(draw: st.DrawFn) -> SimulationConfig:
     rules = draw(st.lists(st.sampled_from(sorted(RULES)), min_size=1, max_size=4, unique=True))
     # learning-rate ranges are per optimizer (the optimizer keys are also rule keys)
@@ -166,11 +182,17 @@ def _configs(draw: st.DrawFn) -> SimulationConfig:
         lr_ranges.append((rule, lo, hi))
     n_steps = draw(st.integers(1, 5000))
     scale = sorted((draw(st.floats(0.01, 100.0)), draw(st.floats(0.01, 100.0))))
+    built_in = draw(st.lists(st.sampled_from(sorted(ARCHITECTURES)), max_size=3, unique=True))
+    names = draw(st.lists(st.from_regex(r"[A-Za-z0-9_-]{1,12}", fullmatch=True)
+                          .filter(lambda n: n not in ARCHITECTURES), min_size=0 if built_in else 1, max_size=2,
+                          unique=True))
+    custom = tuple(draw(_custom_architecture(n)) for n in names)
     return SimulationConfig(
         name=draw(st.text(min_size=1, max_size=20)),
         description=draw(st.text(max_size=40)),
         rules=tuple(rules),
-        architectures=tuple(draw(st.lists(st.sampled_from(sorted(ARCHITECTURES)), min_size=1, unique=True))),
+        architectures=tuple(draw(st.permutations([*built_in, *names]))),
+        custom_architectures=custom,
         tasks=("digits",),
         curricula=("iid",),
         n_networks_per_rule=draw(st.integers(1, 100_000)),
@@ -190,9 +212,12 @@ def _configs(draw: st.DrawFn) -> SimulationConfig:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(config=_configs())
 def test_round_trip_property(config: SimulationConfig, tmp_path: Path) -> None:
+    """TOML <-> config, custom architectures included; and config <-> the JSON a bank's manifest stores."""
     again = load_preset(_write(tmp_path, dump_preset(config), "prop.toml"))
     assert again == config
     assert (again.name, again.description) == (config.name, config.description)
+    stored = SimulationConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert stored == config and stored.content_hash() == config.content_hash()
 
 
 # ----------------------------------------------------------------------------------------------- bad files
@@ -263,6 +288,18 @@ BAD_FILES = [
         ["population.architectures", "'mlp9_relu'", "mlp3_relu"],
     ),
     ("rule listed twice", '["sgdm", "fa"]', '["sgdm", "sgdm"]', ["population.rules lists a value twice"]),
+    (
+        "custom architecture listed but not defined",
+        '["mlp3_relu"]',
+        '["mlp3_relu", "mlp4_wide"]',
+        ["population.architectures", "'mlp4_wide'", "or define a custom architecture"],
+    ),
+    (
+        "custom architecture with a bad width",
+        "[training]",
+        '[architectures.mlp4_wide]\nkind = "mlp"\nhidden = [64, 0]\nnonlinearity = "relu"\n\n[training]',
+        ["architectures.mlp4_wide.hidden entries (dense widths) must be integers in [1, 4096]; got 0"],
+    ),
     (
         "unknown optimizer in lr_ranges",
         "sgdm = [0.001, 0.01]",

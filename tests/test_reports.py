@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import copy
-import dataclasses
 import html
 import json
 import re
@@ -24,14 +23,17 @@ from typing import Any
 import pytest
 
 from advisor.application import figures as figures_module
-from advisor.application.figures import make_figures
+from advisor.application import reports as reports_module
+from advisor.application.figures import RULE_WORDS, make_figures, rule_words, statistic_label
 from advisor.application.reports import (
+    Formula,
     methods_paragraph,
-    pdf_pages,
     recommendation_sentence,
     render_html,
     render_markdown,
     render_pdf,
+    report_blocks,
+    rule_list,
     write_reports,
 )
 from advisor.errors import AdvisorError
@@ -42,9 +44,10 @@ COMPARE_FIGURES = ("compare", "modalities")
 PLAN_HEADINGS = ("# Recording plan", "## Recommendation", "## Protocol", "## Predicted accuracy", "## Controls",
                  "## Pareto front", "## What would not suffice", "## Figures", "## Caveats", "## Methods",
                  "## How to reproduce")
-PLAN_PAGES = 9
-"""Three summary pages (title to accuracy table; accuracy text to the Pareto front; the rest of the front and the
-insufficient protocols), four figure pages, the caveats and methods page, and the reproduction page."""
+PLAN_PAGES = 8
+"""Four pages of text and tables (title to the insufficient protocols), the four figures floating among the caveats
+and the methods over the next three, and the reproduction page."""
+COMPARE_PAGES = 5
 
 
 def load(name: str) -> dict[str, Any]:
@@ -54,6 +57,22 @@ def load(name: str) -> dict[str, Any]:
 
 def pdf_page_count(data: bytes) -> int:
     return len(re.findall(rb"/Type\s*/Page\b", data))
+
+
+def pdf_pages_text(path: Path) -> list[str]:
+    """The text of each page of a PDF, as a reader extracts it (pdfium, independent of the renderer)."""
+    import pypdfium2
+
+    document = pypdfium2.PdfDocument(path)
+    try:
+        return [page.get_textpage().get_text_range() for page in document]
+    finally:
+        document.close()
+
+
+def words(text: str) -> str:
+    """Text with every run of white space (line breaks, no-break spaces) as one space."""
+    return " ".join(text.split())
 
 
 def png_width(data: bytes) -> int:
@@ -98,7 +117,8 @@ def verdict(doc: dict[str, Any], name: str) -> dict[str, Any]:
 
 PROTOCOL = ("167 units of activations in the early, middle and deep layers at 7 sessions spread evenly over all of "
             "learning, the first before training starts, with noise ≤ 0.58 (3 repeats)")
-RULES = "the learning rule (one of sgdm, adam, fa, ia)"
+RULES = ("the learning rule (one of SGD with momentum (backprop), Adam (backprop), feedback alignment, information "
+         "alignment)")
 
 
 # ------------------------------------------------------------------------------------------------ sentences
@@ -128,7 +148,8 @@ def test_recommendation_sentence_variants_of_the_protocol() -> None:
     assert recommendation_sentence(doc).startswith(
         "Record ≥ 167 synapses of weights in the early, middle and deep layers at 3 sessions within the first 30% "
         "of learning, the first before training starts, with noise ≤ 0.58, new units each session: the "
-        "learning-rule family (one of backprop, feedback_alignment) is identified with 0.91 accuracy")
+        "learning-rule family (one of backpropagation, feedback alignment (and relatives)) is identified with 0.91 "
+        "accuracy")
 
 
 def test_recommendation_sentence_setaside_below_target() -> None:
@@ -147,8 +168,8 @@ def test_recommendation_sentence_setaside_not_beyond_controls() -> None:
 
 def test_recommendation_sentence_infeasible_gives_the_best_reachable(infeasible: dict[str, Any]) -> None:
     assert recommendation_sentence(infeasible) == (
-        "No protocol within the bounds (≤ 500 units, ≤ 41 sessions, modality generic) identifies the learning rule "
-        "(one of sgdm, adam, fa, ia) with accuracy ≥ 0.80 at the lower 95% CI bound beyond the controls; the most "
+        f"No protocol within the bounds (≤ 500 units, ≤ 41 sessions, modality generic) identifies {RULES} with "
+        "accuracy ≥ 0.80 at the lower 95% CI bound beyond the controls; the most "
         "accurate found, 201 units of activations in the middle and deep layers at 13 sessions spread evenly over "
         "all of learning, the first before training starts, with noise ≤ 0.29 (12 repeats), reaches 0.98 (95% CI "
         "0.96-1.00) in the search, where the strongest control, behaviour, reaches 0.55 (0.49-0.61), and 0.91 (95% "
@@ -181,8 +202,8 @@ def test_recommendation_sentence_compare() -> None:
     doc["modalities"][0].update(feasible=False, recommendation=None, verdict="setaside_below_target")
     doc["modalities"][0]["setaside"].update(accuracy=0.85, ci=[0.75, 0.92])
     assert recommendation_sentence(doc).startswith(
-        "None of the modalities compared (ephys, two_photon and spine_imaging) identifies the learning rule (one of "
-        "sgdm, adam, fa, ia) with accuracy ≥ 0.90 at the lower 95% CI bound beyond the controls on networks the "
+        f"None of the modalities compared (ephys, two_photon and spine_imaging) identifies {RULES} with accuracy ≥ "
+        "0.90 at the lower 95% CI bound beyond the controls on networks the "
         "search never saw; the most accurate there is two_photon, with 0.88 accuracy (95% CI 0.77-0.94) on 64 "
         "networks the search never saw when recording 292 units")
     assert recommendation_sentence(doc).endswith(
@@ -209,9 +230,11 @@ def test_methods_paragraph_has_every_number() -> None:
     bank = doc["bank"]
     for fragment in (
         f"We simulated {bank['n_networks']} artificial neural networks", "preset quick, bank 28a02cc9c7b6",
-        "4 candidate rules (adam, fa, ia, sgdm)", "conv2_relu and mlp3_relu architectures",
+        "4 candidate rules (Adam (backprop), feedback alignment, information alignment, SGD with momentum "
+        "(backprop))", "conv2_relu and mlp3_relu architectures",
         "digits and gaussian_mixture tasks", "600 training steps each", "41 checkpoints",
-        "one network stands for one animal",
+        "one network stands for one animal, so costs are per animal and accuracy is the probability of naming the "
+        "rule correctly from one animal's recording",
         "25% of the question's networks (64; the search used the other 192)",
         "rule, architecture, task and curriculum", "used only once",
         "167 units of activations", "7 sessions spread evenly over all of learning", "noise ≤ 0.58 (3 repeats)",
@@ -263,18 +286,61 @@ def test_plan_reports_are_written(plan_reports: tuple[dict[str, Path], dict[str,
 
 
 def test_plan_pdf(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
-    data = plan_reports[0]["pdf"].read_bytes()
+    import pypdfium2
+
+    paths, doc = plan_reports
+    data = paths["pdf"].read_bytes()
     assert data.startswith(b"%PDF")
     assert pdf_page_count(data) == PLAN_PAGES
-    assert b"/Title (Recording plan: which learning rule, from what recording?)" in data
-    assert b"/Author (lr-advisor)" in data
     assert b"/CreationDate (D:20261128100000Z)" in data
+    document = pypdfium2.PdfDocument(paths["pdf"])
+    try:
+        assert len(document) == PLAN_PAGES
+        metadata = document.get_metadata_dict()
+    finally:
+        document.close()
+    assert metadata["Title"] == "Recording plan: which learning rule, from what recording?"
+    assert metadata["Author"] == "lr-advisor"
+    assert metadata["Subject"] == recommendation_sentence(doc)
+    assert metadata["Creator"] == "lr-advisor 0.1.0"
+    assert metadata["CreationDate"] == "D:20261128100000Z"
+
+
+def test_plan_pdf_text(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
+    """What a reader extracts from the PDF: the recommendation, a footer with "page N of M" on every page, the
+    bank hash and run id unbroken, every number and interval of the tables on one line, the cost formula."""
+    paths, doc = plan_reports
+    pages = pdf_pages_text(paths["pdf"])
+    for number, page in enumerate(pages, start=1):
+        assert page.rstrip().endswith(f"page {number} of {len(pages)}"), page[-80:]
+        assert "lr-advisor report · Recording plan" in page
+    text = "\n".join(pages)
+    flat = words(text)
+    assert recommendation_sentence(doc) in flat
+    assert "Reading the numbers: one simulated network stands for one animal." in flat
+    assert "accuracy is the probability of naming the rule correctly from one animal's recording" in flat
+    lines = [words(line) for line in text.splitlines()]
+    for token in ("28a02cc9c7b6", "7f3c2a9e41b04d2c8e5a1f6b9d0c3e27", "sqlite:////home/lab/advisor/mlflow/mlflow.db"):
+        assert any(token in line for line in lines), token
+    for row in ("search estimate: 3 × 4-fold cross-validation on the 192 search networks 0.90 0.86-0.94",
+                "re-check: fresh seeds 1001, 1002, 1003, same search networks 0.90 0.85-0.94",
+                "activations: this protocol 0.91 (0.81-0.96), svm 0.90 (0.86-0.94), svm",
+                "86 22.2 0.90 0.86-0.94 yes, recommended activations, 167 units"):
+        assert any(line.startswith(row) for line in lines), row
+    assert "cost 22.2 hours per animal" in lines
+    assert "For this protocol: 7 × (1 + 167 × (0.01 + 3 × 0.001)) = 22.2 hours per animal." in flat
+    assert "cost = n" in flat and "n_sessions" not in flat  # typeset as math, not printed as code
+    for number in range(1, 5):
+        assert f"Figure {number}. " in flat
 
 
 def test_pdf_is_reproducible(tmp_path: Path) -> None:
     doc = load("compare")
-    assert render_pdf(doc, tmp_path / "a.pdf") == render_pdf(doc, tmp_path / "b.pdf") == 6
+    assert render_pdf(doc, tmp_path / "a.pdf") == render_pdf(doc, tmp_path / "b.pdf") == COMPARE_PAGES
     assert (tmp_path / "a.pdf").read_bytes() == (tmp_path / "b.pdf").read_bytes()
+    doc["created"] = "2026-11-29T08:15:00Z"
+    render_pdf(doc, tmp_path / "c.pdf")
+    assert b"/CreationDate (D:20261129081500Z)" in (tmp_path / "c.pdf").read_bytes()
 
 
 def test_plan_html_is_self_contained(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
@@ -287,8 +353,23 @@ def test_plan_html_is_self_contained(plan_reports: tuple[dict[str, Path], dict[s
     assert [n for n, _ in images] == ["1", "2", "3", "4"]
     for _, data in images:
         assert base64.b64decode(data)[:8] == b"\x89PNG\r\n\x1a\n"
-    assert html.escape(recommendation_sentence(doc)) in text
+    assert html.escape(recommendation_sentence(doc)) in re.sub(r"</?span[^>]*>", "", text)
     assert "<td>units per animal</td><td>167</td>" in text
+
+
+def test_html_numbers_do_not_wrap(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
+    """Numeric cells (accuracies, CIs, costs) and their headers carry the class ``num``, which never wraps; number
+    ranges in text and mixed cells do not break at their dash."""
+    text = plan_reports[0]["html"].read_text(encoding="utf-8")
+    assert re.search(r"th\.num, td\.num \{ white-space: nowrap;", text)
+    assert re.search(r"span\.nb \{ white-space: nowrap; \}", text)
+    assert ('<tr><td>search estimate: 3 × 4-fold cross-validation on the 192 search networks</td><td class="num">0.90'
+            '</td><td class="num">0.86-0.94</td></tr>') in text
+    assert '<th class="num">accuracy</th><th class="num">95% CI</th>' in text
+    assert '<td>0.91 (<span class="nb">0.81-0.96</span>), svm</td>' in text
+    assert 'is identified with 0.91 accuracy (95% CI <span class="nb">0.81-0.96</span>)' in text
+    for cell in re.findall(r'<td class="num">([^<]*)</td>', text):
+        assert re.fullmatch(r"|n/a|\d[\d,.]*(-\d[\d.]*)?", cell), cell
 
 
 def test_plan_markdown(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
@@ -301,7 +382,7 @@ def test_plan_markdown(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> 
                 "| sessions | 7 |",
                 "| placement | spread evenly over all of learning, the first before training starts |",
                 "| measurement noise | Gaussian, SD 0.58 × the observable's spread |",
-                "| repeats averaged per stimulus | 3 |", "| cost per animal | 22.2 hours |",
+                "| repeats averaged per stimulus | 3 |", "| cost | 22.2 hours per animal |",
                 "| unknown gains | lognormal, log SD 0.5 per animal, 0.3 per area (layer group) and 0.5 per unit; no "
                 "baseline |"):
         assert row in text, row
@@ -328,7 +409,7 @@ def test_plan_markdown(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> 
     assert "| 1 | 10.0 | 0.82 | 0.80-0.86 | yes, failed re-check |" in text
     assert "| 86 | 22.2 | 0.90 | 0.86-0.94 | yes, recommended |" in text
     assert "only the recommended protocol was tested on the set-aside networks: 0.91 (95% CI 0.81-0.96)" in text
-    assert "Only the simulated rules were considered (sgdm, adam, fa, ia)" in text
+    assert f"Only the simulated rules were considered ({RULES.split('(one of ')[1]}." in text
     assert "Unknown gains (generic): the virtual recording scales every value by gains the classifier never sees" \
         in text
     assert "| set-aside share | 25% of the networks (64 set aside, 192 searched), drawn with the search seed |" in text
@@ -339,16 +420,16 @@ def test_plan_markdown(plan_reports: tuple[dict[str, Path], dict[str, Any]]) -> 
     for link in links:
         png = (paths["md"].parent / link).read_bytes()
         assert png_width(png) == round(figures_module.FIGURES[0].size[0] * 300) or link.endswith("confusion.png")
-    assert png_width((paths["md"].parent / "figures/confusion.png").read_bytes()) == round(4.6 * 300)
+    assert png_width((paths["md"].parent / "figures/confusion.png").read_bytes()) == round(6.0 * 300)
 
 
 def test_compare_reports(compare_reports: tuple[dict[str, Path], dict[str, Any]]) -> None:
     paths, doc = compare_reports
     md = paths["md"].read_text(encoding="utf-8")
     assert "## Modalities side by side" in md and "## Per modality" in md
-    assert "| modality | meets target | cost per animal | set-aside accuracy (95% CI) | protocol |" in md
-    assert "| ephys | yes | 29.5 hours | 0.98 (0.91-1.00) | activations, 166 units, early+middle+deep" in md
-    assert "| two_photon | no: none in the search | 82.9 hours | 0.88 (0.77-0.94) |" in md
+    assert "| modality | meets target | cost (hours per animal) | set-aside accuracy (95% CI) | protocol |" in md
+    assert "| ephys | yes | 29.5 | 0.98 (0.91-1.00) | activations, 166 units, early+middle+deep" in md
+    assert "| two_photon | no: none in the search | 82.9 | 0.88 (0.77-0.94) |" in md
     assert "- two_photon: not sufficient (no protocol met the target beyond the controls in the search)" in md
     assert "| spine_imaging | no: cannot measure activations | n/a | n/a | - |" in md
     assert ("identified with 0.98 (95% CI 0.91-1.00) on 64 set-aside networks (search estimate 0.96, 95% CI "
@@ -360,8 +441,14 @@ def test_compare_reports(compare_reports: tuple[dict[str, Path], dict[str, Any]]
     assert re.findall(r"\]\((figures/[a-z]+\.png)\)", md) == [f"figures/{k}.png" for k in COMPARE_FIGURES]
     page = paths["html"].read_text(encoding="utf-8")
     assert page.count("data:image/png;base64,") == 2 and 'src="http' not in page
-    assert html.escape(recommendation_sentence(doc)) in page
-    assert pdf_page_count(paths["pdf"].read_bytes()) == 6
+    assert html.escape(recommendation_sentence(doc)) in re.sub(r"</?span[^>]*>", "", page)
+    assert pdf_page_count(paths["pdf"].read_bytes()) == COMPARE_PAGES
+    pages = pdf_pages_text(paths["pdf"])
+    assert len(pages) == COMPARE_PAGES and pages[-1].rstrip().endswith(f"page {COMPARE_PAGES} of {COMPARE_PAGES}")
+    flat = words("\n".join(pages))
+    assert recommendation_sentence(doc) in flat
+    assert "Costs are hours of recording per animal" in flat
+    assert "ephys yes 29.5 0.98 (0.91-1.00)" in flat
 
 
 # ------------------------------------------------------------------------------------ infeasible and absent
@@ -423,8 +510,10 @@ def test_absent_optional_sections(tmp_path: Path) -> None:
     assert "The result lists no insufficient alternatives." in md
     assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == ["confusion.png", "pareto.png"]
     assert paths["html"].read_text(encoding="utf-8").count("data:image/png;base64,") == 2
-    # one summary page (less text), two figure pages, caveats and methods, reproduction
-    assert pdf_page_count(paths["pdf"].read_bytes()) == 6
+    # less text and two figures instead of four: five pages instead of eight
+    assert pdf_page_count(paths["pdf"].read_bytes()) == 5
+    flat = words("\n".join(pdf_pages_text(paths["pdf"])))
+    assert "Figure 2. Accuracy vs. units, sessions and noise: not shown, the result has no accuracy curves." in flat
 
 
 def test_markdown_without_a_figure_path_says_not_rendered() -> None:
@@ -465,25 +554,26 @@ def test_only_requested_formats(tmp_path: Path) -> None:
 
 
 def test_failed_rendering_leaves_nothing_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The importances figure draws once for the PNGs and fails when the PDF draws it again: the Markdown,
-    figures and HTML were already rendered, yet no file (and no temporary file) may appear, and an older report
-    stays untouched."""
-    calls = []
+    """The PDF fails to build after the Markdown, its figures and the HTML were rendered: no file (and no temporary
+    file) may appear, and an older report stays untouched."""
+    from reportlab.platypus.doctemplate import BaseDocTemplate
 
-    def fail_second_time(container: Any, doc: Any) -> None:
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("boom")
-        original.draw(container, doc)
+    rendered = []
+    render = reports_module.render_html
 
-    original = next(s for s in figures_module.FIGURES if s.key == "importances")
-    patched = tuple(dataclasses.replace(s, draw=fail_second_time) if s is original else s
-                    for s in figures_module.FIGURES)
-    monkeypatch.setattr(figures_module, "FIGURES", patched)
+    def html(*args: Any, **kwargs: Any) -> str:
+        rendered.append("html")
+        return render(*args, **kwargs)
+
+    def fail(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(reports_module, "render_html", html)
+    monkeypatch.setattr(BaseDocTemplate, "build", fail)
     (tmp_path / "report.md").write_text("older report\n", encoding="utf-8")
     with pytest.raises(RuntimeError, match="boom"):
         write_reports(load("plan"), tmp_path)
-    assert len(calls) == 2
+    assert rendered == ["html"]
     assert [p.name for p in tmp_path.iterdir()] == ["report.md"]
     assert (tmp_path / "report.md").read_text(encoding="utf-8") == "older report\n"
 
@@ -504,13 +594,72 @@ def _texts(figure: Any) -> list[Any]:
     return [t for t in figure.findobj(Text) if t.get_visible() and t.get_text().strip() and id(t) not in hidden]
 
 
+def _overlap(a: tuple[float, ...], b: tuple[float, ...], slack: float = 1.0) -> float:
+    """The area two (left, bottom, right, top) boxes share, each shrunk by ``slack`` points on every side (an
+    italic letter's overhang, a subscript's descent)."""
+    width = min(a[2], b[2]) - max(a[0], b[0]) - 2 * slack
+    height = min(a[3], b[3]) - max(a[1], b[1]) - 2 * slack
+    return max(0.0, width) * max(0.0, height)
+
+
+def long_ids() -> dict[str, Any]:
+    """The plan fixture with a long title, a 64-digit bank hash and a run URL wider than the page."""
+    doc = load("plan")
+    doc["title"] = "Recording plan " * 12
+    doc["bank"]["hash"] = "0123456789abcdef" * 4
+    doc["run_url"] = "http://127.0.0.1:5000/#/experiments/1/runs/" + "7f3c2a9e41b04d2c" * 12
+    return doc
+
+
+@pytest.mark.parametrize("name", ["plan", "compare", "long ids"])
+def test_pdf_stays_in_the_text_block(name: str, tmp_path: Path) -> None:
+    """On every PDF page every character and image lies inside the text block (the footer in the bottom margin),
+    no two pieces of text overlap, and the figures are the text width at most and embedded at ≥ 200 dpi; a hash
+    that fits on a line is never broken, a URL wider than the page is cut to fit."""
+    import pypdfium2
+    import pypdfium2.raw as pdfium_c
+
+    doc = long_ids() if name == "long ids" else load(name)
+    render_pdf(doc, tmp_path / "report.pdf")
+    if name == "long ids":
+        lines = "\n".join(pdf_pages_text(tmp_path / "report.pdf")).splitlines()
+        assert any(f"hash {doc['bank']['hash']}" in line for line in lines)
+    width, height = reports_module.PAGE
+    margin = reports_module.MARGIN
+    document = pypdfium2.PdfDocument(tmp_path / "report.pdf")
+    n_images = 0
+    try:
+        for number, page in enumerate(document, start=1):
+            assert page.get_size() == (width, height)
+            textpage = page.get_textpage()
+            for i in range(textpage.count_chars()):
+                x0, y0, x1, y1 = textpage.get_charbox(i)
+                if x1 <= x0:  # a line break
+                    continue
+                assert margin - 0.5 <= x0 and x1 <= width - margin + 0.5, (number, textpage.get_text_range(i, 20))
+                assert 0.4 * margin <= y0 and y1 <= height - margin + 0.5, (number, textpage.get_text_range(i, 20))
+            rects = [textpage.get_rect(i) for i in range(textpage.count_rects())]
+            for i, a in enumerate(rects):
+                for b in rects[i + 1:]:
+                    assert _overlap(a, b) < 1.0, (number, textpage.get_text_bounded(*a), textpage.get_text_bounded(*b))
+            for image in page.get_objects(filter=[pdfium_c.FPDF_PAGEOBJ_IMAGE]):
+                n_images += 1
+                left, bottom, right, top = image.get_bounds()
+                assert margin - 0.5 <= left and right <= width - margin + 0.5 and margin - 0.5 <= bottom
+                assert top <= height - margin + 0.5
+                assert image.get_px_size()[0] / ((right - left) / 72) >= 200
+    finally:
+        document.close()
+    assert n_images == len(make_figures(doc))
+
+
 @pytest.mark.parametrize("name", ["plan", "compare"])
-def test_nothing_runs_off_the_page_or_overlaps(name: str) -> None:
-    """Every text of every PDF page and figure lies inside its page; tick labels of one axis do not overlap."""
+def test_figures_stay_in_their_frame(name: str) -> None:
+    """Every text of every figure lies inside it; tick labels of one axis do not overlap, nor do the y tick labels
+    overlap the x tick labels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    doc = load(name)
-    for figure in [*pdf_pages(doc), *make_figures(doc).values()]:
+    for figure in make_figures(load(name)).values():
         canvas = FigureCanvasAgg(figure)
         with figures_module.style():
             canvas.draw()
@@ -526,10 +675,15 @@ def test_nothing_runs_off_the_page_or_overlaps(name: str) -> None:
             boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
             for left, right in pairwise(boxes):
                 assert left.x1 <= right.x0 + 0.5, [t.get_text() for t in labels]
+            for y in (t for t in ax.get_yticklabels() if id(t) in drawn):
+                for x in labels:
+                    assert not y.get_window_extent(renderer).overlaps(x.get_window_extent(renderer)), \
+                        (y.get_text(), x.get_text())
 
 
 def test_report_module_imports_no_matplotlib() -> None:
-    code = "import sys, advisor.application.reports; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
+    code = ("import sys, advisor.application.reports; "
+            "assert not {'matplotlib', 'reportlab', 'pypdfium2'} & set(sys.modules), 'a renderer was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -539,3 +693,140 @@ def test_documents_are_not_modified() -> None:
     render_markdown(doc, {})
     methods_paragraph(doc)
     assert doc == before
+
+
+# ---------------------------------------------------------------------------------- words a biologist knows
+def test_every_registered_rule_has_words() -> None:
+    """Conformance over the rule registry: every rule and every family has words; an unknown key stays itself."""
+    from simulator.rules import RULES
+
+    for key, rule in RULES.items():
+        assert key in RULE_WORDS, key
+        assert rule_words(key) != key and "_" not in rule_words(key), key
+        assert rule_words(rule.family, family=True) != rule.family, rule.family
+    assert set(RULE_WORDS) == set(RULES)
+    assert rule_words("sgdm") == "SGD with momentum (backprop)" and rule_words("kp") == "Kolen-Pollack"
+    assert rule_words("my_rule") == "my_rule" and rule_list(["fa", "my_rule"]) == "feedback alignment, my_rule"
+
+
+def _all_statistic_names() -> set[tuple[str, str]]:
+    """(feature name, observable) of every feature ``advisor.science.features`` can produce."""
+    from advisor.science.features import group_names
+    from advisor.science.protocol import GROUPS, OBSERVABLES, STATISTIC_SETS
+
+    return {(f"{group}.{name}", observable) for group in GROUPS for observable in OBSERVABLES
+            for statistics in STATISTIC_SETS for chronic in (True, False)
+            if not (statistics == "population" and observable == "weights")
+            for name in group_names(statistics, observable, chronic)}
+
+
+def test_every_statistic_has_a_readable_label() -> None:
+    names = _all_statistic_names()
+    assert len({n for n, _ in names}) == 3 * (21 + 9)  # every group: 21 unit statistics and 9 population ones
+    for name, observable in names:
+        label = statistic_label(name, observable)
+        group, _, statistic = name.partition(".")
+        assert label.startswith(f"{group} layers: "), label
+        assert label.split(": ", 1)[1] != statistic and "_" not in label, label  # words, not the key
+    for observable in ("activations", "weights"):
+        labels = [statistic_label(n, observable) for n, o in names if o == observable]
+        assert len(set(labels)) == len({n for n, o in names if o == observable})  # no two statistics alike
+    assert statistic_label("deep.sq_norm", "activations") == "deep layers: L2 norm of squared activity"
+    assert statistic_label("early.raw_mean", "weights") == "early layers: mean of weights"
+    assert statistic_label("middle.rsa_first") == "middle layers: similarity to the first session (RSA)"
+    assert statistic_label("deep.mystery") == "deep layers: mystery"
+
+
+def test_importance_figure_fits_its_data() -> None:
+    """Three sessions at 0%, 50% and 100% of learning: the session axis spans them with a little padding, not
+    -50% to 150%; the statistics are labelled in words, and the caption says what is plotted."""
+    doc = load("plan")
+    doc["importances"]["sessions"] = [{"session": 0, "fraction": 0.0, "importance": 0.02},
+                                      {"session": 20, "fraction": 0.5, "importance": 0.05},
+                                      {"session": 40, "fraction": 1.0, "importance": -0.01}]
+    figure = make_figures(doc)["importances"]
+    statistics, sessions = figure.get_axes()
+    low, high = sessions.get_xlim()
+    assert -10 <= low < 0 and 100 < high <= 110
+    assert [t.get_text() for t in sessions.get_xticklabels()] == ["0%", "50%", "100%"]
+    assert statistics.get_xlim()[0] == 0.0 and 0.081 < statistics.get_xlim()[1] < 0.1
+    labels = [t.get_text() for t in statistics.get_yticklabels()]
+    assert labels[0] == "deep layers: mean of absolute activity" and all("_" not in t for t in labels)
+    caption = figures_module._importances_caption(doc)
+    assert "the drop in held-out identification accuracy when one part of the recording is shuffled" in caption
+    assert "each of the 3 recorded sessions at its point in learning" in caption
+
+
+def test_rules_are_spelled_out_in_every_report() -> None:
+    doc = load("plan")
+    md = render_markdown(doc, {})
+    assert md.count(RULES.split("(one of ")[1].rstrip(")")) >= 3  # question, recommendation, caveats
+    assert "(one of sgdm" not in md and "(adam, fa" not in md
+
+
+def test_the_reading_is_said_once_and_the_cost_unit_is_one() -> None:
+    for name in ("plan", "compare"):
+        doc = load(name)
+        md = render_markdown(doc, {})
+        assert md.count("one simulated network stands for one animal") == 1, name
+        assert md.index("Reading the numbers") < md.index("## Recommendation")
+        assert "per network" not in md.lower() and "per network" not in render_html(doc, figures={}).lower()
+        for figure in make_figures(doc).values():
+            texts = [t.get_text() for t in figure.findobj(lambda a: hasattr(a, "get_text"))]
+            assert not any("per network" in t for t in texts)
+    md = render_markdown(load("plan"), {})
+    assert "| trial | cost (hours per animal) | accuracy | 95% CI | feasible | protocol |" in md
+    assert "| recording | accuracy | 95% CI | cost (hours per animal) | why not |" in md
+    assert "trial 1 (10.0 hours per animal), 0.82 in the search" in md
+
+
+def test_every_recorded_unit_is_said_so() -> None:
+    """A protocol that records every unit the simulation recorded in its groups says "all N units the simulation
+    recorded", not "≥ N", and says more were allowed when the question allowed more."""
+    doc = load("plan")
+    assert recommendation_sentence(doc).startswith("Record ≥ 167 units")  # the document does not say
+    doc["bank"]["units_per_group"] = {"early": 55, "middle": 56, "deep": 56}
+    assert recommendation_sentence(doc).startswith(
+        "Record all 167 units of activations the simulation recorded in the early, middle and deep layers (more "
+        "were allowed) at 7 sessions spread evenly over all of learning")
+    doc["question"]["max_units"] = 167
+    assert recommendation_sentence(doc).startswith(
+        "Record all 167 units of activations the simulation recorded in the early, middle and deep layers at 7 ")
+    doc["bank"]["units_per_group"] = 56  # one number for every group: 168 recorded, 167 asked for
+    assert recommendation_sentence(doc).startswith("Record ≥ 167 units")
+    compare = load("compare")
+    compare["bank"]["units_per_group"] = {"early": 55, "middle": 55, "deep": 56}
+    compare["question"]["max_units"] = 500
+    assert "ephys: record all 166 units of activations the simulation recorded in the early, middle and deep " \
+           "layers (more were allowed) at 6 sessions" in render_markdown(compare, {})
+
+
+def test_cost_formula_is_typeset() -> None:
+    doc = load("plan")
+    formula = next(b for b in report_blocks(doc) if isinstance(b, Formula))
+    assert formula.expression == doc["modality"]["cost_formula"]
+    md = render_markdown(doc, {})
+    assert "`cost = n_sessions × (session_overhead + n_units × (per_unit_cost + repeats × per_unit_repeat_cost))`" \
+        in md
+    assert ("where `n_sessions` is the number of sessions, `session_overhead` = 1 hour per session (set-up: "
+            "surgery, positioning, finding the cells)") in md
+    assert "For this protocol: 7 × (1 + 167 × (0.01 + 3 × 0.001)) = 22.2 hours per animal." in md
+    page = render_html(doc, figures={})
+    assert ('<p class="formula">cost = <i>n</i><sub>sessions</sub> × (<i>c</i><sub>session</sub> + '
+            "<i>n</i><sub>units</sub> × (<i>c</i><sub>unit</sub> + <i>r</i> × <i>c</i><sub>repeat</sub>))</p>") in page
+    del doc["modality"]["cost_formula"]
+    assert not any(isinstance(b, Formula) for b in report_blocks(doc))
+
+
+def test_a_long_table_repeats_its_header(tmp_path: Path) -> None:
+    """A Pareto front of 66 protocols runs over pages: its header opens every page it is on, and no row is cut."""
+    doc = load("plan")
+    doc["pareto"] = [dict(t, number=100 + i) for i, t in enumerate(doc["pareto"] * 6)]
+    render_pdf(doc, tmp_path / "report.pdf")
+    pages = [words(page) for page in pdf_pages_text(tmp_path / "report.pdf")]
+    with_front = [page for page in pages if "noise 0.29 x12" in page]
+    assert len(with_front) >= 2
+    for page in with_front:
+        assert "accuracy 95% CI feasible protocol" in page
+    text = " ".join(pages)
+    assert all(f" {100 + i} " in text for i in range(66))

@@ -46,6 +46,7 @@ class Document(TypedDict, total=False):
     storage: str
     run_id: str
     tracking_uri: str
+    workspace: str
     run_url: str
     reports: dict[str, str]
     # a plan

@@ -2,20 +2,23 @@
 
 Each figure is a :class:`FigureSpec` in :data:`FIGURES`: a key, the document kind it belongs to, a title, a
 caption written from the document's numbers, a test of whether its data is present, and a function that draws
-it into any matplotlib container (a standalone :class:`~matplotlib.figure.Figure` for the PNGs, a subfigure of
-a letter-sized page for the PDF). No pyplot: figures are created with ``matplotlib.figure.Figure`` directly, so
+it into any matplotlib container (a standalone :class:`~matplotlib.figure.Figure`, which the PNGs, the HTML and
+the PDF embed, or a subfigure). No pyplot: figures are created with ``matplotlib.figure.Figure`` directly, so
 no global state and no display backend are involved. matplotlib is imported inside functions only, which keeps
 ``advisor --help`` instant.
 
-The figures are meant to be pasted into a grant proposal unchanged: 7-inch wide (a page's text width), 8-10 pt
-fonts, axis labels with units, legends, 95% confidence intervals on every accuracy, chance and target levels
-drawn. :func:`png_bytes` renders one at any resolution (300 dpi for print).
+The figures are meant to be pasted into a grant proposal unchanged: at most 7 inches wide (a page's text width),
+8-10 pt fonts, axis labels with units (costs in hours per animal), legends, 95% confidence intervals on every
+accuracy, chance and target levels drawn, axes fitted to the data, and words a biologist knows: rules by name
+(:data:`RULE_WORDS`, :func:`rule_words`) and statistics in words (:func:`statistic_label`: ``deep.sq_norm`` is
+"deep layers: L2 norm of squared activity"). :func:`png_bytes` renders one at any resolution (300 dpi for print).
 """
 
 from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -51,6 +54,61 @@ MODALITY_COLORS = ("#1f77b4", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17be
 TARGET_STYLE: dict[str, Any] = {"color": "#d62728", "linestyle": "--", "linewidth": 1.0}
 CHANCE_STYLE: dict[str, Any] = {"color": "0.45", "linestyle": ":", "linewidth": 1.0}
 CONTROL_STYLE: dict[str, Any] = {"color": "black", "linestyle": "-.", "linewidth": 1.0}
+
+RULE_WORDS = {"sgd": "SGD (backprop)", "sgdm": "SGD with momentum (backprop)", "adam": "Adam (backprop)",
+              "rmsprop": "RMSprop (backprop)", "fa": "feedback alignment", "sign_symmetry": "sign symmetry",
+              "kp": "Kolen-Pollack", "ia": "information alignment", "dfa": "direct feedback alignment",
+              "hebbian": "Hebbian (Oja)", "node_perturbation": "node perturbation"}
+"""Learning-rule key (``simulator.rules.RULES``) → the words a report uses for it."""
+FAMILY_WORDS = {"backprop": "backpropagation", "feedback_alignment": "feedback alignment (and relatives)",
+                "local_hebbian": "local Hebbian learning", "perturbation": "perturbation learning"}
+"""Learning-rule family (``LearningRule.family``) → the words a report uses for it."""
+GROUP_WORDS = {"early": "early layers", "middle": "middle layers", "deep": "deep layers"}
+"""Layer group (``simulator.constants.GROUPS``) → words."""
+FUNCTION_WORDS = {"raw": "", "abs": "absolute ", "sq": "squared "}
+"""Unit-statistic function (``advisor.science.statistics.FUNCTIONS``) → the adjective before the observable."""
+SUMMARY_WORDS = {"mean": "mean", "median": "median", "q3": "third quartile", "var": "variance", "norm": "L2 norm",
+                 "skew": "skewness", "kurtosis": "kurtosis"}
+"""Unit statistic (``advisor.science.statistics.STATISTICS``) → words."""
+POPULATION_WORDS = {"dimensionality": "dimensionality (participation ratio)",
+                    "corr_mean": "mean pairwise correlation", "corr_sd": "spread of pairwise correlations",
+                    "lifetime_sparseness": "lifetime sparseness", "population_sparseness": "population sparseness",
+                    "rsa_first": "similarity to the first session (RSA)",
+                    "rsa_previous": "similarity to the previous session (RSA)",
+                    "tuning_stability": "tuning stability since the first session",
+                    "spread_change": "change of response spread since the first session"}
+"""Population statistic (``advisor.science.population.POPULATION_STATISTICS``) → words."""
+OBSERVABLE_NOUNS = {"activations": "activity", "activity_change": "activity change", "weights": "weights"}
+"""Observable → the noun a statistic's words end in."""
+
+
+def rule_words(key: str, *, family: bool = False) -> str:
+    """``sgdm`` → ``SGD with momentum (backprop)`` (a family with ``family``); an unknown key is returned as it is."""
+    return (FAMILY_WORDS if family else RULE_WORDS).get(key, key)
+
+
+def statistic_label(name: str, observable: str | None = None) -> str:
+    """A classifier feature in words: ``deep.sq_norm`` → ``deep layers: L2 norm of squared activity``,
+    ``early.corr_mean`` → ``early layers: mean pairwise correlation``.
+
+    Args:
+        name: a feature name, ``"{group}.{function}_{statistic}"`` or ``"{group}.{population statistic}"``
+            (``advisor.science.features``); a name without a group is labelled without one.
+        observable: what was recorded (``activations``, ``activity_change``, ``weights``); None: "values".
+
+    Returns:
+        The words; an unknown statistic keeps its name.
+    """
+    group, _, statistic = name.rpartition(".")
+    noun = OBSERVABLE_NOUNS.get(observable or "", "values")
+    function, _, summary = statistic.partition("_")
+    if statistic in POPULATION_WORDS:
+        words = POPULATION_WORDS[statistic]
+    elif function in FUNCTION_WORDS and summary in SUMMARY_WORDS:
+        words = f"{SUMMARY_WORDS[summary]} of {FUNCTION_WORDS[function]}{noun}"
+    else:
+        words = statistic
+    return f"{GROUP_WORDS.get(group, group)}: {words}" if group else words
 
 
 @contextmanager
@@ -139,8 +197,8 @@ def cost_label(units: Sequence[str | None]) -> str:
     """Axis label of a cost axis whose points come in ``units``."""
     distinct = sorted({u for u in units if u})
     if len(distinct) == 1:
-        return f"recording cost ({distinct[0]})"
-    return "recording cost (each modality's own unit)" if distinct else "recording cost"
+        return f"recording cost ({distinct[0]} per animal)"
+    return "recording cost per animal (each modality's own unit)" if distinct else "recording cost per animal"
 
 
 def _errorbars(points: Sequence[Mapping[str, Any]]) -> list[list[float]]:
@@ -396,8 +454,10 @@ def _draw_confusion(container: FigureBase, doc: Doc) -> None:
             ax.text(j, i, f"{value:.2f}\n({counts[i][j]})", ha="center", va="center", fontsize=8,
                     color="white" if value > 0.6 else "black")
     word = target_word(doc)
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
+    names = [rule_words(label, family=word == "family") for label in labels]
+    ax.set_xticks(range(len(labels)), [textwrap.fill(n, 14) for n in names], rotation=35, ha="right",
+                  rotation_mode="anchor")
+    ax.set_yticks(range(len(labels)), names)
     ax.set_xlabel(f"predicted {word}")
     ax.set_ylabel(f"true {word}")
     ax.spines[:].set_visible(False)
@@ -411,39 +471,69 @@ def _importances_missing(doc: Doc) -> str | None:
     return None if imp.get("statistics") or imp.get("sessions") else "the result has no feature importances"
 
 
+def _importance_items(doc: Doc) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The ten most important statistics (most important first) and every session (in order)."""
+    imp = doc.get("importances") or {}
+    stats = sorted(imp.get("statistics") or [], key=lambda s: -s["importance"])[:10]
+    return stats, sorted(imp.get("sessions") or [], key=lambda s: s["session"])
+
+
 def _importances_caption(doc: Doc) -> str:
-    return ("Permutation importance on the search networks' cross-validation splits: the drop in held-out "
-            "accuracy when one statistic (left; all its sessions "
-            "together) or one session (right; all statistics together) is shuffled across networks. Statistics "
-            "are named group.function_summary: deep.abs_mean is the mean absolute value in the deep layer group.")
+    stats, sessions = _importance_items(doc)
+    protocol, feasible = protocol_of(doc)
+    which = "recommended" if feasible else "chosen" if doc.get("candidate") is not None else "most accurate"
+    noun = OBSERVABLE_NOUNS.get((protocol or {}).get("observable", ""), "recorded values")
+    parts = []
+    if stats:
+        parts.append(f"{'Left' if sessions else 'The bars'}: the {len(stats)} statistics whose shuffling costs most "
+                     f"accuracy (each summarises the recorded {noun} of one layer group over its units; all its "
+                     "sessions shuffled together)")
+    if sessions:
+        parts.append(f"{'right' if stats else 'The bars'}: each of the {len(sessions)} recorded sessions at its point "
+                     "in learning (0%: before training starts, 100%: the end of training; all its statistics "
+                     "shuffled together)")
+    return (f"What the classifier relies on in the {which} protocol's recording: permutation importance, the drop in "
+            "held-out identification accuracy when one part of the recording is shuffled across networks, averaged "
+            "over the search networks' cross-validation splits. " + "; ".join(parts)
+            + ". A drop near 0: the classifier does without it.")
 
 
 def _draw_importances(container: FigureBase, doc: Doc) -> None:
-    imp = doc.get("importances") or {}
-    stats = sorted(imp.get("statistics") or [], key=lambda s: -s["importance"])[:10]
-    sessions = sorted(imp.get("sessions") or [], key=lambda s: s["session"])
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    stats, sessions = _importance_items(doc)
+    observable = (protocol_of(doc)[0] or {}).get("observable")
     panels = [p for p in (("statistics", stats), ("sessions", sessions)) if p[1]]
-    axes = container.subplots(1, len(panels), squeeze=False, width_ratios=[1.5, 1][: len(panels)])[0]
+    axes = container.subplots(1, len(panels), squeeze=False, width_ratios=[1.25, 1][: len(panels)])[0]
     for ax, (name, items) in zip(axes, panels, strict=True):
         ax.grid(axis="x" if name == "statistics" else "y", color="0.9", linewidth=0.6)
         ax.set_axisbelow(True)
+        values = [s["importance"] for s in items]
         if name == "statistics":
-            ax.barh(range(len(items)), [s["importance"] for s in items], color="#1f77b4")
-            ax.set_yticks(range(len(items)), [s["name"] for s in items])
+            ax.barh(range(len(items)), values, color="#1f77b4", height=0.7)
+            ax.set_yticks(range(len(items)), [statistic_label(s["name"], observable) for s in items])
             ax.invert_yaxis()
             ax.set_xlabel("accuracy drop when shuffled")
-            ax.set_title(f"Top {len(items)} statistics")
+            ax.set_title(f"The {len(items)} most informative statistics")
             ax.axvline(0, color="0.3", linewidth=0.6)
+            low, high = min(0.0, *values), max(0.0, *values)
+            span = (high - low) or 0.01
+            ax.set_xlim(low - 0.04 * span if low < 0 else 0.0, high + 0.08 * span)
         else:
             n_checkpoints = (doc.get("bank") or {}).get("n_checkpoints") or 41
             xs = [100 * (s["fraction"] if s.get("fraction") is not None else s["session"] / max(n_checkpoints - 1, 1))
                   for s in items]
             step = min((right - left for left, right in pairwise(xs) if right > left), default=10.0)
-            ax.bar(xs, [s["importance"] for s in items], width=0.8 * step, color="#2ca02c")
-            ax.set_xlim(min(xs) - step, max(xs) + step)
-            ax.set_xlabel("session: point in learning (%)")
+            width = min(0.8 * step, 6.0)
+            ax.bar(xs, values, width=width, color="#2ca02c")
+            pad = max(width, 3.0)
+            ax.set_xlim(min(xs) - pad, max(xs) + pad)  # the sessions recorded, not the whole of learning
+            if len(xs) <= 8:
+                ax.xaxis.set_major_locator(FixedLocator(xs))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}%"))
+            ax.set_xlabel("session: point in learning")
             ax.set_ylabel("accuracy drop when shuffled")
-            ax.set_title("Sessions")
+            ax.set_title(f"The {len(items)} recorded sessions")
             ax.axhline(0, color="0.3", linewidth=0.6)
 
 
@@ -523,14 +613,15 @@ def _draw_modalities(container: FigureBase, doc: Doc) -> None:
             continue
         cost = protocol.get("cost")
         unit = protocol.get("cost_unit") or modality.get("cost_unit") or ""
-        status = f"{cost:g} {unit}".strip() if feasible and cost is not None else "not recommended"
+        status = (f"{cost:g} {unit} per animal".replace("  ", " ") if feasible and cost is not None
+                  else "not recommended")
         labels.append(f"{modality['name']}\n{status}")
         shown = setaside_of(modality) or protocol
         ax.barh(i, shown["accuracy"], color=color, alpha=1.0 if feasible else 0.35, height=0.6,
                 xerr=_errorbars([shown]), error_kw={"elinewidth": 1.0, "capsize": 3})
     _levels(ax, doc, _target(doc), horizontal=False)
     ax.set_yticks(range(len(modalities)), labels)
-    ax.invert_yaxis()
+    ax.set_ylim(len(modalities) - 0.5, -0.5)  # every modality has a row, with or without a bar
     ax.set_xlim(0, 1)
     ax.set_xlabel("identification accuracy (95% CI)")
     ax.grid(axis="x", color="0.9", linewidth=0.6)
@@ -564,15 +655,15 @@ class FigureSpec:
 
 
 FIGURES: tuple[FigureSpec, ...] = (
-    FigureSpec("pareto", "plan", "Cost vs. accuracy and the Pareto front", (7.0, 4.6), _pareto_missing,
+    FigureSpec("pareto", "plan", "Cost vs. accuracy and the Pareto front", (7.0, 4.2), _pareto_missing,
                _pareto_caption, _draw_pareto),
     FigureSpec("curves", "plan", "Accuracy vs. units, sessions and noise", (7.0, 3.3), _curves_missing,
                _curves_caption, _draw_curves),
-    FigureSpec("confusion", "plan", "Confusion matrix", (4.6, 3.8), _confusion_missing, _confusion_caption,
+    FigureSpec("confusion", "plan", "Confusion matrix", (6.0, 4.6), _confusion_missing, _confusion_caption,
                _draw_confusion),
     FigureSpec("importances", "plan", "Most informative statistics and sessions", (7.0, 3.4), _importances_missing,
                _importances_caption, _draw_importances),
-    FigureSpec("compare", "compare", "Cost vs. accuracy by modality", (7.0, 4.6), _compare_missing, _compare_caption,
+    FigureSpec("compare", "compare", "Cost vs. accuracy by modality", (7.0, 4.2), _compare_missing, _compare_caption,
                _draw_compare),
     FigureSpec("modalities", "compare", "Best protocol per modality", (7.0, 2.6), _modalities_missing,
                _modalities_caption, _draw_modalities),

@@ -166,7 +166,9 @@ def bank_document(bank: TrajectoryBank, preset: str | None) -> Entry:
     return {"preset": preset or cfg.get("name"), "hash": bank.hash, "path": str(bank.path), "n_networks": len(meta),
             "rules": sorted(set(meta["rule"].astype(str))), "architectures": sorted(set(meta["architecture"])),
             "tasks": sorted(set(meta["task"])), "n_steps": int(cfg["n_steps"]),
-            "n_checkpoints": int(cfg["n_checkpoints"])}
+            "n_checkpoints": int(cfg["n_checkpoints"]),
+            # what the bank recorded in each layer group (units; synapses for weights), per observable
+            "units_per_group": {o: n // len(GROUPS) for o, n in bank_limits(bank).items()}}
 
 
 def _protocol_with(trial: TrialResult, modality: Modality, seed: int, **changes: Any) -> RecordingProtocol:

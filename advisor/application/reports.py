@@ -2,10 +2,21 @@
 
 Everything is rendered from the result document alone (the JSON-able dict the search produces, also stored in
 MLflow), so a report can be re-rendered at any time. The document is first turned into a list of blocks
-(headings, paragraphs, tables, bullet lists, code, figures) by :func:`report_blocks`; the three renderers only
-lay those blocks out, so every format says exactly the same thing. The PDF is made with matplotlib's
-``PdfPages`` (no system libraries): text pages laid out line by line with ``textwrap``, then one page per figure,
-then the methods, caveats and reproduction pages. Figures come from :mod:`advisor.application.figures`.
+(headings, paragraphs, tables, bullet lists, code, the cost formula, figures) by :func:`report_blocks`; the three
+renderers only lay those blocks out, so every format says exactly the same thing. The words are a biologist's:
+near the top every report says once that one simulated network stands for one animal and what an accuracy means,
+costs are "hours per animal" throughout, and learning rules are named in words (:data:`RULE_WORDS`).
+
+The PDF is typeset with reportlab's platypus (:func:`pdf_story`, :func:`render_pdf`): ruled tables whose header
+repeats over page breaks and whose numbers never wrap, the cost formula as math (italic symbols with subscripts),
+figures embedded at :data:`PDF_DPI` and the text width, each kept with its numbered caption and floating past the
+text when the page is full, and a "page N of M" footer. reportlab because it is well kept, pure Python (no system
+library, no binary wheel) and its flowables give tables, captions, keep-together and page templates out of the
+box; typst would need a binary and a second template language, and drawing pages by hand on matplotlib could not
+wrap, rule or paginate properly. The fonts are DejaVu, shipped with matplotlib. reportlab runs in its invariant
+mode with the metadata fixed by the document, so the same document gives a byte-identical PDF. reportlab and
+matplotlib are imported inside functions only, which keeps ``advisor --help`` instant. Figures come from
+:mod:`advisor.application.figures`.
 
 :func:`write_reports` writes ``report.md`` (with PNGs at 300 dpi in ``figures/``), ``report.html`` and
 ``report.pdf`` atomically: everything is rendered to temporary files first and moved into place only when all
@@ -15,37 +26,40 @@ formats succeeded.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
+import io
 import math
 import os
+import re
 import tempfile
-import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from advisor.application.documents import OBSERVABLE_WORDS, REPORT_FORMATS, Document
 from advisor.application.figures import (
-    FigureSpec,
+    FAMILY_WORDS,
+    RULE_WORDS,
     chance_of,
     ci_of,
     controls_of,
-    draw,
     figure_specs,
     make_figures,
     png_bytes,
     protocol_of,
     recommended,
+    rule_words,
     setaside_of,
     strongest_of,
-    style,
     target_word,
 )
 from advisor.application.search import sessions_phrase
 from advisor.errors import AdvisorError
 from advisor.science.controls import CONTROL_LABELS, DESCRIPTIONS, LINEAR, NONLINEAR
+from advisor.science.cost import COST_FORMULA
 from advisor.science.protocol import GAIN_LEVELS
 
 if TYPE_CHECKING:
@@ -141,7 +155,62 @@ class FigureRef:
     missing: str | None
 
 
-Block = Heading | Para | Table | Bullets | Code | FigureRef
+@dataclass(frozen=True)
+class Formula:
+    """An equation ``name = expression``, the expression in the cost model's own names (``n_sessions * (...)``),
+    typeset by each renderer (:func:`math_text`).
+
+    Attributes:
+        name: the left-hand side.
+        expression: ``+``, ``-``, ``*``, ``/``, parentheses, numbers and names.
+        legend: (name, what it stands for) of each name, in order.
+        example: the protocol's numbers filled in, or empty.
+    """
+
+    name: str
+    expression: str
+    legend: tuple[tuple[str, str], ...]
+    example: str = ""
+
+    def legend_text(self, symbol: Callable[[str], str], escape: Callable[[str], str] = html.escape) -> str:
+        """``where n_sessions is the number of sessions, ...`` with each name set by ``symbol``."""
+        return "where " + _and(f"{symbol(name)} {escape(words)}" for name, words in self.legend) + "."
+
+
+Block = Heading | Para | Table | Bullets | Code | Formula | FigureRef
+
+COST_SYMBOLS = {"n_sessions": ("n", "sessions"), "n_units": ("n", "units"), "repeats": ("r", ""),
+                "session_overhead": ("c", "session"), "per_unit_cost": ("c", "unit"),
+                "per_unit_repeat_cost": ("c", "repeat")}
+"""A name of the cost formula → (italic symbol, subscript): ``n_sessions`` is set as an italic n, subscript sessions."""
+
+
+def markup_symbol(name: str) -> str:
+    """A formula name as HTML (and reportlab Paragraph) markup: an italic letter and a subscript. A name not in
+    :data:`COST_SYMBOLS` keeps its first word as the symbol and the others as the subscript."""
+    head, _, rest = name.partition("_")
+    base, sub = COST_SYMBOLS.get(name, (head, rest.replace("_", " ")))
+    return f"<i>{html.escape(base)}</i>" + (f"<sub>{html.escape(sub)}</sub>" if sub else "")
+
+
+def plain_symbol(name: str) -> str:
+    """A formula name as it is (Markdown code)."""
+    return name
+
+
+MATH_OPERATORS = {"*": " × ", "/": " / ", "+": " + ", "-": " − "}
+
+
+def math_text(expression: str, symbol: Callable[[str], str]) -> str:
+    """``n_sessions * (session_overhead + ...)`` → ``n_sessions × (session_overhead + ...)`` with every name set by
+    ``symbol`` (:func:`markup_symbol` for typeset math, :func:`plain_symbol` for text)."""
+    out = []
+    for token in re.findall(r"[A-Za-z_]\w*|\d+(?:\.\d+)?|\S", expression):
+        if token[0].isalpha() or token[0] == "_":
+            out.append(symbol(token))
+        else:
+            out.append(MATH_OPERATORS.get(token, token))
+    return "".join(out)
 
 
 # ----------------------------------------------------------------------------------------------- wording
@@ -217,20 +286,71 @@ def _noise(p: Mapping[str, Any]) -> str:
     return f"with noise ≤ {level:.2f}{extra}" if level > 0 else f"without measurement noise{extra}"
 
 
-def protocol_phrase(p: Mapping[str, Any]) -> str:
+def protocol_phrase(p: Mapping[str, Any], *, everything: bool = False, more_allowed: bool = False) -> str:
     """``150 units of activations in the deep layers at 2 sessions, one before training starts and one at the end
-    of learning, with noise ≤ 0.35 (3 repeats)``: a recording protocol in words."""
+    of learning, with noise ≤ 0.35 (3 repeats)``: a recording protocol in words.
+
+    Args:
+        p: a protocol entry of a document.
+        everything: the protocol records every unit the simulation recorded in its layer groups: ``all 384 units
+            of activations the simulation recorded in the early and deep layers``.
+        more_allowed: with ``everything``, the question allowed more units: ``... (more were allowed)``.
+    """
     unit, observable = OBSERVABLE_WORDS.get(p.get("observable", ""), ("units", str(p.get("observable"))))
     where = f"the {_and(p['layers'])} layers" if p.get("layers") else "all layers"
-    text = f"{p.get('n_units')} {unit} of {observable} in {where} at {_sessions(p)}, {_noise(p)}"
+    if everything:
+        what = (f"all {p.get('n_units')} {unit} of {observable} the simulation recorded in {where}"
+                + (" (more were allowed)" if more_allowed else ""))
+    else:
+        what = f"{p.get('n_units')} {unit} of {observable} in {where}"
+    text = f"{what} at {_sessions(p)}, {_noise(p)}"
     return text + ("" if p.get("chronic", True) else ", new units each session")
 
 
+def recorded_units(doc: Doc, p: Mapping[str, Any]) -> int | None:
+    """The units the simulation recorded in ``p``'s layer groups, from ``doc["bank"]["units_per_group"]``
+    (observable → units per group, as ``planning.bank_document`` writes it; or group → units, or one number for
+    every group); None when the document does not say."""
+    per = (doc.get("bank") or {}).get("units_per_group")
+    if isinstance(per, Mapping) and p.get("observable") in per:  # per observable (advisor's bank_document)
+        per = per[p["observable"]]
+    if per is None:
+        return None
+    groups = p.get("layers") or (list(per) if isinstance(per, Mapping) else [])
+    if isinstance(per, Mapping):
+        counts = [per.get(g) for g in groups]
+        return None if not counts or None in counts else sum(int(c) for c in counts if c is not None)
+    return int(per) * len(groups) if groups else None
+
+
+def _record(doc: Doc, p: Mapping[str, Any], entry: Mapping[str, Any] | None = None) -> str:
+    """What to record: ``≥ 150 units of activations in ...``, or, when ``p`` records every unit the simulation
+    recorded in its groups, ``all 384 units of activations the simulation recorded in ... (more were allowed)``
+    (a bigger count was never simulated, so "≥" would promise what was not tested)."""
+    n, recorded = p.get("n_units"), recorded_units(doc, p)
+    if n is None or recorded is None or int(n) < recorded:
+        return f"≥ {protocol_phrase(p)}"
+    limits = [v for v in ((doc.get("question") or {}).get("max_units"),
+                          ((entry or {}).get("modality") or {}).get("max_units")) if v is not None]
+    return protocol_phrase(p, everything=True, more_allowed=bool(limits) and min(limits) > int(n))
+
+
+def _rule(label: str, family: bool) -> str:
+    """A rule (or family) in words, :data:`~advisor.application.figures.RULE_WORDS`; an unknown one as it is."""
+    return (FAMILY_WORDS.get(label) or RULE_WORDS.get(label, label)) if family else rule_words(label)
+
+
+def rule_list(labels: Iterable[str], family: bool = False) -> str:
+    """``SGD with momentum (backprop), Adam (backprop), feedback alignment, information alignment``."""
+    return ", ".join(_rule(str(label), family) for label in labels)
+
+
 def _candidates(doc: Doc) -> str:
-    word = "learning rule" if target_word(doc) == "rule" else "learning-rule family"
-    labels = doc.get("question", {}).get("rules") if target_word(doc) == "rule" else None
+    family = target_word(doc) != "rule"
+    word = "learning-rule family" if family else "learning rule"
+    labels = None if family else doc.get("question", {}).get("rules")
     labels = labels or doc.get("labels") or doc.get("bank", {}).get("rules") or []
-    return f"the {word} (one of {', '.join(labels)})"
+    return f"the {word} (one of {rule_list(labels, family)})"
 
 
 def _bounds(doc: Doc) -> str:
@@ -322,11 +442,11 @@ def _compare_sentence(doc: Doc) -> str:
         cost = _per_animal(p.get("cost"), p.get("cost_unit") or m.get("cost_unit"))
         if final is None:
             return (f"The cheapest modality that identifies {what} with accuracy ≥ {target} at the lower 95% CI "
-                    f"bound is {m['name']}: record ≥ {protocol_phrase(p)}, for {cost} and {_headline(p, doc)}."
+                    f"bound is {m['name']}: record {_record(doc, p, m)}, for {cost} and {_headline(p, doc)}."
                     + (f" Also sufficient, at higher cost: {also}." if others else ""))
         return (f"The cheapest modality that identifies {what} with accuracy ≥ {target} at the lower 95% CI bound, "
-                f"beyond the controls, on networks the search never saw is {m['name']}: record ≥ "
-                f"{protocol_phrase(p)}, for {cost}, and it is identified with {_unseen(final)}; chance "
+                f"beyond the controls, on networks the search never saw is {m['name']}: record "
+                f"{_record(doc, p, m)}, for {cost}, and it is identified with {_unseen(final)}; chance "
                 f"{_num(chance_of(m) or chance_of(doc))}."
                 + (f" Also sufficient, at higher cost: {also}." if others else ""))
     names = _and(m["name"] for m in modalities)
@@ -350,7 +470,7 @@ def _plan_sentence(doc: Doc) -> str:
     chosen, final = recommended(doc), setaside_of(doc)
     if final is None:  # a document from before the set-aside networks: its search estimate
         if chosen is not None:
-            return f"Record ≥ {protocol_phrase(chosen)}: {what} is identified with {_headline(chosen, doc)}."
+            return f"Record {_record(doc, chosen)}: {what} is identified with {_headline(chosen, doc)}."
         best = doc.get("best")
         head = (f"No protocol within the bounds ({_bounds(doc)}) identifies {what} with accuracy ≥ {target} at the "
                 f"lower 95% CI bound")
@@ -361,7 +481,7 @@ def _plan_sentence(doc: Doc) -> str:
     n = final.get("n_networks")
     if verdict == "recommended" and chosen is not None:
         clause = f"; the strongest control, {top[0]}, reaches {_brief(top[1])}" if top else ""
-        return (f"Record ≥ {protocol_phrase(chosen)}: {what} is identified with {_unseen(final)}; chance "
+        return (f"Record {_record(doc, chosen)}: {what} is identified with {_unseen(final)}; chance "
                 f"{_chance(doc)}{clause}.")
     candidate = doc.get("candidate")
     if verdict in ("setaside_below_target", "setaside_not_beyond_controls") and candidate:
@@ -397,10 +517,33 @@ def _population(doc: Doc) -> str:
     b = doc.get("bank", {})
     return (f"We simulated {b.get('n_networks')} artificial neural networks (population preset "
             f"{b.get('preset')}, bank {b.get('hash')}) learning under {len(b.get('rules') or [])} candidate rules "
-            f"({', '.join(b.get('rules') or [])}), with {_and(b.get('architectures') or [])} architectures on "
+            f"({rule_list(b.get('rules') or [])}), with {_and(b.get('architectures') or [])} architectures on "
             f"{_and(b.get('tasks') or [])} tasks, {b.get('n_steps')} training steps each, recorded at "
             f"{b.get('n_checkpoints')} checkpoints over learning (initialization included); one network stands for "
-            "one animal.")
+            f"one animal, so costs are per animal and accuracy is the probability of naming the {_named(doc)} "
+            "correctly from one animal's recording.")
+
+
+def _named(doc: Doc) -> str:
+    return "rule" if target_word(doc) == "rule" else "rule family"
+
+
+def _cost_unit(doc: Doc) -> str | None:
+    """The cost unit of every protocol in the document (``hours``), or None when none is named or they differ."""
+    entries = [doc] if doc.get("kind") == "plan" else list(doc.get("modalities") or [])
+    units = {str(u) for e in entries for u in ((protocol_of(e)[0] or {}).get("cost_unit"), e.get("cost_unit"),
+                                               (e.get("modality") or {}).get("cost_unit")) if u}
+    return units.pop() if len(units) == 1 else None
+
+
+def _reading(doc: Doc) -> str:
+    """Once, near the top: what one network, a cost and an accuracy are."""
+    unit = _cost_unit(doc)
+    cost = f"{unit} of recording per animal" if unit else "per animal, in each modality's own unit"
+    chance = chance_of(doc)
+    return (f"Reading the numbers: one simulated network stands for one animal. Costs are {cost}, and accuracy is "
+            f"the probability of naming the {_named(doc)} correctly from one animal's recording"
+            + (f" (chance: {chance:.2f})." if chance is not None else "."))
 
 
 def _setaside_methods(doc: Doc, final: Mapping[str, Any] | None) -> str:
@@ -608,7 +751,7 @@ def _question(doc: Doc) -> list[Block]:
     return [Heading(doc.get("title") or "lr-advisor report", 1),
             Para(f"Question: {ask} identifies {_candidates(doc)} with accuracy ≥ {_target(doc)} (lower bound of the "
                  f"95% CI) at the lowest recording cost? Limits: {'; '.join(x for x in limits if x)}."),
-            Heading("Recommendation"), Para(recommendation_sentence(doc), lead=True)]
+            Para(_reading(doc)), Heading("Recommendation"), Para(recommendation_sentence(doc), lead=True)]
 
 
 def _short(p: Mapping[str, Any]) -> str:
@@ -656,19 +799,61 @@ def _protocol(doc: Doc) -> list[Block]:
     gains = _gains(modality)
     if gains:
         rows.append(("unknown gains", gains))
-    rows += [("cost per animal", _cost(p.get("cost"), cost_unit)), ("search trial", str(p.get("trial")))]
+    rows += [("cost", _per_animal(p.get("cost"), cost_unit)), ("search trial", str(p.get("trial")))]
     verdict = verdict_of(doc)
     intro = PROTOCOL_INTROS[verdict] if setaside_of(doc) is not None else (
         "The recommended protocol, the cheapest one that meets the target:" if feasible else
         "No protocol meets the target; the most accurate one found:")
     name = modality.get("name") or doc.get("question", {}).get("modality") or "generic"
-    formula = f": cost = {modality['cost_formula']}" if modality.get("cost_formula") else ""
+    formula = _cost_formula(p, modality, cost_unit)
     key = f" (modality {modality['key']})" if modality.get("key") else ""
-    text = (f"Cost: {_per_animal(p.get('cost'), cost_unit)} of recording (one simulated network stands for one "
-            f"animal), from the cost model of {name}{key}{formula}.")
-    if gains:
-        text += " Unknown gains: gains per animal, area and unit that the classifier never sees (see Caveats)."
-    return [*blocks, Para(intro), Table(("property", "value"), tuple(rows)), Para(text)]
+    text = (f"Cost: {_per_animal(p.get('cost'), cost_unit)} of recording, from the cost model of "
+            f"{name}{key}" + (":" if formula else "."))
+    after = ("Unknown gains: gains per animal, area and unit that the classifier never sees (see Caveats)."
+             if gains else "")
+    if not formula and after:
+        text, after = f"{text} {after}", ""
+    return [*blocks, Para(intro), Table(("property", "value"), tuple(rows)), Para(text),
+            *([formula] if formula else []), *([Para(after)] if after else [])]
+
+
+def _unit(unit: str | None, value: float) -> str:
+    """``hours`` → ``hour`` for 1; no unit → ``cost units``."""
+    if not unit:
+        return "cost unit" if value == 1 else "cost units"
+    return unit[:-1] if value == 1 and unit.endswith("s") else unit
+
+
+def _cost_formula(p: Mapping[str, Any], modality: Mapping[str, Any], unit: str | None) -> Formula | None:
+    """The modality's cost formula as an equation, its constants and, for the built-in formula, the protocol's
+    numbers filled in; None when the document has no formula."""
+    expression = modality.get("cost_formula")
+    if not expression:
+        return None
+    constants = {"session_overhead": "per session (set-up: surgery, positioning, finding the cells)",
+                 "per_unit_cost": "per unit and session", "per_unit_repeat_cost": "per unit, session and repeat"}
+    words = {"n_sessions": "is the number of sessions", "n_units": "the units recorded per animal",
+             "repeats": "the repeats averaged per stimulus"}
+    names = list(dict.fromkeys(re.findall(r"[A-Za-z_]\w*", str(expression))))
+    legend = []
+    for name in names:
+        if name in constants and modality.get(name) is not None:
+            value = float(modality[name])
+            legend.append((name, f"= {value:g} {_unit(unit, value)} {constants[name]}"))
+        elif name in words:
+            legend.append((name, words[name]))
+    values: dict[str, Any] = {"n_sessions": p.get("n_sessions"), "n_units": p.get("n_units"),
+                              "repeats": p.get("repeats") or 1, **{k: modality.get(k) for k in constants}}
+    example = ""
+    if expression == COST_FORMULA and None not in values.values() and p.get("cost") is not None:
+        v = {k: float(x) for k, x in values.items()}
+        total = v["n_sessions"] * (v["session_overhead"] + v["n_units"] * (v["per_unit_cost"] + v["repeats"]
+                                                                           * v["per_unit_repeat_cost"]))
+        if math.isclose(total, float(p["cost"]), rel_tol=0.01, abs_tol=0.05):
+            example = (f"For this protocol: {v['n_sessions']:g} × ({v['session_overhead']:g} + {v['n_units']:g} × "
+                       f"({v['per_unit_cost']:g} + {v['repeats']:g} × {v['per_unit_repeat_cost']:g})) = "
+                       f"{_per_animal(p['cost'], unit)}.")
+    return Formula("cost", str(expression), tuple(legend), example)
 
 
 def _difference(search: Mapping[str, Any], final: Mapping[str, Any]) -> str:
@@ -739,7 +924,7 @@ def _accuracy(doc: Doc) -> list[Block]:
         unit = (protocol or {}).get("cost_unit")
         text += (f" {_count(len(rejected)).capitalize()} cheaper protocol{'s' if len(rejected) > 1 else ''} met the "
                  "target in the search but not on re-check (the winner's curse of picking the cheapest of many): "
-                 + "; ".join(f"trial {r['trial'].get('number')} ({_cost(r['trial'].get('cost'), unit)}), "
+                 + "; ".join(f"trial {r['trial'].get('number')} ({_per_animal(r['trial'].get('cost'), unit)}), "
                              f"{_num(r['trial'].get('accuracy'))} in the search, {_acc(r['verification'])} on re-check"
                              for r in rejected) + ".")
     paras.append(text)
@@ -877,7 +1062,8 @@ def _pareto_table(front: Sequence[Mapping[str, Any]], unit: str | None, chosen: 
 
     rows = tuple((str(t.get("number")), _cost(t.get("cost"), None), _num(t.get("accuracy")), _ci(t), verdict(t),
                   _short(t)) for t in front)
-    return Table(("trial", f"cost ({unit})" if unit else "cost", "accuracy", "95% CI", "feasible", "protocol"),
+    return Table(("trial", f"cost ({unit} per animal)" if unit else "cost per animal", "accuracy", "95% CI",
+                  "feasible", "protocol"),
                  rows)
 
 
@@ -912,10 +1098,11 @@ def _insufficient(doc: Doc) -> list[Block]:
     if not items:
         return [*blocks, Para("The result lists no insufficient alternatives.")]
     unit = (protocol_of(doc)[0] or {}).get("cost_unit")
-    rows = tuple((i.get("description", ""), _num(i.get("accuracy")), _ci(i), _cost(i.get("cost"), unit),
+    rows = tuple((i.get("description", ""), _num(i.get("accuracy")), _ci(i), _cost(i.get("cost"), None),
                   i.get("why", "")) for i in items)
     return [*blocks, Para("Cheaper or different recordings that miss the target in the search (search estimates):"),
-            Table(("recording", "accuracy", "95% CI", "cost per animal", "why not"), rows)]
+            Table(("recording", "accuracy", "95% CI", f"cost ({unit} per animal)" if unit else "cost per animal",
+                   "why not"), rows)]
 
 
 def _figures(doc: Doc) -> list[Block]:
@@ -926,7 +1113,7 @@ def _figures(doc: Doc) -> list[Block]:
 
 def _caveats(doc: Doc) -> list[Block]:
     b = doc.get("bank", {})
-    rules = ", ".join(doc.get("question", {}).get("rules") or b.get("rules") or [])
+    rules = rule_list(doc.get("question", {}).get("rules") or b.get("rules") or [])
     items = [f"Only the simulated rules were considered ({rules}). A circuit may use none of them, a mixture, or a "
              "rule outside this set; the classifier would still name one of these.",
              "Different rules can produce similar activity (Ramesh et al., eLife 2024): failing to tell two rules "
@@ -938,7 +1125,7 @@ def _caveats(doc: Doc) -> list[Block]:
              "held-out-architecture score indicates how far results carry over to an unseen architecture.",
              f"All numbers are for the simulated population {b.get('preset')} (bank {b.get('hash')}, "
              f"{b.get('n_networks')} networks) and the modality cost models used; another population or cost model "
-             "can give different numbers. One simulated network stands for one animal: costs are per animal.",
+             "can give different numbers.",
              "Gaussian noise levels are relative to each observable's spread in each network and layer group "
              "(measure that spread on your rig to translate them); Poisson levels are mean spike counts per stimulus."]
     if doc["kind"] == "plan" and setaside_of(doc) is not None:
@@ -995,7 +1182,7 @@ def _modality_sentence(m: Mapping[str, Any], doc: Doc) -> str:
     cost = _per_animal(p.get("cost"), unit)
     final = setaside_of(m)
     if final is None:
-        return (f"{m['name']}: record ≥ {protocol_phrase(p)}; {_headline(p, doc)}, for {cost}." if chosen else
+        return (f"{m['name']}: record {_record(doc, p, m)}; {_headline(p, doc)}, for {cost}." if chosen else
                 f"{m['name']}: not sufficient ({reason}); its most accurate protocol, {protocol_phrase(p)}, reaches "
                 f"{_headline(p, doc)}, for {cost}.")
     numbers = f"{_acc(final)} on {final.get('n_networks')} set-aside networks (search estimate {_plain(p)})"
@@ -1005,7 +1192,7 @@ def _modality_sentence(m: Mapping[str, Any], doc: Doc) -> str:
         transfer = ("; held-out architecture " + _acc(held) + (": it transfers to an unseen architecture" if
                     held.get("transfers") else ": not shown to carry over to an unseen architecture"))
     if chosen:
-        return f"{m['name']}: record ≥ {protocol_phrase(p)}, for {cost}; identified with {numbers}{transfer}."
+        return f"{m['name']}: record {_record(doc, p, m)}, for {cost}; identified with {numbers}{transfer}."
     which = "chosen" if m.get("candidate") else "most accurate"
     return (f"{m['name']}: not sufficient ({VERDICT_WORDS[verdict_of(m)]}); its {which} protocol, "
             f"{protocol_phrase(p)}, for {cost}, reaches {numbers}{transfer}.")
@@ -1014,6 +1201,7 @@ def _modality_sentence(m: Mapping[str, Any], doc: Doc) -> str:
 def _compare_blocks(doc: Doc) -> list[Block]:
     rows, fronts = [], []
     any_final = any(setaside_of(m) is not None for m in doc.get("modalities") or [])
+    shared = _cost_unit(doc)
     for m in doc.get("modalities") or []:
         p, chosen = protocol_of(m)[0], recommended(m)
         unit = (p or {}).get("cost_unit") or m.get("cost_unit")
@@ -1024,7 +1212,8 @@ def _compare_blocks(doc: Doc) -> list[Block]:
             final = setaside_of(m) or (None if any_final else p)
             verdict = "yes" if chosen else (f"no: {VERDICT_SHORT[verdict_of(m)]}" if setaside_of(m) is not None
                                             else f"no: {reason}")
-            rows.append((m["name"], verdict, _cost(p.get("cost"), unit), _brief(final), _short(p)))
+            rows.append((m["name"], verdict, _cost(p.get("cost"), None if shared else unit), _brief(final),
+                         _short(p)))
         front = m.get("pareto") or []
         candidate = m.get("candidate") or chosen
         fronts += [Heading(f"Pareto front: {m['name']}", 3),
@@ -1032,7 +1221,8 @@ def _compare_blocks(doc: Doc) -> list[Block]:
                                  "recommended" if chosen else "chosen, fails set-aside") if front
                    else Para("No trials.")]
     accuracy = "set-aside accuracy (95% CI)" if any_final else "accuracy (95% CI)"
-    side = Table(("modality", "meets target", "cost per animal", accuracy, "protocol"), tuple(rows))
+    cost = f"cost ({shared} per animal)" if shared else "cost per animal"
+    side = Table(("modality", "meets target", cost, accuracy, "protocol"), tuple(rows))
     note = ("Meets target: the recommended protocol's lower 95% CI bound reaches the target beyond the controls, in "
             "the search and on networks the search never saw; the accuracy is from those set-aside networks "
             "(one fit on the search networks, tested once).") if any_final else ""
@@ -1061,6 +1251,18 @@ def report_blocks(doc: Doc) -> list[Block]:
 
 
 # -------------------------------------------------------------------------------------- Markdown and HTML
+NUMERIC = re.compile(r"n/a|[-+]?\d[\d,]*(?:\.\d+)?(?:[-–][-+]?\d[\d,]*(?:\.\d+)?)?")
+"""A table cell that is one number or one range (``0.86-0.94``): set on one line, right-aligned."""
+NUMBER_RUN = re.compile(r"\d[\d,]*(?:\.\d+)?(?:[-–]\d[\d,]*(?:\.\d+)?)+")
+"""A range of numbers inside running text (``0.81-0.96``), which must not break at its dash."""
+
+
+def numeric_columns(table: Table) -> list[bool]:
+    """Which columns of ``table`` hold only numbers or ranges (empty cells aside): never wrapped, right-aligned."""
+    return [any(row[i] for row in table.rows) and all(not row[i] or NUMERIC.fullmatch(row[i]) for row in table.rows)
+            for i in range(len(table.header))]
+
+
 def _md_cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
@@ -1086,6 +1288,10 @@ def render_markdown(doc: Doc, figure_paths: Mapping[str, str]) -> str:
             out.append("\n".join(f"- {item}" for item in block.items))
         elif isinstance(block, Code):
             out.append(f"```bash\n{block.text}\n```")
+        elif isinstance(block, Formula):
+            out.append(f"`{block.name} = {math_text(block.expression, plain_symbol)}`\n\n"
+                       + block.legend_text(lambda name: f"`{name}`", escape=str)
+                       + (f" {block.example}" if block.example else ""))
         elif block.missing is not None:
             out.append(f"*Figure {block.number}. {block.title}: not shown, {block.missing}.*")
         elif block.key not in figure_paths:
@@ -1103,18 +1309,40 @@ h1 { font-size: 1.6rem; } h2 { font-size: 1.25rem; border-bottom: 1px solid #ddd
 h3 { font-size: 1.05rem; }
 p.lead { font-size: 1.1rem; font-weight: 600; background: #f3f7fb; border-left: 4px solid #1f77b4;
          padding: 0.6rem 0.9rem; }
-table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
-th, td { border: 1px solid #ccc; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top; }
-th { background: #f2f2f2; }
-pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; }
+p.formula { text-align: center; font-size: 1.05rem; }
+table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; border-top: 1.5px solid #333;
+        border-bottom: 1.5px solid #333; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.25rem 0.6rem; text-align: left; vertical-align: top; }
+th { border-bottom: 1px solid #333; }
+th.num, td.num { white-space: nowrap; text-align: right; }
+span.nb { white-space: nowrap; }
+pre { background: #f6f6f6; padding: 0.6rem; overflow-x: auto; white-space: pre-wrap; word-break: break-all; }
 figure { margin: 1.5rem 0; } figure img { max-width: 100%; height: auto; }
 figcaption, p.missing { font-size: 0.9rem; color: #333; }
 """
 
 
+def _html_text(text: str) -> str:
+    """Escaped text whose number ranges do not break at their dash."""
+    return NUMBER_RUN.sub(lambda m: f'<span class="nb">{m.group(0)}</span>', html.escape(text))
+
+
+def _html_table(table: Table) -> str:
+    numeric = numeric_columns(table)
+
+    def cell(tag: str, text: str, i: int) -> str:
+        if numeric[i]:
+            return f'<{tag} class="num">{html.escape(text)}</{tag}>'
+        return f"<{tag}>{_html_text(text)}</{tag}>"
+
+    head = "".join(cell("th", h, i) for i, h in enumerate(table.header))
+    rows = "".join("<tr>" + "".join(cell("td", c, i) for i, c in enumerate(row)) + "</tr>" for row in table.rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
 def render_html(doc: Doc, *, figures: Mapping[str, Figure] | None = None, dpi: int = 150) -> str:
     """The report as one self-contained HTML file: inline CSS, figures embedded as base64 PNG data URIs, no
-    external URL of any kind.
+    external URL of any kind. Numeric table cells (accuracies, CIs, costs) carry the class ``num`` and never wrap.
 
     Args:
         doc: a plan or compare result document.
@@ -1122,21 +1350,23 @@ def render_html(doc: Doc, *, figures: Mapping[str, Figure] | None = None, dpi: i
         dpi: resolution of the embedded PNGs.
     """
     figures = make_figures(doc) if figures is None else figures
-    e = html.escape
+    e, t = html.escape, _html_text
     body: list[str] = []
     for block in report_blocks(doc):
         if isinstance(block, Heading):
             body.append(f"<h{block.level}>{e(block.text)}</h{block.level}>")
         elif isinstance(block, Para):
-            body.append(f'<p class="lead">{e(block.text)}</p>' if block.lead else f"<p>{e(block.text)}</p>")
+            body.append(f'<p class="lead">{t(block.text)}</p>' if block.lead else f"<p>{t(block.text)}</p>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{e(h)}</th>" for h in block.header)
-            rows = "".join("<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in block.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            body.append(_html_table(block))
         elif isinstance(block, Bullets):
-            body.append("<ul>" + "".join(f"<li>{e(item)}</li>" for item in block.items) + "</ul>")
+            body.append("<ul>" + "".join(f"<li>{t(item)}</li>" for item in block.items) + "</ul>")
         elif isinstance(block, Code):
             body.append(f"<pre><code>{e(block.text)}</code></pre>")
+        elif isinstance(block, Formula):
+            body.append(f'<p class="formula">{e(block.name)} = {math_text(block.expression, markup_symbol)}'
+                        f"</p>\n<p>{block.legend_text(markup_symbol)}"
+                        + (f" {t(block.example)}" if block.example else "") + "</p>")
         elif block.missing is not None or block.key not in figures:
             reason = block.missing or "not rendered"
             body.append(f'<p class="missing"><em>Figure {block.number}. {e(block.title)}: not shown, '
@@ -1145,7 +1375,7 @@ def render_html(doc: Doc, *, figures: Mapping[str, Figure] | None = None, dpi: i
             data = base64.b64encode(png_bytes(figures[block.key], dpi)).decode("ascii")
             body.append(f'<figure><img alt="Figure {block.number}. {e(block.title)}" '
                         f'src="data:image/png;base64,{data}"><figcaption><strong>Figure {block.number}. '
-                        f"{e(block.title)}.</strong> {e(block.caption)}</figcaption></figure>")
+                        f"{e(block.title)}.</strong> {t(block.caption)}</figcaption></figure>")
     title = e(doc.get("title") or "lr-advisor report")
     return (f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{title}</title>\n'
             f'<meta name="generator" content="lr-advisor">\n<style>{CSS}</style>\n</head>\n<body>\n'
@@ -1153,198 +1383,395 @@ def render_html(doc: Doc, *, figures: Mapping[str, Figure] | None = None, dpi: i
 
 
 # --------------------------------------------------------------------------------------------------- PDF
-PAGE = (8.5, 11.0)
-"""PDF page size in inches (US letter; the figures are 7 inches wide, which also fits A4)."""
-MARGIN = 0.75
-EM = {"sans": 0.6, "bold": 0.66, "mono": 0.602}
-"""Widest average character width per font style, in ems (DejaVu; mono is exact), for wrapping by characters."""
-STYLES = {"h1": (15.0, "bold"), "h2": (12.0, "bold"), "h3": (10.5, "bold"), "body": (9.5, "sans"),
-          "lead": (10.5, "bold"), "mono": (8.0, "mono"), "caption": (9.0, "sans"), "footer": (7.5, "sans")}
+PAGE = (8.5 * 72, 11.0 * 72)
+"""PDF page size in points (US letter; the 7-inch figures are the text width, which also fits A4)."""
+MARGIN = 0.75 * 72
+"""Page margin in points: a 7-inch (504 pt) text block."""
+PDF_DPI = 250
+"""Resolution of the figures embedded in the PDF (print quality, a few hundred kB each)."""
+FONT_FILES = {"LRSans": "DejaVuSans.ttf", "LRSans-Bold": "DejaVuSans-Bold.ttf",
+              "LRSans-Italic": "DejaVuSans-Oblique.ttf", "LRSans-BoldItalic": "DejaVuSans-BoldOblique.ttf",
+              "LRMono": "DejaVuSansMono.ttf"}
+"""The PDF's fonts: DejaVu, shipped with matplotlib (the figures use it too), embedded as subsets; it has ≥, ≤, ×
+and the other signs the reports use, which the PDF base fonts lack."""
+CELL_PAD = 4.0
+"""Horizontal padding of a table cell, each side, in points."""
+NUMERIC_HEADER = 64.0
+"""A numeric column is as wide as its widest number, or its header up to this width (points), when the table must
+wrap."""
 
 
-class _Pages:
-    """Blocks laid out line by line on letter pages (matplotlib figures), wrapped by character counts."""
+def _register_fonts() -> None:
+    import matplotlib
+    from reportlab.lib.fonts import addMapping
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
 
-    def __init__(self, title: str) -> None:
-        self.pages: list[Figure] = []
-        self.title = title if len(title) <= 70 else title[:69] + "…"
-        self.y = PAGE[1]
-
-    def new_page(self) -> Figure:
-        from matplotlib.figure import Figure
-
-        page = Figure(figsize=PAGE)
-        self.pages.append(page)
-        self._text(page, MARGIN, PAGE[1] - MARGIN / 2, f"lr-advisor report · {self.title} · page {len(self.pages)}",
-                   "footer", color="0.4")
-        self.y = MARGIN
-        return page
-
-    def room(self, height: float) -> None:
-        if not self.pages or self.y + height > PAGE[1] - MARGIN:
-            self.new_page()
-
-    @staticmethod
-    def _text(page: Figure, x: float, y: float, text: str, style: str, **kw: Any) -> None:
-        size, font = STYLES[style]
-        page.text(x / PAGE[0], 1 - y / PAGE[1], text, fontsize=size, va="top", ha="left",
-                  family="monospace" if font == "mono" else "sans-serif",
-                  weight="bold" if font == "bold" else "normal", **kw)
-
-    @staticmethod
-    def chars(style: str, width: float) -> int:
-        size, font = STYLES[style]
-        return max(int(width * 72 / (size * EM[font])), 10)
-
-    @staticmethod
-    def height(style: str) -> float:
-        return STYLES[style][0] * 1.35 / 72
-
-    def lines(self, lines: Sequence[str], style: str, x: float = 0.0, keep: int = 1) -> None:
-        for i, line in enumerate(lines):
-            self.room(self.height(style) * (keep if i == 0 else 1))
-            self._text(self.pages[-1], MARGIN + x, self.y, line, style)
-            self.y += self.height(style)
-
-    def paragraph(self, text: str, style: str = "body", x: float = 0.0, mark: str = "") -> None:
-        width = PAGE[0] - 2 * MARGIN - x
-        wrapped = textwrap.wrap(text, self.chars(style, width), break_on_hyphens=False) or [""]
-        self.room(self.height(style) * min(len(wrapped), 2))
-        if mark:
-            self._text(self.pages[-1], MARGIN + x - 0.17, self.y, mark, style)
-        self.lines(wrapped, style, x)
-        self.y += 0.08
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        widths = [max(len(c) for c in column) for column in zip(header, *rows, strict=True)]
-        room = self.chars("mono", PAGE[0] - 2 * MARGIN) - 2 * (len(widths) - 1)
-        cap = max(widths)  # the widest columns are capped to one width, just enough for the row to fit
-        while sum(min(w, cap) for w in widths) > room and cap > 8:
-            cap -= 1
-        widths = [min(w, cap) for w in widths]
-
-        def cells(row: Sequence[str]) -> list[str]:
-            parts = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] for c, w in zip(row, widths, strict=True)]
-            return ["  ".join(p[i].ljust(w) if i < len(p) else " " * w for p, w in zip(parts, widths, strict=True))
-                    .rstrip() for i in range(max(map(len, parts)))]
-
-        def head() -> None:
-            self.lines(cells(header), "mono")
-            self.rule((sum(widths) + 2 * (len(widths) - 1)) * STYLES["mono"][0] * EM["mono"] / 72)
-
-        wrapped = [cells(row) for row in rows]
-        gap = 0.04 if any(len(lines) > 1 for lines in wrapped) else 0.0
-        self.room(self.height("mono") * 3)
-        head()
-        for lines in wrapped:
-            page = len(self.pages)
-            self.room(self.height("mono") * len(lines))
-            if len(self.pages) > page:  # the table goes on over a page break: repeat its header
-                head()
-            self.lines(lines, "mono")
-            self.y += gap
-        self.y += 0.12
-
-    def rule(self, width: float) -> None:
-        from matplotlib.lines import Line2D
-
-        y = 1 - (self.y + 0.03) / PAGE[1]
-        self.pages[-1].add_artist(Line2D([MARGIN / PAGE[0], (MARGIN + width) / PAGE[0]], [y, y], color="0.35",
-                                         linewidth=0.6))
-        self.y += 0.07
-
-    def block(self, block: Block) -> None:
-        if isinstance(block, Heading):
-            style = f"h{min(block.level, 3)}"
-            self.y += 0.12 if block.level > 1 else 0.0
-            self.room(self.height(style) + 4 * self.height("body"))
-            self.lines(textwrap.wrap(block.text, self.chars(style, PAGE[0] - 2 * MARGIN)), style)
-            self.y += 0.04
-        elif isinstance(block, Para):
-            self.paragraph(block.text, "lead" if block.lead else "body")
-        elif isinstance(block, Table):
-            self.table(block.header, block.rows)
-        elif isinstance(block, Bullets):
-            for item in block.items:
-                self.paragraph(item, x=0.2, mark="•")
-        elif isinstance(block, Code):
-            width = self.chars("mono", PAGE[0] - 2 * MARGIN)
-            self.lines([w for line in block.text.splitlines() for w in textwrap.wrap(line, width) or [""]], "mono")
-            self.y += 0.12
-
-    def figure(self, ref: FigureRef, spec: FigureSpec, doc: Doc) -> None:
-        page = self.new_page()
-        self.lines([f"Figure {ref.number}. {ref.title}"], "h2")
-        top, width = self.y + 0.1, spec.size[0]
-        side = (PAGE[0] - width) / 2
-        grid = page.add_gridspec(3, 3, left=0, right=1, bottom=0, top=1, wspace=0, hspace=0,
-                                 width_ratios=[side, width, side],
-                                 height_ratios=[top, spec.size[1], PAGE[1] - top - spec.size[1]])
-        sub = page.add_subfigure(grid[1, 1])
-        page.set_layout_engine("constrained")
-        draw(spec, sub, doc)
-        self.y = top + spec.size[1] + 0.15
-        self.paragraph(ref.caption, "caption")
+    if "LRSans" in pdfmetrics.getRegisteredFontNames():
+        return
+    folder = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+    for name, file in FONT_FILES.items():
+        pdfmetrics.registerFont(TTFont(name, str(folder / file)))
+    for bold, italic, name in ((0, 0, "LRSans"), (1, 0, "LRSans-Bold"), (0, 1, "LRSans-Italic"),
+                               (1, 1, "LRSans-BoldItalic")):
+        addMapping("LRSans", bold, italic, name)
+    for bold, italic in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        addMapping("LRMono", bold, italic, "LRMono")
 
 
-def pdf_pages(doc: Doc) -> list[Figure]:
-    """The PDF's pages as letter-sized matplotlib figures: the summary text (title, recommendation, protocol,
-    accuracy, controls, Pareto front), one page per figure, then caveats, methods and how to reproduce.
+def _pdf_styles() -> dict[str, Any]:
+    """Paragraph styles of the PDF (sizes in points)."""
+    from reportlab.lib.enums import TA_CENTER, TA_RIGHT
+    from reportlab.lib.styles import ParagraphStyle
+
+    base = ParagraphStyle("body", fontName="LRSans", fontSize=9.5, leading=13.0, spaceAfter=5.0,
+                          uriWasteReduce=0.3, splitLongWords=1)
+    cell = ParagraphStyle("cell", base, fontSize=8.5, leading=10.8, spaceAfter=0.0)
+    return {
+        "body": base,
+        "h1": ParagraphStyle("h1", base, fontName="LRSans-Bold", fontSize=16.0, leading=20.0, spaceAfter=8.0),
+        "h2": ParagraphStyle("h2", base, fontName="LRSans-Bold", fontSize=12.0, leading=15.0, spaceBefore=10.0,
+                             spaceAfter=4.0),
+        "h3": ParagraphStyle("h3", base, fontName="LRSans-Bold", fontSize=10.0, leading=13.0, spaceBefore=6.0,
+                             spaceAfter=3.0),
+        "lead": ParagraphStyle("lead", base, fontSize=10.5, leading=14.5, spaceAfter=0.0),
+        "legend": ParagraphStyle("legend", base, leading=15.0),
+        "bullet": ParagraphStyle("bullet", base, leftIndent=12.0, bulletIndent=2.0, spaceAfter=3.0),
+        "code": ParagraphStyle("code", base, fontName="LRMono", fontSize=8.0, leading=10.5, spaceAfter=0.0),
+        "caption": ParagraphStyle("caption", base, fontSize=8.5, leading=11.0, spaceBefore=3.0, spaceAfter=10.0),
+        "formula": ParagraphStyle("formula", base, fontSize=10.5, leading=16.0, alignment=TA_CENTER, spaceBefore=2.0,
+                                  spaceAfter=4.0),
+        "cell": cell,
+        "num": ParagraphStyle("num", cell, alignment=TA_RIGHT),
+        "head": ParagraphStyle("head", cell, fontName="LRSans-Bold"),
+        "headnum": ParagraphStyle("headnum", cell, fontName="LRSans-Bold", alignment=TA_RIGHT),
+    }
+
+
+def _pdf_markup(text: str, style: Any = None, width: float | None = None) -> str:
+    """Escaped Paragraph markup in which a number keeps its CI (``0.52 (0.40-0.64)``) and ``95% CI`` keeps its
+    words on one line (no-break spaces); with a ``style`` and a ``width`` (points), a word wider than that (a long
+    URL or hash) is cut into pieces that fit, one per line, so nothing runs off the text block."""
+    if style is not None and width is not None:
+        text = _cut_long_words(text, style.fontName, style.fontSize, width)
+    text = html.escape(text, quote=False).replace("95% CI", "95%\u00a0CI").replace("\n", "<br/>")
+    return re.sub(r"(\d) \((?=\d)", "\\1\u00a0(", text)
+
+
+def _cut_long_words(text: str, font: str, size: float, width: float) -> str:
+    """``text`` with every word wider than ``width`` points cut into lines that fit."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    def cut(word: str) -> str:
+        if stringWidth(word, font, size) <= width:
+            return word
+        pieces, piece = [], ""
+        for char in word:
+            if piece and stringWidth(piece + char, font, size) > width - 0.5:
+                pieces.append(piece)
+                piece = ""
+            piece += char
+        return "\n".join([*pieces, piece])
+
+    return " ".join(cut(word) for word in text.split(" "))
+
+
+def _column_widths(table: Table, numeric: Sequence[bool], width: float) -> list[float]:
+    """Column widths in points that fit ``width``: a numeric column as wide as its widest cell (never wrapped),
+    the text columns sharing the rest in proportion to their length, each at least its longest word when
+    possible."""
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+
+    size = 8.5
+
+    def measure(text: str, font: str) -> tuple[float, float]:
+        words = re.split(r" +", _pdf_markup(text).replace("&amp;", "&").replace("&lt;", "<").replace("&gt;", ">"))
+        return (max(stringWidth(w, font, size) for w in words) + 2 * CELL_PAD,
+                stringWidth(" ".join(words), font, size) + 2 * CELL_PAD)
+
+    low, high = [], []
+    for i, head in enumerate(table.header):
+        cells = [measure(head, "LRSans-Bold"), *(measure(row[i], "LRSans") for row in table.rows)]
+        longest = max(c[0] for c in cells)  # a text column's longest word counts up to half the width: cut beyond
+        low.append(max(c[1] for c in cells[1:]) if numeric[i] else min(longest, 0.5 * width))
+        high.append(max(low[-1], *(c[1] for c in cells)))
+    text = [i for i, n in enumerate(numeric) if not n] or list(range(len(numeric)))
+    if sum(high) <= width:  # everything fits on one line: a narrow table stays narrow, a wide one fills the width
+        if sum(high) < 0.6 * width:
+            return high
+        extra = width - sum(high)
+        share = sum(high[i] for i in text)
+        return [w + (extra * w / share if i in text else 0.0) for i, w in enumerate(high)]
+    widths = [0.0 if i in text else max(low[i], min(high[i], NUMERIC_HEADER)) for i in range(len(high))]
+    room = width - sum(widths)
+    if room < sum(low[i] for i in text):  # even the longest words do not fit: they will be split
+        share = sum(low[i] for i in text)
+        return [max(room, 0.0) * low[i] / share if i in text else w for i, w in enumerate(widths)]
+    free = list(text)
+    while free:  # a column shorter than its fair share gets its whole length; the others share the rest
+        fair = {i: room * high[i] / sum(high[j] for j in free) for i in free}
+        settled = [i for i in free if high[i] <= room / len(free) or fair[i] < low[i]]
+        if not settled:
+            for i in free:
+                widths[i] = fair[i]
+            break
+        for i in settled:
+            widths[i] = high[i] if high[i] <= room / len(free) else low[i]
+            room -= widths[i]
+            free.remove(i)
+    return widths
+
+
+def _pdf_table(table: Table, styles: Mapping[str, Any], width: float) -> Any:
+    from reportlab.lib import colors
+    from reportlab.platypus import Paragraph
+    from reportlab.platypus import Table as RLTable
+
+    numeric = numeric_columns(table)
+    widths = _column_widths(table, numeric, width)
+
+    def cell(text: str, i: int, head: bool) -> Any:
+        style = styles[{(True, True): "headnum", (True, False): "head", (False, True): "num",
+                        (False, False): "cell"}[head, numeric[i]]]
+        return Paragraph(_pdf_markup(text, style, widths[i] - 2 * CELL_PAD), style)
+
+    head = [cell(h, i, True) for i, h in enumerate(table.header)]
+    body = [[cell(c, i, False) for i, c in enumerate(row)] for row in table.rows]
+    rules = [("VALIGN", (0, 0), (-1, -1), "TOP"), ("LEFTPADDING", (0, 0), (-1, -1), CELL_PAD),
+             ("RIGHTPADDING", (0, 0), (-1, -1), CELL_PAD), ("TOPPADDING", (0, 0), (-1, -1), 2.5),
+             ("BOTTOMPADDING", (0, 0), (-1, -1), 3.0),
+             ("LINEABOVE", (0, 0), (-1, 0), 0.9, colors.black), ("LINEBELOW", (0, 0), (-1, 0), 0.6, colors.black),
+             ("LINEBELOW", (0, -1), (-1, -1), 0.9, colors.black)]
+    if len(body) > 1:
+        rules.insert(0, ("LINEBELOW", (0, 1), (-1, -2), 0.25, colors.Color(0.78, 0.78, 0.78)))
+    return RLTable([head, *body], colWidths=widths, repeatRows=1, hAlign="LEFT",
+                   style=rules, spaceBefore=3.0, spaceAfter=8.0)
+
+
+KEEP_ROWS = 3
+"""A table of at most this many rows is kept on one page; a longer one breaks between rows (never before its
+header and first row), its header repeated."""
+
+
+def _boxed(flowable: Any, width: float, background: str, rule: str | None = None) -> Any:
+    """``flowable`` in a shaded box the width of the text, with a coloured rule on its left."""
+    from reportlab.lib import colors
+    from reportlab.platypus import Table as RLTable
+
+    style: list[tuple[Any, ...]] = [
+        ("BACKGROUND", (0, 0), (-1, -1), colors.HexColor(background)), ("LEFTPADDING", (0, 0), (-1, -1), 8.0),
+        ("RIGHTPADDING", (0, 0), (-1, -1), 8.0), ("TOPPADDING", (0, 0), (-1, -1), 5.0),
+        ("BOTTOMPADDING", (0, 0), (-1, -1), 6.0)]
+    if rule:
+        style.append(("LINEBEFORE", (0, 0), (0, -1), 3.0, colors.HexColor(rule)))
+    return RLTable([[flowable]], colWidths=[width], style=style, hAlign="LEFT", spaceBefore=2.0, spaceAfter=8.0)
+
+
+def _pdf_figure(ref: FigureRef, figure: Figure, styles: Mapping[str, Any], width: float) -> list[Any]:
+    """The figure as a PNG at :data:`PDF_DPI`, at most the text width, and its numbered caption."""
+    from PIL import Image as PILImage
+    from reportlab.platypus import Image, Paragraph, Spacer
+
+    rgb = io.BytesIO()
+    PILImage.open(io.BytesIO(png_bytes(figure, PDF_DPI))).convert("RGB").save(rgb, format="PNG")
+    w, h = (72 * float(v) for v in figure.get_size_inches())
+    scale = min(1.0, width / w)
+    caption = Paragraph(f"<b>Figure {ref.number}. {_pdf_markup(ref.title)}.</b> "
+                        f"{_pdf_markup(ref.caption, styles['caption'], width)}", styles["caption"])
+    return [Spacer(1, 8.0), Image(rgb, width=w * scale, height=h * scale), caption]
+
+
+def pdf_story(doc: Doc, figures: Mapping[str, Figure] | None = None) -> list[Any]:
+    """The PDF's content as reportlab flowables, in the order of :func:`report_blocks`: headings, paragraphs, ruled
+    tables (header repeated over page breaks), the cost formula, and the figures where their section is, each kept
+    with its numbered caption.
+
+    Args:
+        doc: a plan or compare result document.
+        figures: figures from :func:`~advisor.application.figures.make_figures` (drawn here when None).
 
     Raises:
         AdvisorError: the document's ``kind`` is not ``plan`` or ``compare``.
     """
+    from reportlab.lib.units import inch
+    from reportlab.platypus import CondPageBreak, KeepTogether, Paragraph
+
     blocks = report_blocks(doc)
-    specs = {spec.key: spec for spec, _ in figure_specs(doc)}
-    pages = _Pages(doc.get("title") or "lr-advisor report")
-    first_figure = next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == "Figures")
-    refs = [b for b in blocks if isinstance(b, FigureRef)]
-    with style():
-        for block in blocks[:first_figure]:
-            pages.block(block)
-        for ref in refs:
-            if ref.missing is None:
-                pages.figure(ref, specs[ref.key], doc)
-        pages.new_page()
-        absent = [f"Figure {r.number}, {r.title.lower()}: not shown, {r.missing}." for r in refs if r.missing]
-        if absent:
-            pages.paragraph(" ".join(absent))
-        for block in blocks[first_figure + 1 + len(refs):]:
-            pages.block(block)
-    return pages.pages
+    _register_fonts()
+    figures = make_figures(doc) if figures is None else figures
+    styles, width = _pdf_styles(), PAGE[0] - 2 * MARGIN
+    story: list[Any] = []
+    pending: list[Any] = []  # a heading and the paragraphs under it, until what follows says how to keep them
+
+    def flush() -> None:
+        story.extend(pending)
+        pending.clear()
+
+    for i, block in enumerate(blocks):
+        if isinstance(block, Heading):
+            if i + 1 < len(blocks) and isinstance(blocks[i + 1], FigureRef):
+                continue  # the figures float (see _float_template); a "Figures" heading would gather other text
+            flush()
+            style = styles[f"h{min(block.level, 3)}"]
+            title = Paragraph(_pdf_markup(block.text, style, width), style)
+            if block.level == 1:
+                story.append(title)
+            else:
+                story.append(CondPageBreak(1.4 * inch))  # no heading with only a line or two under it
+                pending.append(title)
+        elif isinstance(block, Para):
+            style = styles["lead" if block.lead else "body"]
+            paragraph = Paragraph(_pdf_markup(block.text, style, width - 16.0 * block.lead), style)
+            (pending if pending else story).append(
+                _boxed(paragraph, width, "#f3f7fb", "#1f77b4") if block.lead else paragraph)
+        elif isinstance(block, Table):
+            table = _pdf_table(block, styles, width)
+            if len(block.rows) <= KEEP_ROWS:
+                story.append(KeepTogether([*pending, table]))
+            else:  # it may break, but not before its heading, introduction, header and first row are on the page
+                first = _pdf_table(dataclasses.replace(block, rows=block.rows[:1]), styles, width)
+                room = 6.0 + sum(f.wrap(width, PAGE[1])[1] + f.getSpaceBefore() + f.getSpaceAfter()
+                                 for f in [*pending, first])
+                story += [CondPageBreak(room), *pending, table]
+            pending.clear()
+        else:
+            flush()
+            if isinstance(block, Bullets):
+                story += [Paragraph(_pdf_markup(item, styles["bullet"], width - styles["bullet"].leftIndent),
+                                    styles["bullet"], bulletText="•") for item in block.items]
+            elif isinstance(block, Code):
+                code = Paragraph(_pdf_markup(block.text, styles["code"], width - 16.0), styles["code"])
+                story.append(_boxed(code, width, "#f4f4f4"))
+            elif isinstance(block, Formula):
+                legend = block.legend_text(markup_symbol) + (f" {_pdf_markup(block.example)}" if block.example else "")
+                story.append(KeepTogether([
+                    Paragraph(f"{_pdf_markup(block.name)} = {math_text(block.expression, markup_symbol)}",
+                              styles["formula"]), Paragraph(legend, styles["legend"])]))
+            elif block.missing is not None or block.key not in figures:
+                reason = block.missing or "not rendered"
+                story.append(Paragraph(f"<i>Figure {block.number}. {_pdf_markup(block.title)}: not shown, "
+                                       f"{_pdf_markup(reason)}.</i>", styles["caption"]))
+            else:
+                content = _pdf_figure(block, figures[block.key], styles, width)
+                story.append(KeepTogether(content))
+                story[-1].lr_float = content
+    return story + pending
 
 
-def _created(doc: Doc) -> datetime | None:
+def _float_template() -> Any:
+    """A reportlab document template of one frame, the text block (margins :data:`MARGIN`, no padding), with
+    floating figures: a figure (a ``KeepTogether`` marked ``lr_float``) that does not fit in what is left of the
+    page lets the text after it go first, as LaTeX floats do, so no page ends half empty before a figure; it then
+    opens the next page. Figures keep their order."""
+    from reportlab.platypus import BaseDocTemplate, Frame, PageTemplate
+
+    class FloatTemplate(BaseDocTemplate):
+        def __init__(self, filename: str, **kwargs: Any) -> None:
+            super().__init__(filename, pagesize=PAGE, leftMargin=MARGIN, rightMargin=MARGIN, topMargin=MARGIN,
+                             bottomMargin=MARGIN, **kwargs)
+            frame = Frame(self.leftMargin, self.bottomMargin, self.width, self.height, leftPadding=0,
+                          rightPadding=0, topPadding=0, bottomPadding=0, id="text")
+            self.addPageTemplates([PageTemplate(id="page", frames=[frame])])
+
+        def filterFlowables(self, flowables: list[Any]) -> None:
+            first, frame = flowables[0] if flowables else None, getattr(self, "frame", None)
+            content = getattr(first, "lr_float", None)
+            if content is None or frame is None or frame._atTop:
+                return
+            needed = sum(f.wrap(frame._aW, frame._aH)[1] + f.getSpaceBefore() + f.getSpaceAfter() for f in content)
+            if needed <= frame._y - frame._y1p:
+                return
+            later = next((i for i, f in enumerate(flowables) if f is not None and not hasattr(f, "lr_float")), None)
+            if later is not None:
+                flowables.insert(0, flowables.pop(later))
+
+    return FloatTemplate
+
+
+def _pdf_date(doc: Doc) -> str | None:
+    """``doc["created"]`` as a PDF date in UTC (``D:20261128100000Z``); None when absent or unreadable."""
     try:
-        return datetime.fromisoformat(str(doc.get("created")))
+        created = datetime.fromisoformat(str(doc.get("created")))
     except ValueError:
         return None
+    if created.tzinfo is not None:
+        created = created.astimezone(UTC)
+    return created.strftime("D:%Y%m%d%H%M%SZ")
 
 
-def render_pdf(doc: Doc, path: str | os.PathLike[str]) -> int:
-    """Write the report as a multi-page PDF with matplotlib's ``PdfPages`` (no system libraries).
+def _canvas_maker(footer: str, date: str | None) -> Any:
+    """A reportlab canvas class that holds every page back until the end, then writes the footer ("lr-advisor
+    report · title" and "page N of M") on each, and dates the file ``date``."""
+    from reportlab.lib import colors
+    from reportlab.pdfbase.pdfmetrics import stringWidth
+    from reportlab.pdfgen.canvas import Canvas
 
-    The metadata (Title, Author ``lr-advisor``, CreationDate from ``doc["created"]``) is fixed by the document,
-    so the same document gives a byte-identical file.
+    class NumberedCanvas(Canvas):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.pending: list[dict[str, Any]] = []
+            if date is not None:
+                self.setDateFormatter(lambda *_: date)
+
+        def showPage(self) -> None:
+            self.pending.append(dict(self.__dict__))
+            self._startPage()
+
+        def save(self) -> None:
+            total = len(self.pending)
+            for number, state in enumerate(self.pending, start=1):
+                self.__dict__.update(state)
+                self.draw_footer(number, total)
+                super().showPage()
+            super().save()
+
+        def draw_footer(self, number: int, total: int) -> None:
+            y = MARGIN * 0.55
+            self.saveState()
+            self.setStrokeColor(colors.Color(0.7, 0.7, 0.7))
+            self.setLineWidth(0.4)
+            self.line(MARGIN, y + 10.0, PAGE[0] - MARGIN, y + 10.0)
+            self.setFont("LRSans", 7.5)
+            self.setFillColor(colors.Color(0.35, 0.35, 0.35))
+            page = f"page {number} of {total}"
+            room = PAGE[0] - 2 * MARGIN - stringWidth(page, "LRSans", 7.5) - 24.0
+            text = footer
+            while stringWidth(text, "LRSans", 7.5) > room and len(text) > 2:
+                text = text[:-2] + "…"
+            self.drawString(MARGIN, y, text)
+            self.drawRightString(PAGE[0] - MARGIN, y, page)
+            self.restoreState()
+
+    return NumberedCanvas
+
+
+def render_pdf(doc: Doc, path: str | os.PathLike[str], *, figures: Mapping[str, Figure] | None = None) -> int:
+    """Write the report as a typeset PDF (reportlab's platypus): US letter, 0.75-inch margins, a footer with
+    "page N of M" on every page.
+
+    The metadata (Title, Author ``lr-advisor``, Subject: the recommendation, Creator ``lr-advisor <version>``,
+    CreationDate from ``doc["created"]``) is fixed by the document and reportlab runs in its invariant mode, so
+    the same document gives a byte-identical file.
 
     Args:
         doc: a plan or compare result document.
         path: the file to write.
+        figures: figures from :func:`~advisor.application.figures.make_figures` (drawn here when None).
 
     Returns:
         The number of pages written.
-    """
-    from matplotlib.backends.backend_pdf import PdfPages
 
-    pages = pdf_pages(doc)
+    Raises:
+        AdvisorError: the document's ``kind`` is not ``plan`` or ``compare``.
+    """
+    story = pdf_story(doc, figures)
+    title = doc.get("title") or "lr-advisor report"
     version = (doc.get("versions") or {}).get("lr-advisor", "")
-    metadata = {"Title": doc.get("title") or "lr-advisor report", "Author": "lr-advisor",
-                "Subject": recommendation_sentence(doc), "Creator": f"lr-advisor {version}".strip(),
-                "CreationDate": _created(doc)}
-    with style(), PdfPages(path, metadata=metadata) as pdf:
-        for page in pages:
-            pdf.savefig(page)
-    return len(pages)
+    template = _float_template()(
+        os.fspath(path), title=title, author="lr-advisor", subject=recommendation_sentence(doc),
+        creator=f"lr-advisor {version}".strip(), producer="lr-advisor (ReportLab)", invariant=1, lang="en")
+    template.build(story, canvasmaker=_canvas_maker(f"lr-advisor report · {title}", _pdf_date(doc)))
+    return int(template.page)
 
 
 # ----------------------------------------------------------------------------------------- write_reports
@@ -1396,7 +1823,7 @@ def write_reports(doc: Doc, out_dir: str | os.PathLike[str], formats: Iterable[s
             staged.append((_stage(out, render_html(doc, figures=figures).encode()), out / "report.html"))
         if "pdf" in formats:
             staged.append((_stage(out), out / "report.pdf"))
-            render_pdf(doc, staged[-1][0])
+            render_pdf(doc, staged[-1][0], figures=figures)
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
@@ -1412,12 +1839,13 @@ __all__ = [
     "FORMATS",
     "make_figures",
     "methods_paragraph",
-    "pdf_pages",
+    "pdf_story",
     "protocol_phrase",
     "recommendation_sentence",
     "render_html",
     "render_markdown",
     "render_pdf",
     "report_blocks",
+    "rule_list",
     "write_reports",
 ]

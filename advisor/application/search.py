@@ -573,6 +573,21 @@ def study_context(storage: str, study_name: str) -> dict[str, Any]:
     return attrs
 
 
+def finished_trials(storage: str, study_name: str) -> int:
+    """How many trials of ``study_name`` have finished (0 when there is no such study); creates nothing."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    journal = storage.removeprefix("journal:") if storage.startswith("journal:") else None
+    if journal is not None and not Path(journal).is_file():
+        return 0
+    backend = storage_for(storage)
+    if study_name not in {s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}:
+        return 0
+    study = optuna.load_study(study_name=study_name, storage=backend)
+    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
+
+
 def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult, bool], None] | None = None,
                timeout: float | None = None) -> tuple[dict[str, Any], int]:
     """Add trials to a running study as a worker (``advisor worker``); return its context and how many trials it ran.

@@ -218,6 +218,87 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+# --------------------------------------------------------------------------------------------- moved stores
+ARTIFACTS_DIR = "artifacts"
+"""A SQLite store keeps its experiments' artifacts in this folder next to the database."""
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""Set on the experiment so that MLflow's UI opens it on its runs, not on the GenAI overview (traces, tokens)."""
+
+
+def _artifact_root(location: str) -> Path | None:
+    """The local folder of a ``file://`` artifact location (None for any other scheme: S3, a server, ...)."""
+    parts = urllib.parse.urlsplit(location)
+    if parts.scheme == "file":
+        return Path(urllib.parse.unquote(parts.path))
+    if parts.scheme == "" and location.startswith("/"):
+        return Path(location)
+    return None
+
+
+def relocate_sqlite_store(db: Path) -> list[str]:
+    """Point a moved or copied SQLite store's artifact locations at the folder next to the database.
+
+    MLflow stores each experiment's artifact location and each run's artifact URI as absolute ``file://`` URIs,
+    so a workspace copied to a lab server would go on writing artifacts into (and reading them from) the old
+    one. Every experiment whose location is ``<somewhere>/artifacts`` other than ``<db folder>/artifacts`` is
+    rewritten, with its runs' and logged models' URIs, in one transaction; locations of another kind (another
+    scheme, a folder of another name) are the user's choice and are left alone.
+
+    Args:
+        db: the SQLite database (``mlflow.db``), which exists.
+
+    Returns:
+        The names of the experiments that were moved (empty when the store is where it was made).
+
+    Raises:
+        AdvisorError: one line: the file is not a readable SQLite database; or it was copied without its
+            artifacts folder (the old one still exists, the new one does not).
+    """
+    import sqlite3
+
+    uri = f"sqlite:///{db}"
+    here = db.parent / ARTIFACTS_DIR
+    moved: list[str] = []
+    try:
+        connection = sqlite3.connect(db, timeout=10)
+    except sqlite3.Error as e:
+        raise AdvisorError(f"tracking store {uri} cannot be read: {e}; move it away or pass --tracking-uri") from None
+    try:
+        try:
+            tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if "experiments" not in tables:
+                return moved  # a fresh database, before MLflow made its tables
+            rows = connection.execute(
+                "SELECT experiment_id, name, artifact_location FROM experiments WHERE lifecycle_stage = 'active'"
+            ).fetchall()
+            moves = [(experiment_id, name, location.rstrip("/"), root) for experiment_id, name, location in rows
+                     if (root := _artifact_root(location or "")) is not None and root.name == ARTIFACTS_DIR
+                     and root != here]
+            runs = connection.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else 0
+            if moves and runs and not here.is_dir() and any(root.is_dir() for *_, root in moves):
+                raise AdvisorError(f"tracking store {uri} holds {runs} runs but their artifacts folder {here} is "
+                                   "missing; copy the whole mlflow/ folder with the database, or pass --tracking-uri")
+            new = here.as_uri()
+            with connection:  # one transaction
+                for experiment_id, name, old, _ in moves:
+                    connection.execute("UPDATE experiments SET artifact_location = ? WHERE experiment_id = ?",
+                                       (new, experiment_id))
+                    for table, column in (("runs", "artifact_uri"), ("logged_models", "artifact_location")):
+                        if table in tables:
+                            connection.execute(
+                                f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                                f"WHERE experiment_id = ? AND ({column} = ? OR substr({column}, 1, ?) = ?)",
+                                (new, len(old) + 1, experiment_id, old, len(old) + 1, old + "/"))
+                    moved.append(name)
+        except sqlite3.DatabaseError as e:
+            raise AdvisorError(f"tracking store {uri} cannot be read: {e}; move it away or pass --tracking-uri"
+                               ) from None
+    finally:
+        connection.close()
+    return moved
+
+
 # --------------------------------------------------------------------------------------------- runs
 @dataclass(frozen=True)
 class RunSummary:
@@ -313,6 +394,13 @@ class ParentRun:
         """Copy a local file into the run's artifacts, under the directory ``artifact_path`` if given."""
         self._client.log_artifact(self.run_id, os.fspath(local_path), artifact_path)
 
+    def logged_trials(self) -> set[int]:
+        """The numbers of the trials already logged as nested runs of this run (for a reopened run, so that a
+        resumed study logs each of its trials once, also one a killed process finished but never logged)."""
+        runs = self._client.search_runs([self._experiment_id], filter_string=f"tags.mlflow.parentRunId = "
+                                        f"'{self.run_id}'", max_results=50_000)
+        return {int(r.data.tags["advisor.trial"]) for r in runs if r.data.tags.get("advisor.trial", "").isdigit()}
+
     def log_trial(
         self,
         number: int,
@@ -403,10 +491,36 @@ def plan_metrics(doc: Document) -> dict[str, float]:
     out = {"feasible": float(doc["feasible"]), "accuracy": final["accuracy"], "ci_low": final["ci"][0],
            "ci_high": final["ci"][1], "search_accuracy": rec["accuracy"], "search_ci_low": rec["ci"][0],
            "search_ci_high": rec["ci"][1], "cost": rec["cost"], "elapsed_s": doc["elapsed_s"]}
+    out["setaside_accuracy"], out["setaside_ci_low"] = final["accuracy"], final["ci"][0]
+    check = doc.get("verification")
+    if check and check.get("accuracy") is not None:
+        out["recheck_accuracy"] = check["accuracy"]
+        if check.get("ci"):
+            out["recheck_ci_low"] = check["ci"][0]
+    held = doc.get("heldout_architecture")
+    if held and held.get("accuracy") is not None:
+        out["heldout_accuracy"], out["heldout_ci_low"] = held["accuracy"], held["ci"][0]
     for name, entry in doc["controls"].items():
         out[f"control_{name}_accuracy"] = entry["accuracy"]
         out[f"control_{name}_ci_high"] = entry["ci"][1]
     return out
+
+
+def plan_run_name(doc_question: Mapping[str, Any]) -> str:
+    """A plan run's name, saying the question: ``plan: activations ≤ 500 units, target 0.75``."""
+    observables = list(doc_question.get("observables") or ["any observable"])
+    what = observables[0] if len(observables) == 1 else ", ".join(observables[:-1]) + " or " + observables[-1]
+    modality = doc_question.get("modality")
+    where = f" ({modality})" if modality and modality != "generic" else ""
+    target = f"target {float(doc_question['target_accuracy']):.2f}"
+    extra = ", robust" if doc_question.get("robust") else ""
+    return f"plan: {what}{where} ≤ {doc_question['max_units']} units, {target}{extra}"
+
+
+def compare_run_name(modalities: list[str], target_accuracy: float) -> str:
+    """A comparison run's name: ``compare: ephys_tetrode, two_photon, ... target 0.75``."""
+    shown = ", ".join(modalities[:4]) + (f" and {len(modalities) - 4} more" if len(modalities) > 4 else "")
+    return f"compare: {shown}, target {target_accuracy:.2f}"
 
 
 # --------------------------------------------------------------------------------------------- the tracker
@@ -427,6 +541,8 @@ class Tracker:
         self.uri = resolve_tracking_uri(workspace, uri)
         self.experiment = experiment
         self._checked = False
+        self.relocated: list[str] = []
+        """The experiments whose artifact root was moved into this store's folder when it was opened."""
         self._client_: MlflowClient | None = None
         self._experiment_id_: str | None = None
 
@@ -461,6 +577,9 @@ class Tracker:
                 raise AdvisorError(
                     f"tracking store {self.uri} is not writable: {problem}; pass --tracking-uri with another store"
                 )
+            if _sqlite_path(self.uri).exists():
+                with self._store_lock():
+                    self.relocated = relocate_sqlite_store(_sqlite_path(self.uri))
         elif scheme not in _DB_SCHEMES and not (scheme in ("file", "") and _file_store_allowed()):
             raise AdvisorError(
                 f"tracking URI {self.uri!r} is not supported; allowed: {_ALLOWED} "
@@ -523,7 +642,8 @@ class Tracker:
 
                     try:
                         _retry_locked(
-                            client.create_experiment, self.experiment, artifact_location=self._artifact_location()
+                            client.create_experiment, self.experiment, artifact_location=self._artifact_location(),
+                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                         )
                     except MlflowException as e:  # another machine created it meanwhile (server, PostgreSQL)
                         if e.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -535,13 +655,45 @@ class Tracker:
                     f"experiment {self.experiment!r} is deleted in {self.uri}; restore it with `mlflow experiments "
                     f"restore --experiment-id {experiment.experiment_id}` or use another experiment name"
                 )
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:  # made before the tag, or by hand
+                _retry_locked(client.set_experiment_tag, experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                              EXPERIMENT_KIND)
             self._experiment_id_ = experiment.experiment_id
         return self._experiment_id_
 
     # ---- writing
+    def resumable_run(self, kind: str, study: str, params: Mapping[str, Any]) -> tuple[str | None, str | None]:
+        """Whether a plan (or comparison) of ``study`` was run before, and how to record it this time.
+
+        Running the same command again resumes its Optuna study; it should not add a duplicate MLflow run and
+        report folder each time. The newest earlier run of the study is reused when it has ended (or its process
+        died) and was logged with the same parameters (MLflow parameters cannot change); when the parameters
+        differ (another ``--trials``, say) a new run is made and marked as resumed from it.
+
+        Returns:
+            ``(run id to reopen, None)``, ``(None, run id it resumes from)``, or ``(None, None)`` for a first run
+            and while the earlier run is still going (another process: this one joins its study).
+        """
+        if kind not in KINDS:
+            raise AdvisorError(f"run kind {kind!r} is not allowed; allowed: {', '.join(KINDS)}")
+        if "'" in study or not self._experiment_exists():
+            return None, None
+        self.fail_stale_runs()
+        found = self._client.search_runs(
+            [self._experiment_id()], filter_string=f"tags.`advisor.kind` = '{kind}' and params.study = '{study}'",
+            max_results=1, order_by=["attributes.start_time DESC"])
+        if not found or found[0].info.status == "RUNNING":
+            return None, None
+        run = found[0]
+        logged = {p.key: p.value for p in _params(params)[0]}
+        if logged == dict(run.data.params):
+            return run.info.run_id, None
+        return None, run.info.run_id
+
     @contextmanager
     def start_run(
-        self, kind: str, name: str, params: Mapping[str, Any], tags: Mapping[str, Any] | None = None
+        self, kind: str, name: str, params: Mapping[str, Any], tags: Mapping[str, Any] | None = None,
+        *, reopen: str | None = None,
     ) -> Iterator[ParentRun]:
         """Open a parent run for a plan or a comparison; use as ``with tracker.start_run(...) as run:``.
 
@@ -553,6 +705,9 @@ class Tracker:
             name: the run name shown in ``advisor runs list`` and the MLflow UI.
             params: parameters logged at the start (see :meth:`ParentRun.log_params`).
             tags: extra tags; ``advisor.pid`` and ``advisor.host`` are added.
+            reopen: the id of an ended run of the same study to log into again (from :meth:`resumable_run`): its
+                status goes back to RUNNING, its tag ``advisor.resumes`` counts the reopenings, and its params,
+                equal to ``params``, are not logged again.
 
         Yields:
             The open :class:`ParentRun`.
@@ -570,10 +725,17 @@ class Tracker:
             "advisor.pid": str(os.getpid()),
             "advisor.host": socket.gethostname(),
         }
-        run = _retry_locked(self._client.create_run, experiment_id, tags=run_tags, run_name=name)
-        parent = ParentRun(self._client, experiment_id, run.info.run_id)
+        if reopen is not None:
+            previous = self._run(reopen)
+            run_tags["advisor.resumes"] = str(int(previous.data.tags.get("advisor.resumes", "0")) + 1)
+            _retry_locked(self._client.update_run, reopen, status="RUNNING", name=name)
+            parent = ParentRun(self._client, experiment_id, reopen)
+            parent.set_tags(run_tags)
+        else:
+            run = _retry_locked(self._client.create_run, experiment_id, tags=run_tags, run_name=name)
+            parent = ParentRun(self._client, experiment_id, run.info.run_id)
         try:
-            if params:
+            if params and reopen is None:
                 parent.log_params(params)
             yield parent
         except KeyboardInterrupt:

@@ -8,10 +8,12 @@ anything is written, and creates nothing in a location it rejects.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from advisor.errors import AdvisorError
 
@@ -19,6 +21,7 @@ ENV_VAR = "ADVISOR_WORKSPACE"
 """Environment variable naming the default workspace."""
 
 _PROBE_PREFIX = ".advisor-probe-"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -122,3 +125,47 @@ def _probe(directory: Path, fail: Callable[[str], AdvisorError]) -> None:
     reason = probe_writable(directory)
     if reason is not None:
         raise fail(reason)
+
+
+def document_root(doc: Mapping[str, Any]) -> Path | None:
+    """The workspace a plan or comparison document was written in: its ``"workspace"``, or for documents from
+    before that key, the folder above ``reports/<run id>/`` of its reports (None when neither is known)."""
+    if doc.get("workspace"):
+        return Path(str(doc["workspace"]))
+    for path in (doc.get("reports") or {}).values():
+        parts = Path(str(path)).parts
+        if len(parts) > 3 and parts[-3] == "reports":
+            return Path(*parts[:-3])
+    return None
+
+
+def relocate_document(doc: T, root: Path) -> T:
+    """``doc`` with every path (and ``file://``, ``sqlite:///``, ``journal:`` URI) inside the workspace it was
+    written in (:func:`document_root`) rebased onto the workspace ``root`` in use, so a copied or moved workspace
+    reports its own files. A new object: ``doc`` itself is not changed."""
+    old = document_root(doc) if isinstance(doc, Mapping) else None
+    return doc if old is None else rebase_paths(doc, old, root)
+
+
+def rebase_paths(value: T, old: Path, new: Path) -> T:
+    """``value`` (text, or lists and mappings of it) with every path inside ``old`` rebased onto ``new``.
+
+    A path counts where the old root starts it: at the start of the text, after a space, a quote, ``=`` or a
+    URI's ``:`` or ``/`` (``file:///OLD/...``), and is followed by ``/``, a space, a quote or the end. Paths
+    outside ``old`` (a bank elsewhere, a server) are kept as they are.
+    """
+    before, after = str(old).rstrip("/"), str(new).rstrip("/")
+    if before == after:
+        return value
+    pattern = re.compile(r"(?:(?<=^)|(?<=[\s'\"=:/]))" + re.escape(before) + r"(?=/|$|[\s'\"])")
+
+    def rebase(item: Any) -> Any:
+        if isinstance(item, str):
+            return pattern.sub(lambda _: after, item)
+        if isinstance(item, Mapping):
+            return {k: rebase(v) for k, v in item.items()}
+        if isinstance(item, list | tuple):
+            return type(item)(rebase(v) for v in item)
+        return item
+
+    return rebase(value)

@@ -514,12 +514,21 @@ def open_bank(app: App, preset: str | None, bank_dir: Path | None) -> tuple[Traj
 
 
 def parse_rules(rules_text: str | None) -> tuple[str, ...] | None:
-    """``--rules``: None when not given, else a non-empty comma list (AdvisorError for an empty one)."""
+    """``--rules``: None when not given, else a non-empty comma list of known rules (AdvisorError for an empty
+    list or an unknown rule, checked against the rule registry before any bank is built; whether the bank has
+    them is checked once it is open)."""
     if rules_text is None:
         return None
     rules = parse_list(rules_text)
     if not rules:
         raise AdvisorError("--rules must name at least one rule (a comma list, e.g. sgdm,fa)")
+    from simulator.rules import RULES  # before any bank is opened or built: a typo costs no simulation
+    from simulator.text import did_you_mean
+
+    for rule in rules:
+        if rule not in RULES:
+            raise AdvisorError(f"--rules: unknown rule {rule!r}{did_you_mean(rule, RULES)}; allowed: "
+                               f"{', '.join(sorted(RULES))}")
     return rules
 
 

@@ -21,11 +21,14 @@ from advisor.cli.app import (
     ci_text,
     common_options,
     open_bank,
+    open_tracker,
     parse_gain_sd,
     parse_list,
     parse_rules,
     parse_window,
+    tracking_uri_option,
 )
+from advisor.errors import AdvisorError
 from simulator.constants import GROUPS
 
 
@@ -68,8 +71,8 @@ from simulator.constants import GROUPS
 @click.option("--baseline", type=float, default=0.0, show_default=True, metavar="B",
               help="Unknown baseline: gaussian, SD of each unit's offset in units of its spread; poisson, the "
                    "spontaneous rate as a fraction of the mean evoked rate.")
-@click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="svm", show_default=True,
-              help="Classifier that identifies the rule.")
+@click.option("--classifier", type=click.Choice(CLASSIFIER_CHOICES), default="ridge", show_default=True,
+              help="Classifier that identifies the rule (ridge, as `advisor plan`'s default).")
 @click.option("--heldout", type=click.Choice(HELDOUT_CHOICES), default="none", show_default=True,
               help="none: repeated stratified 4-fold splits (75/25); architecture, arch_family (mlp/conv), task, "
                    "nonlinearity (relu/tanh): leave one out at a time.")
@@ -87,6 +90,10 @@ from simulator.constants import GROUPS
               help="Train/test splits (with --heldout none), rounded up to whole repeats of a 4-fold split.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Seed of the recording (units, noise) and of the splits and classifiers.")
+@click.option("--run", "run_id", default=None, metavar="RUN_ID",
+              help="Re-evaluate a past plan's protocol (its recommendation, else its best) with the plan's bank, "
+                   "classifier, statistics, rules, target, held-out scheme and seed; not with protocol options.")
+@tracking_uri_option
 @common_options
 def evaluate(
     app: App,
@@ -111,6 +118,8 @@ def evaluate(
     family: bool,
     splits: int,
     seed: int,
+    run_id: str | None,
+    tracking_uri: str | None,
 ) -> None:
     """Identify the learning rule from a recording protocol's statistics.
 
@@ -124,6 +133,9 @@ def evaluate(
     from advisor.science.features import check_augment
     from advisor.science.protocol import DEFAULT_GAIN_SD, RecordingProtocol
 
+    if run_id is not None:
+        _evaluate_run(app, run_id, tracking_uri, augment)
+        return
     check_bank_or_preset(bank_dir, preset)
     check_augment(augment)
     protocol = RecordingProtocol(
@@ -149,6 +161,63 @@ def evaluate(
     if app.json_output:
         app.consoles.emit_json(evaluation.document())
         return
+    _render_evaluation(app.consoles.out, protocol, evaluation.result, evaluation.verdict, evaluation.top_features,
+                       evaluation.top_sessions, evaluation.features)
+
+
+RUN_SETTINGS = ("preset", "bank_dir", "observable", "units", "sessions", "noise", "noise_model", "layers", "window",
+                "acute", "probes", "gain_sd_text", "baseline", "classifier", "heldout", "statistics", "rules_text",
+                "family", "splits", "seed")
+"""What ``--run`` takes from the plan: giving one of these too is refused."""
+
+
+def _evaluate_run(app: App, run_id: str, tracking_uri: str | None, augment: int) -> None:
+    """``evaluate --run``: the plan's protocol, scored with the plan's settings on every network of its bank."""
+    from dataclasses import fields
+
+    from advisor.application.search import TrialResult
+    from advisor.application.workspace import relocate_document
+    from advisor.science.assessment import evaluate_protocol
+    from advisor.science.features import check_augment
+
+    ctx = click.get_current_context()
+    given = [name for name in RUN_SETTINGS if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        flags = ", ".join("--" + name.removesuffix("_text").removesuffix("_dir").replace("_", "-") for name in given)
+        raise AdvisorError(f"--run takes the protocol and settings from the plan; drop {flags} (or drop --run)")
+    check_augment(augment)
+    tracker = open_tracker(app, tracking_uri)
+    summary = tracker.get_run(run_id)
+    if summary.kind != "plan" or not summary.summary:
+        what = "a comparison" if summary.kind == "compare" else f"a run with no summary (status {summary.status})"
+        raise AdvisorError(f"--run {run_id}: {what}; give the id of a finished plan (`advisor runs list`)")
+    doc = relocate_document(summary.summary, app.open_workspace().root)
+    question = doc["question"]
+    chosen = doc.get("recommendation") or doc.get("candidate") or doc.get("best")
+    if not chosen:
+        raise AdvisorError(f"--run {run_id}: the plan has no protocol to re-evaluate")
+    names = {f.name for f in fields(TrialResult)}
+    trial = TrialResult.from_dict({k: v for k, v in chosen.items() if k in names})
+    protocol = trial.protocol(int(question["seed"]))
+    bank, _ = open_bank(app, None, Path(doc["bank"]["path"]))
+    if bank.hash != doc["bank"]["hash"]:
+        raise AdvisorError(f"--run {run_id}: the bank at {bank.path} is {bank.hash[:12]}, not the plan's "
+                           f"{doc['bank']['hash'][:12]}")
+    target = question.get("target", "rule")
+    evaluation = evaluate_protocol(bank, protocol, rules=tuple(question["rules"]), target=target,
+                                   classifier=question["classifier"], heldout=question["heldout"],
+                                   n_splits=int(question["n_splits"]), seed=int(question["seed"]), augment=augment,
+                                   status=lambda text: app.consoles.err.status(text, spinner="dots"))
+    if app.json_output:
+        app.consoles.emit_json({**evaluation.document(), "run_id": summary.run_id,
+                                "plan": {"search_accuracy": chosen.get("accuracy"),
+                                         "setaside_accuracy": (doc.get("setaside") or {}).get("accuracy")}})
+        return
+    app.consoles.out.print(f"Re-evaluating plan {summary.run_id[:8]}'s protocol with its settings (classifier "
+                           f"{question['classifier']}, {question.get('statistics', 'marginal')} statistics, "
+                           f"seed {question['seed']}) on all {bank.metadata.shape[0]} networks of its bank; the "
+                           f"plan measured {chosen['accuracy']:.3f} in its search and "
+                           f"{doc['setaside']['accuracy']:.3f} on its set-aside networks.", highlight=False)
     _render_evaluation(app.consoles.out, protocol, evaluation.result, evaluation.verdict, evaluation.top_features,
                        evaluation.top_sessions, evaluation.features)
 

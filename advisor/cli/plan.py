@@ -76,6 +76,7 @@ def _finish(app: App, run: Any, tracker: Any, doc: Document, out_dir: Path) -> d
     from advisor.application.tracking import RECOMMENDATION_TAG, recommendation_tag
 
     doc["run_id"] = run.run_id
+    doc["workspace"] = str(app.open_workspace().root)  # where its paths point: runs show rebases a moved one
     doc["tracking_uri"] = tracker.uri
     doc["run_url"] = tracker.run_url(run.run_id)
     with app.consoles.err.status("writing reports", spinner="dots"):
@@ -146,18 +147,27 @@ def _plan_options(command: Any) -> Any:
 
 
 def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Modality, *, storage: str, study: str,
-              timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str) -> Document:
+              timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str,
+              reopened: bool = False, prefix: bool = False) -> Document:
     from advisor.application.planning import Progress, plan
     from advisor.application.tracking import trial_metrics, trial_params
 
+    logged = run.logged_trials() if reopened else set()  # a reopened run holds the study's earlier trials
+
     def on_trial(result: Any, new: bool) -> None:
+        if result.number in logged:
+            return
         run.log_trial(result.number, trial_params(result), trial_metrics(result),
                       {"advisor.modality": modality.key, "advisor.resumed": str(not new).lower()})
 
     context = {"bank_path": str(bank.path), "modality_source": modality.source or modality.key,
                "parent_run_id": run.run_id, "tracking_uri": tracking_uri}
+
+    def start(label: str, total: int) -> None:  # compare runs one search per modality: name it on every bar
+        bar.start(f"{modality.key}: {label}" if prefix else label, total)
+
     return plan(bank, question, modality, storage=storage, study_name=study, timeout=timeout, curves=curves,
-                progress=Progress(bar.start, bar.advance), on_trial=on_trial, context=context)
+                progress=Progress(start, bar.advance), on_trial=on_trial, context=context)
 
 
 @click.command()
@@ -216,12 +226,19 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
               "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
               "storage": storage_url, "setaside": setaside, "statistics": statistics,
               **({"robust": True} if robust else {})}
-    join = f"advisor worker --study {study_name}" + (f" --storage {shlex.quote(storage)}" if storage else "")
-    app.consoles.err.print(f"study {study_name} — more workers: {join}", highlight=False, soft_wrap=True)
-    with tracker.start_run("plan", study_name, params, {"advisor.bank": bank.hash}) as run:
+    from advisor.application.search import finished_trials
+    from advisor.application.tracking import plan_run_name
+
+    reopen, resumed_from = tracker.resumable_run("plan", study_name, params)
+    _announce_study(app, study_name, storage, finished_trials(storage_url, study_name), trials, reopen, resumed_from)
+    name = plan_run_name({**params, "observables": list(question.observables), "max_units": params["max_units"]})
+    tags = {"advisor.bank": bank.hash, "advisor.study": study_name,
+            **({"advisor.resumed_from": resumed_from} if resumed_from else {})}
+    with tracker.start_run("plan", name, params, tags, reopen=reopen) as run:
         with progress_bar(app.consoles.err) as bar:
             doc = _run_plan(app, bank, question, mod, storage=storage_url, study=study_name, timeout=timeout,
-                            curves=not no_curves, run=run, bar=bar, tracking_uri=tracker.uri)
+                            curves=not no_curves, run=run, bar=bar, tracking_uri=tracker.uri,
+                            reopened=reopen is not None)
         doc["title"] = "Recording plan: which learning rule, from what recording?"
         doc["command"] = command
         doc["bank"] = bank_document(bank, preset_name)
@@ -234,6 +251,21 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
         app.consoles.emit_json(doc)
         return
     _render_plan(app.consoles.out, doc, reports)
+
+
+def _announce_study(app: App, study: str, storage: str | None, done: int, trials: int, reopen: str | None,
+                    resumed_from: str | None) -> None:
+    """Say which study runs, whether it resumes one (and into which MLflow run), and how to add workers."""
+    join = f"advisor worker --study {study}" + (f" --storage {shlex.quote(storage)}" if storage else "")
+    if done:
+        into = (f"; logging into its run {reopen[:8]} again" if reopen
+                else f"; a new run, resumed from {resumed_from[:8]}" if resumed_from else "")
+        left = max(trials - done, 0)
+        state = f"{done} of {trials} trials done, {left} to run" if left else f"all {trials} trials done"
+        app.consoles.err.print(f"study {study} resumed ({state}{into}) — more workers: {join}", highlight=False,
+                               soft_wrap=True)
+    else:
+        app.consoles.err.print(f"study {study} — more workers: {join}", highlight=False, soft_wrap=True)
 
 
 def _print_where(out: Any, doc: Document, reports: dict[str, str]) -> None:
@@ -282,12 +314,13 @@ def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
     for key, value in (
         ("observable", rec["observable"]), (what, str(rec["n_units"])), ("layer groups", ", ".join(rec["layers"])),
         ("sessions", sessions_phrase(rec["n_sessions"], rec["window"])),
-        ("noise", f"{rec['noise_model']} {rec['noise']:.3g} ({rec['repeats']} repeat"
-                  f"{'s' if rec['repeats'] != 1 else ''})"),
+        ("noise", _noise_sentence(rec)),
         ("cost", f"{rec['cost']:.1f} {unit} per animal ({doc['modality']['key']})"),
         ("accuracy, set-aside", f"{_ci_range(final)} on {final['n_networks']} networks never searched; "
                                 f"chance {doc['chance']:.3f}"),
         ("accuracy, search estimate", _ci_range(rec)),
+        ("classifier", f"{doc['question']['classifier']} on {doc['question'].get('statistics', 'marginal')} "
+                       "statistics (recheck: advisor evaluate --run RUN_ID)"),
     ):
         table.add_row(key, value)
     ver = doc.get("verification")
@@ -319,16 +352,53 @@ _OBS_SHORT = {"weights": "W", "activations": "A", "activity_change": "dA"}
 _LAYER_SHORT = {"early": "E", "middle": "M", "deep": "D"}
 
 
+NOISE_WORDS = {"gaussian": "noise: Gaussian SD relative to each unit's response spread (lower is better)",
+               "poisson": "Poisson mean spikes per stimulus (more is better)", "none": "none: noise-free"}
+
+
+def _noise_cell(p: dict[str, Any]) -> str:
+    """The noise of a protocol labelled by its model (a Gaussian SD and Poisson spike counts go opposite ways),
+    with the repeats averaged: ``SD 0.3 (4)``, ``12 sp. (4)``, ``none``."""
+    model, repeats = p.get("noise_model", "gaussian"), p.get("repeats", 1)
+    if model == "none":
+        return "none"
+    level = f"SD {p['noise']:.2g}" if model == "gaussian" else f"{p['noise']:.3g} sp."
+    return f"{level} ({repeats})"
+
+
+def _noise_sentence(p: dict[str, Any]) -> str:
+    """The noise row of a plan: what the level means for its model."""
+    model, repeats = p.get("noise_model", "gaussian"), p.get("repeats", 1)
+    avg = f", {repeats} repeats averaged" if repeats != 1 else ", one presentation"
+    if model == "none":
+        return "none (noise-free)"
+    if model == "gaussian":
+        return f"Gaussian, SD {p['noise']:.3g} of each unit's response spread{avg}"
+    return f"Poisson, {p['noise']:.3g} mean spikes per stimulus{avg}"
+
+
+def _noise_caption(models: set[str]) -> str:
+    words = [NOISE_WORDS["gaussian"] if "gaussian" in models else "",
+             NOISE_WORDS["poisson"] if "poisson" in models else ""]
+    said = "; or ".join(w for w in words if w)
+    if not said:
+        return "noise: none"
+    return (said if said.startswith("noise") else "noise: " + said) + "; (N): repeats averaged"
+
+
 def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: bool, target: float | None = None) -> Any:
     """One row per protocol, one short column per setting (fits an 80-column terminal)."""
+    from rich import box
     from rich.table import Table
 
     several = len({t["observable"] for t in trials}) > 1
-    table = Table(title=title, title_justify="left", title_style="bold", caption_justify="left")
+    table = Table(title=title, title_justify="left", title_style="bold", caption_justify="left",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     columns = (["#"] if with_trial else []) + ["cost", "acc.", "95% CI"] + (["obs."] if several else []) + [
-        "units", "groups", "sessions", "noise (repeats)"]
+        "units", "groups", "sessions", "noise (rep.)"]
     for col in columns:
-        table.add_column(col, justify="left" if col in ("obs.", "groups") else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col in ("obs.", "groups", "noise (rep.)") else "right",
+                         no_wrap=True)
     rows = sorted(trials, key=lambda t: (t["cost"], -t["accuracy"])) if target is not None else trials
     for t in rows:
         span = "" if t["window"][1] >= 1.0 else f" in {t['window'][1]:.0%}"
@@ -336,9 +406,10 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
             f"{t['cost']:.1f}", f"{t['accuracy']:.3f}", f"{t['ci'][0]:.2f}-{t['ci'][1]:.2f}"] + (
             [_OBS_SHORT[t["observable"]]] if several else []) + [
             str(t["n_units"]), "".join(_LAYER_SHORT[g] for g in t["layers"]), f"{t['n_sessions']}{span}",
-            f"{t['noise']:.2g} ({t['repeats']})"]
+            _noise_cell(t)]
         table.add_row(*cells, style="green" if t["feasible"] else None)
-    table.caption = ("groups: E early, M middle, D deep; sessions 'in 30%': within the first 30% of learning"
+    table.caption = ("groups: E early, M middle, D deep; sessions 'in 30%': within the first 30% of learning; "
+                     + _noise_caption({t.get("noise_model", "gaussian") for t in trials})
                      + ("; obs.: W weights, A activations, dA activity changes" if several else "")
                      + ("; green: CI lower bound reaches the target and clears the controls" if with_trial else ""))
     return table
@@ -387,19 +458,27 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
               "modalities": ",".join(m.key for m in modalities), "observable": observable or "",
               "target_accuracy": target_accuracy, "trials": trials, "seed": seed, "classifier": classifier,
               "splits": splits, "setaside": setaside}
+    import hashlib
     import time
 
+    from advisor.application.tracking import compare_run_name
+
+    studies = {key: f"compare-{q.key(bank.hash, key)}" for key, q in questions.items()}
+    params["study"] = "compare-" + hashlib.sha256(",".join(studies.values()).encode()).hexdigest()[:12]
+    reopen, resumed_from = tracker.resumable_run("compare", params["study"], params)
     started = time.perf_counter()
-    with tracker.start_run("compare", "compare-" + "-".join(m.key for m in modalities), params,
-                           {"advisor.bank": bank.hash}) as run:
+    tags = {"advisor.bank": bank.hash, "advisor.study": params["study"],
+            **({"advisor.resumed_from": resumed_from} if resumed_from else {})}
+    with tracker.start_run("compare", compare_run_name([m.key for m in modalities], target_accuracy), params,
+                           tags, reopen=reopen) as run:
         with progress_bar(app.consoles.err) as bar:
             for mod in modalities:
                 question = questions.get(mod.key)
                 doc = None
                 if question is not None:
-                    doc = _run_plan(app, bank, question, mod, storage=storage_url,
-                                    study=f"compare-{question.key(bank.hash, mod.key)}", timeout=timeout,
-                                    curves=False, run=run, bar=bar, tracking_uri=tracker.uri)
+                    doc = _run_plan(app, bank, question, mod, storage=storage_url, study=studies[mod.key],
+                                    timeout=timeout, curves=False, run=run, bar=bar, tracking_uri=tracker.uri,
+                                    reopened=reopen is not None, prefix=True)
                 entries.append(modality_entry(mod, doc, observable, target_accuracy))
                 if doc is None:
                     continue
@@ -420,40 +499,57 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
 
 
 def _render_compare(out: Any, doc: Document, reports: dict[str, str]) -> None:
+    from rich import box
     from rich.table import Table
 
     from advisor.application.reports import recommendation_sentence
 
     out.print(recommendation_sentence(doc), highlight=False)
+    # one space between columns below 100 columns: the widest rows (a 13-letter modality, 4-digit cost, every
+    # column) then still fit 80 (tests/test_terminal_width.py)
     table = Table(title="Modalities side by side (cheapest sufficient protocol, else the most accurate found)",
-                  title_justify="left", title_style="bold", caption_justify="left")
-    for col in ("modality", "enough", "cost", "acc.", "95% CI", "obs.", "units", "groups", "sessions",
-                "noise (repeats)"):
-        table.add_column(col, no_wrap=True, justify="left" if col in ("modality", "enough", "obs.", "groups")
-                         else "right")
-    reasons = []
+                  title_justify="left", title_style="bold", caption_justify="left", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1) if out.width >= 100 else (0, 0))
+    chosen = {m["name"]: m["recommendation"] or m.get("candidate") or m.get("best") for m in doc["modalities"]}
+    several = len({p["observable"] for p in chosen.values() if p}) > 1
+    names = [m["name"] + (" ✓" if m["feasible"] else "") for m in doc["modalities"]]
+    for col in ("modality", "cost", "acc.", "95% CI", *(["obs."] if several else []), "units", "groups", "sessions",
+                "noise (rep.)"):
+        table.add_column(col, no_wrap=True, min_width=max(map(len, names)) if col == "modality" else None,
+                         justify="left" if col in ("modality", "obs.", "groups", "noise (rep.)") else "right")
+    reasons, models = [], set()
     for m in sorted(doc["modalities"], key=lambda m: (not m["feasible"], m["cost"] or 0.0)):
-        p = m["recommendation"] or m.get("candidate") or m.get("best")
+        p = chosen[m["name"]]
+        name = m["name"] + (" ✓" if m["feasible"] else "")
         if p is None:
-            table.add_row(m["name"], "no", *(["—"] * 8))
+            table.add_row(name, *(["—"] * (8 if several else 7)))
         else:
+            models.add(p.get("noise_model", "gaussian"))
             span = "" if p["window"][1] >= 1.0 else f" in {p['window'][1]:.0%}"
             final = m.get("setaside") or p
-            table.add_row(m["name"], "yes" if m["feasible"] else "no", f"{p['cost']:.1f}", f"{final['accuracy']:.3f}",
-                          f"{final['ci'][0]:.2f}-{final['ci'][1]:.2f}", _OBS_SHORT[p["observable"]], str(p["n_units"]),
-                          "".join(_LAYER_SHORT[g] for g in p["layers"]), f"{p['n_sessions']}{span}",
-                          f"{p['noise']:.2g} ({p['repeats']})", style="green" if m["feasible"] else None)
+            table.add_row(name, f"{p['cost']:.0f}" if p["cost"] >= 100 else f"{p['cost']:.1f}",
+                          f"{final['accuracy']:.3f}", f"{final['ci'][0]:.2f}-{final['ci'][1]:.2f}",
+                          *([_OBS_SHORT[p["observable"]]] if several else []), str(p["n_units"]),
+                          "".join(_LAYER_SHORT[g] for g in p["layers"]), f"{p['n_sessions']}{span}", _noise_cell(p),
+                          style="green" if m["feasible"] else None)
         if m["reason"]:
             reasons.append(f"{m['name']}: {m['reason']}")
     units = sorted({m["cost_unit"] for m in doc["modalities"]})
-    table.caption = (f"cost in {', '.join(units)} per animal; acc.: on set-aside networks never searched; obs.: W "
-                     "weights, A activations, dA activity changes; "
-                     "groups: E early, M middle, D deep; noise: Gaussian SD relative to the spread, or Poisson mean "
-                     "spikes per stimulus")
+    table.caption = (f"✓: reaches the target beyond the controls; cost in {', '.join(units)} per animal; acc.: on "
+                     "set-aside networks never searched; "
+                     + ("obs.: W weights, A activations, dA activity changes; " if several else "")
+                     + f"groups: E early, M middle, D deep; {_noise_caption(models)}")
     out.print(table)
     for reason in reasons:
         out.print(f"[bold]Not enough[/bold] {reason}", highlight=False)
+    if not any(m["feasible"] for m in doc["modalities"]) and int(doc["question"].get("trials") or 0) < MANY_TRIALS:
+        out.print(f"[bold]Note[/bold]: {doc['question']['trials']} trials per modality; more (--trials "
+                  f"{MANY_TRIALS}) may find a protocol that reaches the target.", highlight=False)
     _print_where(out, doc, reports)
+
+
+MANY_TRIALS = 60
+"""Trials per modality below which a comparison that found nothing says more trials may help."""
 
 
 @click.command()

@@ -47,7 +47,16 @@ def _run_row(summary: Any) -> dict[str, Any]:
             "target_accuracy": summary.params.get("target_accuracy"),
             "feasible": bool(summary.metrics["feasible"]) if "feasible" in summary.metrics else None,
             "accuracy": summary.metrics.get("accuracy"), "cost": summary.metrics.get("cost"),
-            "recommendation": rec or None}
+            "recommendation": rec or None, "resumes": int(summary.tags.get("advisor.resumes", "0")),
+            "resumed_from": summary.tags.get("advisor.resumed_from")}
+
+
+def _kind(row: dict[str, Any]) -> str:
+    """The kind column: ``plan``, or ``plan ↻2`` for a run reopened twice by resumed studies, ``plan ↻`` for a
+    new run that resumed another one's study."""
+    if row["resumes"]:
+        return f"{row['kind']} ↻{row['resumes']}"
+    return f"{row['kind']} ↻" if row["resumed_from"] else row["kind"] or ""
 
 
 @runs.command("list")
@@ -56,7 +65,7 @@ def _run_row(summary: Any) -> dict[str, Any]:
               help="Newest N runs.")
 @common_options
 def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
-    """List past plans and comparisons, newest first."""
+    """List past plans and comparisons, newest first (the question each asked; `runs show` gives the command)."""
     from advisor.application.tracking import Tracker
 
     tracker = Tracker(app.open_workspace(), tracking_uri)
@@ -72,15 +81,24 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
     if not rows:
         app.consoles.out.print("No runs yet: start one with `advisor plan`.", highlight=False)
         return
-    table = Table(title=f"Runs in {tracker.uri}", title_justify="left", title_style="bold")
-    for col in ("run id", "kind", "when (UTC)", "status", "feasible", "accuracy", "cost", "command"):
-        table.add_column(col, no_wrap=col != "command")
+    from rich import box
+
+    out = app.consoles.out
+    table = Table(title=f"Runs in {tracker.uri}", title_justify="left", title_style="bold", box=box.SIMPLE_HEAD,
+                  pad_edge=False, padding=(0, 1) if out.width >= 100 else (0, 0))
+    for col in ("run id", "kind", "when (UTC)", "status", "ok", "accuracy", "cost", "question"):
+        table.add_column(col, no_wrap=col != "question", ratio=1 if col == "question" else None,
+                         justify="right" if col in ("accuracy", "cost") else "left")
     for r in rows:
-        table.add_row(r["short_id"], r["kind"] or "", (r["start_time"] or "")[:19].replace("T", " "), r["status"],
+        table.add_row(r["short_id"], _kind(r), (r["start_time"] or "")[:16].replace("T", " "), r["status"],
                       {True: "yes", False: "no", None: "—"}[r["feasible"]],
                       f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "—",
-                      f"{r['cost']:.1f}" if r["cost"] is not None else "—", r["command"] or "")
-    app.consoles.out.print(table)
+                      f"{r['cost']:.1f}" if r["cost"] is not None else "—", r["name"] or r["command"] or "")
+    table.caption = "ok: feasible; accuracy on set-aside networks; cost per animal; the command: runs show RUN_ID"
+    if any(r["resumes"] or r["resumed_from"] for r in rows):
+        table.caption += "; ↻N: reopened N times by a resumed study; ↻ alone: a new run resuming an earlier one's study"
+    table.caption_justify = "left"
+    out.print(table)
 
 
 @runs.command("show")
@@ -90,15 +108,19 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
 def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
     """Show one past plan: question, bounds, recommendation, accuracy, cost, when."""
     from advisor.application.tracking import Tracker
+    from advisor.application.workspace import document_root, rebase_paths, relocate_document
 
-    tracker = Tracker(app.open_workspace(), tracking_uri)
+    workspace = app.open_workspace()
+    tracker = Tracker(workspace, tracking_uri)
     tracker.check()
     summary = tracker.get_run(run_id)
     run_id = summary.run_id  # the full id, where a unique prefix was given
     row = _run_row(summary)
-    doc = summary.summary
+    doc = relocate_document(summary.summary, workspace.root) if summary.summary else None
     if app.json_output:
-        app.consoles.emit_json({**row, "params": summary.params, "metrics": summary.metrics,
+        old = document_root(summary.summary or {})
+        params = rebase_paths(summary.params, old, workspace.root) if old else summary.params
+        app.consoles.emit_json({**row, "params": params, "metrics": summary.metrics,
                                 "question": (doc or {}).get("question"), "reports": (doc or {}).get("reports"),
                                 "run_url": tracker.run_url(run_id)})
         return
@@ -109,13 +131,14 @@ def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
     out = app.consoles.out
     table = Table(title=f"Run {run_id}", title_justify="left", title_style="bold", show_header=False)
     table.add_column("key", style="cyan", no_wrap=True)
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     for key in ("kind", "status", "start_time", "end_time", "command"):
         table.add_row(key, str(row[key] or "—"))
     for key in ("bank_hash", "modality", "modalities", "observables", "max_units", "max_sessions",
                 "target_accuracy", "rules", "classifier", "trials", "seed", "study"):
-        if key in summary.params:
-            table.add_row(key, summary.params[key])
+        if key in summary.params:  # the bank's hash as its folder names it (12 characters; --json has it whole)
+            value = summary.params[key]
+            table.add_row(key, value[:12] if key == "bank_hash" else value)
     out.print(table)
     if doc:
         out.print(recommendation_sentence(doc), highlight=False)
@@ -138,6 +161,7 @@ def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None
     """Render the report of a past plan or comparison (Markdown, self-contained HTML, PDF)."""
     from advisor.application.reports import write_reports
     from advisor.application.tracking import Tracker
+    from advisor.application.workspace import relocate_document
 
     workspace = app.open_workspace()
     tracker = Tracker(workspace, tracking_uri)
@@ -148,7 +172,7 @@ def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None
         raise AdvisorError(f"run {run_id!r} has no summary to report (status {summary.status}); rerun the plan")
     target = Workspace.open(out_dir).root if out_dir is not None else workspace.reports / run_id
     with app.consoles.err.status("writing reports", spinner="dots"):
-        paths = write_reports(summary.summary, target, formats or REPORT_FORMATS)
+        paths = write_reports(relocate_document(summary.summary, workspace.root), target, formats or REPORT_FORMATS)
     if app.json_output:
         app.consoles.emit_json({"run_id": run_id, "reports": {k: str(v) for k, v in paths.items()}})
         return

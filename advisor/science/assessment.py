@@ -46,6 +46,7 @@ def protocol_document(protocol: RecordingProtocol) -> dict[str, Any]:
         "seed": int(protocol.seed),
         "gain_sd": [float(v) for v in protocol.gain_sd],
         "baseline": float(protocol.baseline),
+        "statistics": protocol.statistics,
     }
 
 
