@@ -186,6 +186,12 @@ class Architecture:
         k = self.kernel
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_KERNEL or k % 2 == 0:
             raise ConfigError(f"kernel must be an odd integer in [1, {MAX_KERNEL}]; got {k!r}")
+        if self.n_hidden < 1:
+            raise ConfigError(f"hidden: an architecture has at least one hidden layer; got {self.n_hidden}")
+
+    def check_layer_groups(self) -> None:
+        """ConfigError unless the architecture has enough hidden layers for every layer group (a preset's custom
+        architecture; a one-hidden-layer network, as the rule conformance tests build, has no middle or deep)."""
         if not MIN_HIDDEN_LAYERS <= self.n_hidden <= MAX_HIDDEN_LAYERS:
             raise ConfigError(
                 f"hidden: an architecture has {MIN_HIDDEN_LAYERS} to {MAX_HIDDEN_LAYERS} hidden layers (conv and "
@@ -233,7 +239,7 @@ class Architecture:
             raise ConfigError(
                 f"strides must have one entry per conv layer ({len(chans)}, as channels); got {list(steps)}"
             )
-        return cls(
+        arch = cls(
             key,
             kind,
             nonlinearity,
@@ -241,6 +247,8 @@ class Architecture:
             dense=tuple(hidden),
             kernel=3 if kernel is None else kernel,
         )
+        arch.check_layer_groups()
+        return arch
 
     def definition(self) -> dict[str, Any]:
         """The keywords of :meth:`custom` that rebuild this architecture (JSON and TOML values): what a preset's

@@ -603,7 +603,8 @@ def test_bank_document(plan_bank: TrajectoryBank) -> None:
     assert bank_document(plan_bank, None) == {
         "preset": "plan", "hash": plan_bank.hash, "path": str(plan_bank.path), "n_networks": 96,
         "rules": ["hebbian", "sgdm"], "architectures": ["conv2_relu", "mlp3_relu"], "tasks": ["digits"],
-        "n_steps": 150, "n_checkpoints": 6}
+        "n_steps": 150, "n_checkpoints": 6,
+        "units_per_group": {"activations": 24, "activity_change": 24, "weights": 48}}
     assert bank_document(plan_bank, "quick")["preset"] == "quick"
 
 

@@ -125,7 +125,7 @@ def test_evaluate_output_fits(plan_bank: Any, width: int) -> None:
     code, out, err = _run(["evaluate", "--bank", str(plan_bank.path), "--units", "24", "--sessions", "4",
                            "--splits", "4"], width)
     assert code == 0, err
-    assert_fits(out, width, "accuracy", "confusion", "Classifier: ridge")
+    assert_fits(out, width, "accuracy", "Confusion matrix", "Classifier: ridge")
 
 
 @pytest.mark.parametrize("width", WIDTHS)

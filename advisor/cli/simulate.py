@@ -177,4 +177,4 @@ def _render_shard_plan(app: App, preset: str, seed: int | None) -> None:
     app.consoles.out.print(
         f"{config.name}: {summary['n_networks']} networks in {summary['n_shards']} batched ensembles "
         f"(networks per ensemble: mean {per['mean']:.1f}, min {per['min']}, max {per['max']}; "
-        f"at most {config.max_ensemble})", highlight=False, soft_wrap=True)
+        f"at most {config.max_ensemble})", highlight=False)
