@@ -125,7 +125,10 @@ def test_kill_9_during_plan_then_resume(plan_bank: Any, tmp_path: Path) -> None:
         trials = [int(v) for (v,) in db.execute(
             "SELECT t.value FROM tags t JOIN tags p ON p.run_uuid = t.run_uuid WHERE t.key = 'advisor.trial' "
             "AND p.key = 'mlflow.parentRunId' AND p.value = ?", (runs[0].run_id,))]
-    assert sorted(trials) == sorted(t.number for t in complete)
+    assert len(trials) == len(set(trials))  # none logged twice
+    # every finished trial is logged; the trial running at the kill may have been logged before Optuna heard of
+    # its end (it then counts as failed there, and the resumed study runs one more)
+    assert {t.number for t in complete} <= set(trials) and len(trials) <= len(complete) + 1
 
 
 def test_two_plans_on_one_workspace_at_once(plan_bank: Any, tmp_path: Path) -> None:
