@@ -550,6 +550,16 @@ def question_from_dict(d: dict[str, Any]) -> Question:
                        "rules": tuple(d["rules"])})
 
 
+def _study_names(storage: str) -> list[str] | None:
+    """The studies in ``storage``, or None for a journal file that does not exist (reading creates nothing)."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if storage.startswith("journal:") and not Path(storage.removeprefix("journal:")).is_file():
+        return None
+    return [s.study_name for s in optuna.get_all_study_summaries(storage_for(storage), include_best_trial=False)]
+
+
 def study_context(storage: str, study_name: str) -> dict[str, Any]:
     """The context a plan stored in its study (question, bank path, modality, MLflow parent run).
 
@@ -558,16 +568,13 @@ def study_context(storage: str, study_name: str) -> dict[str, Any]:
     """
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    journal = storage.removeprefix("journal:") if storage.startswith("journal:") else None
-    if journal is not None and not Path(journal).is_file():
+    names = _study_names(storage)
+    if names is None:
         raise AdvisorError(f"no study {study_name!r} in {storage}: the journal file does not exist (start the "
                            f"plan first, with the same workspace or --storage)")
-    backend = storage_for(storage)
-    names = [s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)]
     if study_name not in names:
         raise AdvisorError(f"no study {study_name!r} in {storage}; its studies: {', '.join(names) or '(none)'}")
-    attrs = dict(optuna.load_study(study_name=study_name, storage=backend).user_attrs)
+    attrs = dict(optuna.load_study(study_name=study_name, storage=storage_for(storage)).user_attrs)
     if "question" not in attrs or "bank_path" not in attrs:
         raise AdvisorError(f"study {study_name!r} was not started by `advisor plan`; a worker cannot join it")
     return attrs
@@ -577,14 +584,9 @@ def finished_trials(storage: str, study_name: str) -> int:
     """How many trials of ``study_name`` have finished (0 when there is no such study); creates nothing."""
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    journal = storage.removeprefix("journal:") if storage.startswith("journal:") else None
-    if journal is not None and not Path(journal).is_file():
+    if study_name not in (_study_names(storage) or []):
         return 0
-    backend = storage_for(storage)
-    if study_name not in {s.study_name for s in optuna.get_all_study_summaries(backend, include_best_trial=False)}:
-        return 0
-    study = optuna.load_study(study_name=study_name, storage=backend)
+    study = optuna.load_study(study_name=study_name, storage=storage_for(storage))
     return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)))
 
 
