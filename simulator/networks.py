@@ -350,8 +350,8 @@ for _arch in (
         "conv",
         "tanh",
         conv=((16, 1), (24, 2)),
-        dense=(192,),
-        description="2 conv layers (3x3) + 1 dense hidden layer, tanh (narrower dense layer than conv2_relu)",
+        dense=(320,),
+        description="2 conv layers (3x3) + 1 dense hidden layer, tanh (wider dense layer than conv2_relu)",
     ),
     Architecture(
         "conv3_relu",

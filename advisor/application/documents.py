@@ -34,7 +34,7 @@ class Document(TypedDict, total=False):
     comparison one entry per modality."""
 
     # header, both kinds
-    kind: Literal["plan", "compare"]
+    kind: Literal["plan", "compare", "identify"]
     title: str
     created: str
     command: str
@@ -79,6 +79,26 @@ class Document(TypedDict, total=False):
     modalities: list[Entry]  # name, title, cost_unit, feasible, cost, recommendation, best, reason,
     #   trials, pareto, candidate, setaside, controls, verification, chance, verdict, heldout_architecture,
     #   modality (advisor.application.planning.modality_entry)
+    # an identification (advisor.application.identify.identify_document)
+    recording: Entry  # source, format, n_sessions, session_progress, units_recorded, units_used, presentations,
+    #   presentations_used, n_stimuli, notes, has_behaviour
+    protocol: Entry  # description, repeats, combine and the RecordingProtocol's fields
+    plan: Entry  # run_id, description, feasible, recommended, search_accuracy, setaside_accuracy, setaside_ci,
+    #   modality, modality_name, cost, cost_unit, trial, chance
+    target: str
+    classifier: str
+    posterior: dict[str, float]
+    top_rule: str
+    top_words: str
+    p_top: float
+    p_top_ci: list[float]
+    in_distribution: bool
+    misspecification_p: float
+    misspecification: Entry  # p, alpha, score, in_distribution, null_scores, null_quantiles, n_reference, n_null,
+    #   false_alarm_rate, neighbours, furthest [{statistic, z, beyond}]
+    calibration: Entry  # n_networks, accuracy, accuracy_ci, nll, brier, ece, ece_uncalibrated, temperature, bins,
+    #   mean_confidence
+    identifier: Entry  # key, n_search, n_setaside, fit_seconds, bootstraps, n_stimuli
 
 
 def headline_trial(doc: Document) -> Entry:

@@ -630,6 +630,112 @@ def _draw_modalities(container: FigureBase, doc: Doc) -> None:
     container.legend(handles=_level_handles(doc), loc="outside lower center", ncol=2, frameon=False)
 
 
+# ------------------------------------------------------------------------------------------------ identify
+def _posterior_missing(doc: Doc) -> str | None:
+    return None if doc.get("posterior") else "the result has no posterior"
+
+
+def _posterior_caption(doc: Doc) -> str:
+    family = doc.get("target") == "family"
+    ci = doc.get("p_top_ci") or [0.0, 0.0]
+    n = len(doc.get("labels") or [])
+    return (f"Probability of each simulated {'family' if family else 'rule'} given this recording, from the plan's "
+            f"classifier after temperature scaling (calibrated on cross-fitted scores of the search networks). The "
+            f"bar of the most probable one, {rule_words(str(doc.get('top_rule')), family=family)}, carries the 95% "
+            f"interval of its probability over {doc.get('identifier', {}).get('bootstraps', 0)} refits of the "
+            f"classifier on bootstrap resamples of the search networks ({ci[0]:.2f}-{ci[1]:.2f}); the dotted line "
+            f"is an uninformed 1/{n}."
+            + ("" if doc.get("in_distribution") else " The misspecification check found the recording unlike every "
+               "simulated network: these probabilities are not to be trusted."))
+
+
+def _draw_posterior(container: FigureBase, doc: Doc) -> None:
+    family = doc.get("target") == "family"
+    items = sorted(doc["posterior"].items(), key=lambda kv: kv[1])
+    names = [textwrap.fill(rule_words(k, family=family), 30) for k, _ in items]
+    values = [v for _, v in items]
+    top = doc["top_rule"]
+    colors = ["#1f77b4" if k == top else "#a6bddb" for k, _ in items]
+    ax = container.subplots()
+    ax.barh(range(len(items)), values, color=colors)
+    position = [k for k, _ in items].index(top)
+    lo, hi = doc["p_top_ci"]
+    ax.errorbar([doc["p_top"]], [position], xerr=[[doc["p_top"] - lo], [hi - doc["p_top"]]], fmt="none",
+                ecolor="black", capsize=4, lw=1.2)
+    for i, v in enumerate(values):
+        ax.text(min(v + 0.02, 0.93), i, f"{v:.2f}", va="center", fontsize=8)
+    ax.axvline(1.0 / len(items), color="grey", ls=":", lw=1)
+    ax.set_yticks(range(len(items)), names)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("posterior probability (calibrated)")
+    ax.set_title("Which simulated " + ("family" if family else "rule") + " is this recording consistent with?")
+
+
+def _reliability_missing(doc: Doc) -> str | None:
+    return None if (doc.get("calibration") or {}).get("bins") else "the result has no calibration bins"
+
+
+def _reliability_caption(doc: Doc) -> str:
+    cal = doc.get("calibration") or {}
+    return (f"Reliability of the calibrated classifier on the plan's {cal.get('n_networks')} set-aside networks "
+            "(never used to fit or calibrate it): each point is a bin of the top probability, at the mean "
+            "probability the classifier gave (x) and the share it got right (y); its size shows how many networks "
+            f"fell in the bin. On the diagonal the probabilities mean what they say. Expected calibration error "
+            f"{cal.get('ece', float('nan')):.3f} after temperature scaling (temperature "
+            f"{cal.get('temperature', float('nan')):.2f}), {cal.get('ece_uncalibrated', float('nan')):.3f} before.")
+
+
+def _draw_reliability(container: FigureBase, doc: Doc) -> None:
+    cal = doc["calibration"]
+    bins = cal["bins"]
+    ax = container.subplots()
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfectly calibrated")
+    total = max(1, sum(b["count"] for b in bins))
+    ax.scatter([b["confidence"] for b in bins], [b["accuracy"] for b in bins],
+               s=[30 + 400 * b["count"] / total for b in bins], color="#1f77b4", alpha=0.8, zorder=3,
+               label="set-aside networks, binned")
+    for b in bins:
+        ax.annotate(str(b["count"]), (b["confidence"], b["accuracy"]), textcoords="offset points", xytext=(7, -3),
+                    fontsize=7)
+    ax.set_xlim(0, 1.02)
+    ax.set_ylim(-0.02, 1.05)
+    ax.set_xlabel("probability given to the top rule")
+    ax.set_ylabel("share named correctly")
+    ax.set_title(f"Calibration on {cal['n_networks']} set-aside networks (ECE {cal['ece']:.3f})")
+    ax.legend(loc="upper left", frameon=False)
+
+
+def _typicality_missing(doc: Doc) -> str | None:
+    return None if (doc.get("misspecification") or {}).get("null_scores") else "the result has no null scores"
+
+
+def _typicality_caption(doc: Doc) -> str:
+    mis = doc.get("misspecification") or {}
+    return (f"How far the recording lies from the simulated networks: the mean distance to its {mis.get('neighbours')} "
+            f"nearest search networks in standardised statistics (signed log, then centred and scaled by each "
+            f"statistic's median and interquartile range over the search networks). Bars: the same distance for the "
+            f"{mis.get('n_null')} set-aside networks, the check's null distribution; red line: this recording; its "
+            f"p-value ({mis.get('p', float('nan')):.3f}) is the share of set-aside networks at least as far. At p ≤ "
+            f"{mis.get('alpha')} the recording is called unlike the simulations, which happens to "
+            f"{mis.get('false_alarm_rate', float('nan')):.1%} of set-aside networks compared leave-one-out.")
+
+
+def _draw_typicality(container: FigureBase, doc: Doc) -> None:
+    mis = doc["misspecification"]
+    null = mis["null_scores"]
+    ax = container.subplots()
+    score = mis["score"]
+    hi = max(max(null), score) * 1.08
+    ax.hist(null, bins=min(30, max(8, len(null) // 3)), range=(0, hi), color="#a6bddb",
+            label="set-aside simulated networks")
+    ax.axvline(score, color="#d62728", lw=2, label=f"this recording (p = {mis['p']:.3f})")
+    ax.axvline(mis["null_quantiles"]["0.95"], color="grey", ls=":", lw=1, label="95% of simulated networks")
+    ax.set_xlabel("distance to the nearest simulated networks (robust SD per statistic)")
+    ax.set_ylabel("networks")
+    ax.set_title("Is the recording like the simulations?")
+    ax.legend(loc="upper right", frameon=False)
+
+
 # ------------------------------------------------------------------------------------------------ registry
 @dataclass(frozen=True)
 class FigureSpec:
@@ -667,6 +773,12 @@ FIGURES: tuple[FigureSpec, ...] = (
                _draw_compare),
     FigureSpec("modalities", "compare", "Best protocol per modality", (7.0, 2.6), _modalities_missing,
                _modalities_caption, _draw_modalities),
+    FigureSpec("posterior", "identify", "Posterior over the simulated rules", (7.0, 2.8), _posterior_missing,
+               _posterior_caption, _draw_posterior),
+    FigureSpec("typicality", "identify", "Misspecification check", (7.0, 3.0), _typicality_missing,
+               _typicality_caption, _draw_typicality),
+    FigureSpec("reliability", "identify", "Calibration of the classifier", (5.0, 4.0), _reliability_missing,
+               _reliability_caption, _draw_reliability),
 )
 """Every report figure, in report order."""
 

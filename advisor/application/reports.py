@@ -1231,7 +1231,152 @@ def _compare_blocks(doc: Doc) -> list[Block]:
             *fronts, *_figures(doc), *_caveats(doc), *_reproduce(doc)]
 
 
-BLOCKS: dict[str, Callable[[Doc], list[Block]]] = {"plan": _plan_blocks, "compare": _compare_blocks}
+def _identify_reading(doc: Doc) -> str:
+    n = len(doc.get("labels") or [])
+    what = "families" if doc.get("target") == "family" else "rules"
+    return ("Reading the numbers: one simulated network stands for one animal. The posterior is the probability "
+            f"of each of the {n} simulated {what} given this animal's recording, from the plan's classifier "
+            "(trained on the plan's search networks) after calibration; the calibration and the misspecification "
+            "check were measured on the plan's set-aside networks, which nothing was fitted on. A probability is "
+            f"only as good as the assumption that the circuit uses one of these {what}: the misspecification check "
+            "comes first.")
+
+
+def _recording_para(doc: Doc) -> str:
+    rec = doc.get("recording") or {}
+    used, recorded = rec.get("units_used") or {}, rec.get("units_recorded") or {}
+    groups = _and(f"{used[g]} of {recorded.get(g, used[g])} {g}-layer units" for g in used)
+    progress = ", ".join(f"{v:.2f}" for v in rec.get("session_progress") or [])
+    combine = "averaged" if (doc.get("protocol") or {}).get("combine") == "mean" else "spike counts summed"
+    return (f"Recording: {rec.get('source')} ({str(rec.get('format', '')).upper()}), {rec.get('n_sessions')} "
+            f"sessions at {progress} of learning, {rec.get('n_stimuli')} probe stimuli, "
+            f"{rec.get('presentations_used')} presentation{'s' if rec.get('presentations_used') != 1 else ''} of each "
+            f"{combine} ({rec.get('presentations')} recorded); {groups} used."
+            + ("" if not rec.get("notes") else " " + "; ".join(rec["notes"]).capitalize() + "."))
+
+
+def _identify_posterior(doc: Doc) -> list[Block]:
+    family = doc.get("target") == "family"
+    items = sorted((doc.get("posterior") or {}).items(), key=lambda kv: -kv[1])
+    rows = tuple((rule_words(k, family=family), k, f"{v:.3f}") for k, v in items)
+    ci = doc.get("p_top_ci") or [0.0, 0.0]
+    return [Heading("Posterior over the simulated " + ("families" if family else "rules")),
+            Table(("rule" if not family else "family", "key", "probability"), rows),
+            Para(f"The top probability's 95% interval, {ci[0]:.2f}-{ci[1]:.2f}, is its spread over "
+                 f"{(doc.get('identifier') or {}).get('bootstraps')} refits of the classifier on bootstrap resamples "
+                 "of the search networks: how much it depends on which simulated networks trained the classifier. "
+                 "It does not include the recording's own noise.")]
+
+
+def _identify_check(doc: Doc) -> list[Block]:
+    mis = doc.get("misspecification") or {}
+    verdict = ("like the simulated networks" if doc.get("in_distribution") else "unlike every simulated network")
+    rows = tuple((str(f["statistic"]), f"{f['z']:+.1f}", f"{f['beyond']:.0%}") for f in mis.get("furthest") or [])
+    q = mis.get("null_quantiles") or {}
+    return [Heading("Is the recording like the simulations?"),
+            Para(f"The recording is {verdict}: misspecification p = {mis.get('p', float('nan')):.3f} (called unlike "
+                 f"at p ≤ {mis.get('alpha')}). Its distance to the {mis.get('neighbours')} nearest of the "
+                 f"{mis.get('n_reference')} search networks is {mis.get('score', float('nan')):.3f}; among the "
+                 f"{mis.get('n_null')} set-aside networks the median is {q.get('0.5', float('nan')):.3f} and 95% lie "
+                 f"below {q.get('0.95', float('nan')):.3f}. Compared leave-one-out, "
+                 f"{mis.get('false_alarm_rate', float('nan')):.1%} of set-aside simulated networks are called unlike "
+                 "the simulations (the false-alarm rate; by construction at most about "
+                 f"{mis.get('alpha', 0.05):.0%})."),
+            Para("The statistics furthest from the simulated networks (robust SDs from their median; share of search "
+                 "networks at least as far out):"),
+            Table(("session: statistic", "robust z", "simulated beyond"), rows)]
+
+
+def _identify_calibration(doc: Doc) -> list[Block]:
+    cal = doc.get("calibration") or {}
+    ci = cal.get("accuracy_ci") or [float("nan")] * 2
+    rows = (("set-aside networks", str(cal.get("n_networks"))),
+            ("accuracy of the calibrated classifier", f"{cal.get('accuracy', float('nan')):.2f} "
+                                                      f"({ci[0]:.2f}-{ci[1]:.2f})"),
+            ("mean top probability", f"{cal.get('mean_confidence', float('nan')):.2f}"),
+            ("expected calibration error (10 bins)", f"{cal.get('ece', float('nan')):.3f}"),
+            ("the same before calibration", f"{cal.get('ece_uncalibrated', float('nan')):.3f}"),
+            ("temperature", f"{cal.get('temperature', float('nan')):.3g}"),
+            ("negative log-likelihood", f"{cal.get('nll', float('nan')):.3f}"),
+            ("Brier score", f"{cal.get('brier', float('nan')):.3f}"))
+    return [Heading("Calibration of the classifier"),
+            Para("Temperature scaling: the classifier's scores are divided by one temperature, fitted to the "
+                 "cross-fitted scores of the search networks (each scored by a model that never saw it). Measured "
+                 "on the set-aside networks:"),
+            Table(("measure", "value"), rows)]
+
+
+def _identify_plan(doc: Doc) -> list[Block]:
+    plan = doc.get("plan") or {}
+    protocol = doc.get("protocol") or {}
+    b = doc.get("bank") or {}
+    combine = "averaged" if protocol.get("combine") == "mean" else "summed"
+    rows = [("protocol", str(protocol.get("description"))),
+            ("presentations per stimulus", f"{protocol.get('repeats')} ({combine})"),
+            ("classifier", f"{doc.get('classifier')} (fitted on {(doc.get('identifier') or {}).get('n_search')} "
+                           "search networks)"),
+            ("bank", f"{b.get('preset')}, hash {b.get('hash')}, {b.get('n_networks')} networks")]
+    if plan.get("run_id"):
+        ci = plan.get("setaside_ci") or [float("nan")] * 2
+        rows[:0] = [("plan run", str(plan.get("run_id"))),
+                    ("plan's verdict", "recommended" if plan.get("recommended") else "not recommended (its chosen or "
+                                                                                   "most accurate protocol)"),
+                    ("plan's set-aside accuracy", f"{_num(plan.get('setaside_accuracy'))} ({ci[0]:.2f}-{ci[1]:.2f})")]
+    return [Heading("The plan and its protocol"), Table(("item", "value"), tuple(rows))]
+
+
+def _identify_caveats(doc: Doc) -> list[Block]:
+    what = "families" if doc.get("target") == "family" else "rules"
+    labels = rule_list(doc.get("labels") or [], family=doc.get("target") == "family")
+    mis = doc.get("misspecification") or {}
+    cal = doc.get("calibration") or {}
+    items = (f"Only the simulated {what} were considered ({labels}). A circuit may use none of them, a mixture, or a "
+             "rule outside this set; the posterior always sums to one over these.",
+             "Different rules can produce similar activity (Ramesh et al., eLife 2024): a confident posterior on one "
+             "rule does not exclude a rule that was not simulated and behaves alike. The misspecification check "
+             "catches recordings unlike every simulated network, not every rule outside the set (see README, "
+             "'After the experiment', for its measured detection rates).",
+             "The calibration was measured on simulated set-aside networks; a real circuit that differs from the "
+             "simulations in ways the misspecification check cannot see may be less well calibrated.",
+             f"The posterior's interval reflects the finite simulated population (bootstrap refits), not the "
+             f"recording's noise; with {cal.get('n_networks')} set-aside networks the calibration measures themselves "
+             "are uncertain.",
+             f"The misspecification p-value compares the recording with {mis.get('n_null')} set-aside networks: "
+             "it cannot be smaller than 1/(1 + that number).")
+    methods = (f"The recording was matched to the protocol (sessions within half the gap between planned sessions "
+               f"of their planned positions; the planned units per layer group drawn at random with the protocol's "
+               f"seed where more were recorded; the planned presentations of each stimulus combined as the noise model "
+               f"defines) and summarised by the same statistics as the simulations "
+               f"({STATISTICS_METHODS.get(str((doc.get('protocol') or {}).get('statistics')), 'its statistics')}). A "
+               f"{CLASSIFIER_WORDS.get(str(doc.get('classifier')), str(doc.get('classifier')))} classifier was fitted "
+               f"on the plan's {(doc.get('identifier') or {}).get('n_search')} search networks recorded under the "
+               "protocol; its temperature minimises the negative log-likelihood of cross-fitted scores (4-fold, two "
+               "repeats) of those networks. Calibration (accuracy, expected calibration error over 10 equal-width "
+               f"bins, negative log-likelihood, Brier score) was measured on the {cal.get('n_networks')} set-aside "
+               "networks. The misspecification check standardises each session's statistics (signed log; median and "
+               "interquartile range over the search networks), takes the mean Euclidean distance (per square root of "
+               f"the number of statistics) to the {mis.get('neighbours')} nearest search networks, and reports the "
+               "conformal p-value (1 + the number of set-aside networks at least as far) / (1 + their number).")
+    return [Heading("Caveats"), Bullets(items), Heading("Methods"), Para(methods)]
+
+
+def _identify_blocks(doc: Doc) -> list[Block]:
+    rows = [("created", str(doc.get("created"))), ("MLflow run id", str(doc.get("run_id"))),
+            ("plan run id", str((doc.get("plan") or {}).get("run_id"))),
+            ("tracking URI", str(doc.get("tracking_uri"))), ("browse the run", str(doc.get("run_url"))),
+            ("classifier cache key", str((doc.get("identifier") or {}).get("key")))]
+    versions = tuple((k, str(v)) for k, v in (doc.get("versions") or {}).items())
+    return [Heading(doc.get("title") or "lr-advisor identification", 1), Para(_recording_para(doc)),
+            Para(_identify_reading(doc)), Heading("Verdict"), Para(str(doc.get("verdict")), lead=True),
+            *_identify_posterior(doc), *_identify_check(doc), *_identify_calibration(doc), *_identify_plan(doc),
+            *_figures(doc), *_identify_caveats(doc),
+            Heading("How to reproduce"), Para("Run the same command in the same workspace:"),
+            Code(str(doc.get("command"))), Table(("item", "value"), tuple(rows)),
+            Table(("package", "version"), versions)]
+
+
+BLOCKS: dict[str, Callable[[Doc], list[Block]]] = {"plan": _plan_blocks, "compare": _compare_blocks,
+                                                   "identify": _identify_blocks}
 """Document kind → its section builder."""
 
 

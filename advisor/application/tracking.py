@@ -55,8 +55,11 @@ SHORT_ID = re.compile(rf"[0-9a-f]{{{SHORT_ID_MIN},31}}")
 DEFAULT_EXPERIMENT = "lr-advisor"
 """Experiment that holds every plan and comparison unless another name is given."""
 
-KINDS = ("plan", "compare")
+KINDS = ("plan", "compare", "identify")
 """Kinds of parent run, stored in the tag ``advisor.kind``."""
+
+PLAN_RUN_TAG = "advisor.plan_run"
+"""The tag of an identify run naming the plan whose protocol and classifier it used."""
 
 SUMMARY_ARTIFACT = "summary.json"
 """Artifact holding a parent run's full result document, returned as :attr:`RunSummary.summary`."""
@@ -515,6 +518,29 @@ def plan_run_name(doc_question: Mapping[str, Any]) -> str:
     target = f"target {float(doc_question['target_accuracy']):.2f}"
     extra = ", robust" if doc_question.get("robust") else ""
     return f"plan: {what}{where} ≤ {doc_question['max_units']} units, {target}{extra}"
+
+
+def identify_metrics(doc: Document) -> dict[str, float]:
+    """An identification's headline numbers as MLflow metrics: the top probability and its interval, the
+    misspecification p-value, the classifier's calibration on set-aside networks, and each rule's probability."""
+    cal = doc["calibration"]
+    out = {"p_top": doc["p_top"], "p_top_ci_low": doc["p_top_ci"][0], "p_top_ci_high": doc["p_top_ci"][1],
+           "misspecification_p": doc["misspecification_p"], "in_distribution": float(doc["in_distribution"]),
+           "false_alarm_rate": doc["misspecification"]["false_alarm_rate"], "calibration_ece": cal["ece"],
+           "calibration_accuracy": cal["accuracy"], "temperature": cal["temperature"]}
+    out.update({f"posterior_{rule}": p for rule, p in doc["posterior"].items()})
+    return out
+
+
+def identify_run_name(doc: Document) -> str:
+    """An identify run's name: ``identify: mouse7.nwb → fa (p 0.81)``, or ``... → unlike the simulations``."""
+    from pathlib import Path
+
+    sources = [Path(s.strip()).name for s in doc["recording"]["source"].split(",")]
+    what = sources[0] + (f" and {len(sources) - 1} more" if len(sources) > 1 else "")
+    verdict = (f"{doc['top_rule']} (p {doc['p_top']:.2f})" if doc["in_distribution"]
+               else "unlike the simulations")
+    return f"identify: {what} → {verdict}"
 
 
 def compare_run_name(modalities: list[str], target_accuracy: float) -> str:

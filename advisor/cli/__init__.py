@@ -29,6 +29,8 @@ COMMANDS = {
     "catalog": "advisor.cli.catalog:catalog",
     "compare": "advisor.cli.plan:compare",
     "evaluate": "advisor.cli.evaluate:evaluate",
+    "export": "advisor.cli.identify:export",
+    "identify": "advisor.cli.identify:identify",
     "plan": "advisor.cli.plan:plan",
     "report": "advisor.cli.runs:report",
     "runs": "advisor.cli.runs:runs",
@@ -65,7 +67,9 @@ def cli() -> None:
     """Which learning rule does a circuit use, and what must you record to tell?
 
     lr-advisor simulates populations of small networks learning under candidate learning rules, records them
-    like an experiment, and advises which recording protocol identifies the rule.
+    like an experiment, and advises which recording protocol identifies the rule. One simulated network
+    stands for one animal: costs are hours per animal, and accuracy is the probability of naming the rule
+    correctly from one animal's recording.
 
     \b
     Start with:
@@ -74,7 +78,10 @@ def cli() -> None:
       advisor plan --observable activations --max-units 500
                                        the cheapest protocol that tells the rules apart
       advisor compare                  recording modalities side by side
-      advisor runs list                past plans (MLflow)
+      advisor runs list                past plans and identifications (MLflow)
+    After the experiment:
+      advisor export --run RUN_ID --out demo/   what a recording under the plan looks like (NWB)
+      advisor identify mouse7.nwb --run RUN_ID  which rule a real recording is consistent with
     """
 
 

@@ -538,3 +538,32 @@ def open_tracker(app: App, tracking_uri: str | None) -> Any:
     tracker = Tracker(app.open_workspace(), tracking_uri)
     tracker.check()
     return tracker
+
+
+def load_plan_run(app: App, run_id: str, tracking_uri: str | None, option: str = "--run"
+                  ) -> tuple[Any, Any, TrajectoryBank]:
+    """A finished plan's run summary, its document (paths rebased onto the workspace in use) and its bank, checked
+    to be the plan's (``evaluate --run``, ``export``, ``identify --run``).
+
+    Raises:
+        AdvisorError: the id is unknown or ambiguous, the run is not a finished plan, or its bank is missing or
+            not the plan's.
+    """
+    from advisor.application.workspace import relocate_document
+
+    tracker = open_tracker(app, tracking_uri)
+    summary = tracker.get_run(run_id)
+    if summary.kind != "plan" or not summary.summary:
+        what = (f"a {summary.kind} run" if summary.kind in ("compare", "identify")
+                else f"a run with no summary (status {summary.status})")
+        raise AdvisorError(f"{option} {run_id}: {what}; give the id of a finished plan (`advisor runs list`)")
+    doc = relocate_document(summary.summary, app.open_workspace().root)
+    path = Path(doc["bank"]["path"])
+    if not (path / "manifest.json").is_file():
+        raise AdvisorError(f"{option} {run_id}: the plan's bank {path} is missing; simulate it again (advisor "
+                           f"simulate --preset {doc['bank'].get('preset') or 'NAME'}) or restore the folder")
+    bank, _ = open_bank(app, None, path)
+    if bank.hash != doc["bank"]["hash"]:
+        raise AdvisorError(f"{option} {run_id}: the bank at {bank.path} is {bank.hash[:12]}, not the plan's "
+                           f"{doc['bank']['hash'][:12]}")
+    return summary, doc, bank

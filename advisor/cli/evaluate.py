@@ -20,8 +20,8 @@ from advisor.cli.app import (
     check_bank_or_preset,
     ci_text,
     common_options,
+    load_plan_run,
     open_bank,
-    open_tracker,
     parse_gain_sd,
     parse_list,
     parse_rules,
@@ -176,7 +176,6 @@ def _evaluate_run(app: App, run_id: str, tracking_uri: str | None, augment: int)
     from dataclasses import fields
 
     from advisor.application.search import TrialResult
-    from advisor.application.workspace import relocate_document
     from advisor.science.assessment import evaluate_protocol
     from advisor.science.features import check_augment
 
@@ -186,12 +185,7 @@ def _evaluate_run(app: App, run_id: str, tracking_uri: str | None, augment: int)
         flags = ", ".join("--" + name.removesuffix("_text").removesuffix("_dir").replace("_", "-") for name in given)
         raise AdvisorError(f"--run takes the protocol and settings from the plan; drop {flags} (or drop --run)")
     check_augment(augment)
-    tracker = open_tracker(app, tracking_uri)
-    summary = tracker.get_run(run_id)
-    if summary.kind != "plan" or not summary.summary:
-        what = "a comparison" if summary.kind == "compare" else f"a run with no summary (status {summary.status})"
-        raise AdvisorError(f"--run {run_id}: {what}; give the id of a finished plan (`advisor runs list`)")
-    doc = relocate_document(summary.summary, app.open_workspace().root)
+    summary, doc, bank = load_plan_run(app, run_id, tracking_uri)
     question = doc["question"]
     chosen = doc.get("recommendation") or doc.get("candidate") or doc.get("best")
     if not chosen:
@@ -199,10 +193,6 @@ def _evaluate_run(app: App, run_id: str, tracking_uri: str | None, augment: int)
     names = {f.name for f in fields(TrialResult)}
     trial = TrialResult.from_dict({k: v for k, v in chosen.items() if k in names})
     protocol = trial.protocol(int(question["seed"]))
-    bank, _ = open_bank(app, None, Path(doc["bank"]["path"]))
-    if bank.hash != doc["bank"]["hash"]:
-        raise AdvisorError(f"--run {run_id}: the bank at {bank.path} is {bank.hash[:12]}, not the plan's "
-                           f"{doc['bank']['hash'][:12]}")
     target = question.get("target", "rule")
     evaluation = evaluate_protocol(bank, protocol, rules=tuple(question["rules"]), target=target,
                                    classifier=question["classifier"], heldout=question["heldout"],

@@ -73,7 +73,7 @@ SAMPLING = ("chronic", "acute")
 COST_FORMULA = "n_sessions * (session_overhead + n_units * (per_unit_cost + repeats * per_unit_repeat_cost))"
 """The cost model in one line, for reports and tracking."""
 
-_AVERAGING_EXPONENT = {"gaussian": -0.5, "poisson": 1.0}
+AVERAGING_EXPONENT = {"gaussian": -0.5, "poisson": 1.0}
 """How averaging k presentations changes each noise model's level: level(k) = level(1) * k**exponent.
 A negative exponent means lower levels are better (an SD); a positive one, higher levels (a spike count)."""
 
@@ -209,7 +209,7 @@ class Modality:
             message = _subset_error(name, getattr(self, name), allowed)
             if message:
                 return message
-        allowed_models = tuple(m for m in _AVERAGING_EXPONENT if m in NOISE_MODELS)
+        allowed_models = tuple(m for m in AVERAGING_EXPONENT if m in NOISE_MODELS)
         if self.noise_model not in allowed_models:
             return f"noise_model must be one of {', '.join(allowed_models)}; got {self.noise_model!r}"
         model = NOISE_MODELS.get(self.noise_model)
@@ -275,7 +275,7 @@ class Modality:
         if not is_int(repeats) or not 1 <= repeats <= self.max_repeats:
             raise AdvisorError(f"repeats must be an integer in [1, {self.max_repeats}] for the {self.key} "
                                f"modality; got {repeats!r}")
-        return float(self.single_trial_noise * repeats ** _AVERAGING_EXPONENT[self.noise_model])
+        return float(self.single_trial_noise * repeats ** AVERAGING_EXPONENT[self.noise_model])
 
     def repeats_for(self, noise: float) -> int:
         """The fewest presentations whose average reaches ``noise`` or better.
@@ -297,7 +297,7 @@ class Modality:
         if not (is_number(noise) and math.isfinite(noise) and lo <= noise <= hi):
             raise AdvisorError(f"noise for the {self.noise_model} model ({self.level_name}) must be in "
                                f"[{lo:g}, {hi:g}]; got {noise!r}")
-        exponent = _AVERAGING_EXPONENT[self.noise_model]
+        exponent = AVERAGING_EXPONENT[self.noise_model]
         ratio = noise / self.single_trial_noise
         log_k = math.log(ratio) / exponent if ratio > 0 else math.inf  # noise 0 needs infinitely many repeats
         if log_k > math.log(self.max_repeats) + _TOLERANCE:

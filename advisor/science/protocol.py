@@ -402,10 +402,15 @@ CHUNK_NETWORKS = 64
 """Networks recorded at a time: memory stays bounded by the chunk, not the bank (results do not depend on it)."""
 
 
-def record_chunks(bank: TrajectoryBank, protocol: RecordingProtocol, chunk: int | None = None
-                  ) -> Iterator[tuple[int, slice, np.ndarray]]:
+def record_chunks(bank: TrajectoryBank, protocol: RecordingProtocol, chunk: int | None = None,
+                  presentations: int = 1) -> Iterator[tuple[int, slice, np.ndarray]]:
     """Apply ``protocol`` to ``bank`` a chunk of networks at a time: yields ``(group_position, networks, values)``
     with values (n_chunk, S, k_g[, P]) float32, for each recorded group in order and, within it, each chunk.
+
+    With ``presentations`` R > 1 every stimulus is measured R times through the same rig (the same units, gains
+    and offsets; new noise each time, at the protocol's level per presentation) and values gain a last axis of
+    length R (``advisor export`` writes such single presentations; averaging R Gaussian ones, or summing R Poisson
+    counts, gives a recording at the level ``Modality.noise_for(R)``). R = 1 gives exactly the values without it.
 
     Random numbers come from four independent streams of the protocol's seed (unit and probe selection; noise;
     gains; baseline offsets), so which units are recorded depends neither on the noise nor on the gains. Animal
@@ -458,7 +463,11 @@ def record_chunks(bank: TrajectoryBank, protocol: RecordingProtocol, chunk: int 
                 log_gain, offset = log_gain[..., None], offset[..., None]
             rig = Rig(np.exp(log_gain).astype(np.float32), offset.astype(np.float32), float(protocol.baseline),
                       not protocol.chronic)
-            yield position, networks, model.apply(chosen, float(protocol.noise), rig, noise_rng)
+            if presentations == 1:
+                yield position, networks, model.apply(chosen, float(protocol.noise), rig, noise_rng)
+            else:
+                yield position, networks, np.stack([model.apply(chosen, float(protocol.noise), rig, noise_rng)
+                                                    for _ in range(presentations)], axis=-1)
 
 
 def learning_curve(bank: TrajectoryBank, protocol: RecordingProtocol) -> np.ndarray:
