@@ -34,6 +34,7 @@ from advisor.science.identification import (
     CalibratedClassifier,
     Typicality,
     calibration_report,
+    conformal_p,
     false_alarm_rate,
     fit_identifier,
 )
@@ -56,7 +57,7 @@ __all__ = ["EXPORT_FORMATS", "Identifier", "PlanSettings", "build_identifier", "
 EXPORT_FORMATS = ("nwb", "npz")
 EXPORT_SEED = 104729
 """Exported recordings use the protocol's seed plus this: units, gains and noise that no plan score used."""
-IDENTIFIER_VERSION = 1
+IDENTIFIER_VERSION = 2
 """Part of the cache key: bump when what :func:`build_identifier` computes changes."""
 
 
@@ -364,12 +365,17 @@ def identify_document(identifier: Identifier, settings: PlanSettings, recording:
     labels = identifier.labels
     ci = identifier.classifier.interval(X, top)
     typicality = identifier.typicality
-    score = float(typicality.scores(X)[0])
+    scores = typicality.scores(X)[0]
     p_value = float(typicality.p_values(X)[0])
     null = typicality.null
-    mis = {"p": p_value, "alpha": ALPHA, "score": score, "in_distribution": bool(p_value > ALPHA),
-           "null_scores": [float(v) for v in np.sort(null)],
-           "null_quantiles": {q: float(np.quantile(null, float(q))) for q in ("0.5", "0.95", "0.99")},
+    mis = {"p": p_value, "alpha": ALPHA, "score": float(scores[0]), "max_z": float(scores[1]),
+           "p_knn": float(conformal_p(scores[:1], null[:, 0])[0]),
+           "p_max_z": float(conformal_p(scores[1:], null[:, 1])[0]),
+           "in_distribution": bool(p_value > ALPHA),
+           "null_scores": [float(v) for v in np.sort(null[:, 0])],
+           "null_max_z": [float(v) for v in np.sort(null[:, 1])],
+           "null_quantiles": {q: float(np.quantile(null[:, 0], float(q))) for q in ("0.5", "0.95", "0.99")},
+           "null_max_z_quantiles": {q: float(np.quantile(null[:, 1], float(q))) for q in ("0.5", "0.95", "0.99")},
            "n_reference": identifier.n_search, "n_null": identifier.n_setaside,
            "false_alarm_rate": identifier.false_alarm_rate, "neighbours": typicality.k,
            "furthest": typicality.furthest(X)}

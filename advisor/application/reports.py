@@ -53,6 +53,7 @@ from advisor.application.figures import (
     recommended,
     rule_words,
     setaside_of,
+    statistic_label,
     strongest_of,
     target_word,
 )
@@ -1271,20 +1272,32 @@ def _identify_posterior(doc: Doc) -> list[Block]:
 def _identify_check(doc: Doc) -> list[Block]:
     mis = doc.get("misspecification") or {}
     verdict = ("like the simulated networks" if doc.get("in_distribution") else "unlike every simulated network")
-    rows = tuple((str(f["statistic"]), f"{f['z']:+.1f}", f"{f['beyond']:.0%}") for f in mis.get("furthest") or [])
-    q = mis.get("null_quantiles") or {}
+    observable = (doc.get("protocol") or {}).get("observable")
+    rows = tuple((_cell_words(str(f["statistic"]), observable), f"{f['z']:+.1f}", f"{f['beyond']:.0%}")
+                 for f in mis.get("furthest") or [])
+    q, mz = mis.get("null_quantiles") or {}, mis.get("null_max_z_quantiles") or {}
     return [Heading("Is the recording like the simulations?"),
             Para(f"The recording is {verdict}: misspecification p = {mis.get('p', float('nan')):.3f} (called unlike "
                  f"at p ≤ {mis.get('alpha')}). Its distance to the {mis.get('neighbours')} nearest of the "
-                 f"{mis.get('n_reference')} search networks is {mis.get('score', float('nan')):.3f}; among the "
-                 f"{mis.get('n_null')} set-aside networks the median is {q.get('0.5', float('nan')):.3f} and 95% lie "
-                 f"below {q.get('0.95', float('nan')):.3f}. Compared leave-one-out, "
+                 f"{mis.get('n_reference')} search networks is {mis.get('score', float('nan')):.3f} (p = "
+                 f"{mis.get('p_knn', float('nan')):.3f}; among the {mis.get('n_null')} set-aside networks the median "
+                 f"is {q.get('0.5', float('nan')):.3f} and 95% lie below {q.get('0.95', float('nan')):.3f}); its most "
+                 f"extreme statistic lies {mis.get('max_z', float('nan')):.1f} robust SDs from the simulated median "
+                 f"(p = {mis.get('p_max_z', float('nan')):.3f}; 95% of set-aside networks below "
+                 f"{mz.get('0.95', float('nan')):.1f}). The check's p-value is twice the smaller of the two (at most "
+                 "1). Compared leave-one-out, "
                  f"{mis.get('false_alarm_rate', float('nan')):.1%} of set-aside simulated networks are called unlike "
                  "the simulations (the false-alarm rate; by construction at most about "
                  f"{mis.get('alpha', 0.05):.0%})."),
             Para("The statistics furthest from the simulated networks (robust SDs from their median; share of search "
                  "networks at least as far out):"),
             Table(("session: statistic", "robust z", "simulated beyond"), rows)]
+
+
+def _cell_words(cell: str, observable: str | None) -> str:
+    """``session 5 (50%): deep.rsa_first`` → ``session 5 (50%): deep layers: similarity to the first session``."""
+    session, sep, name = cell.partition(": ")
+    return f"{session}: {statistic_label(name, observable)}" if sep else statistic_label(cell, observable)
 
 
 def _identify_calibration(doc: Doc) -> list[Block]:
@@ -1346,17 +1359,20 @@ def _identify_caveats(doc: Doc) -> list[Block]:
     methods = (f"The recording was matched to the protocol (sessions within half the gap between planned sessions "
                f"of their planned positions; the planned units per layer group drawn at random with the protocol's "
                f"seed where more were recorded; the planned presentations of each stimulus combined as the noise model "
-               f"defines) and summarised by the same statistics as the simulations "
-               f"({STATISTICS_METHODS.get(str((doc.get('protocol') or {}).get('statistics')), 'its statistics')}). A "
-               f"{CLASSIFIER_WORDS.get(str(doc.get('classifier')), str(doc.get('classifier')))} classifier was fitted "
+               f"defines) and summarised by the same statistics as the simulations. "
+               f"{STATISTICS_METHODS.get(str((doc.get('protocol') or {}).get('statistics')), '')} The classifier, a "
+               f"{CLASSIFIER_WORDS.get(str(doc.get('classifier')), str(doc.get('classifier')))}, was fitted "
                f"on the plan's {(doc.get('identifier') or {}).get('n_search')} search networks recorded under the "
                "protocol; its temperature minimises the negative log-likelihood of cross-fitted scores (4-fold, two "
                "repeats) of those networks. Calibration (accuracy, expected calibration error over 10 equal-width "
                f"bins, negative log-likelihood, Brier score) was measured on the {cal.get('n_networks')} set-aside "
                "networks. The misspecification check standardises each session's statistics (signed log; median and "
-               "interquartile range over the search networks), takes the mean Euclidean distance (per square root of "
-               f"the number of statistics) to the {mis.get('neighbours')} nearest search networks, and reports the "
-               "conformal p-value (1 + the number of set-aside networks at least as far) / (1 + their number).")
+               "interquartile range over the search networks) and scores the recording twice: the mean Euclidean "
+               f"distance (per square root of the number of statistics) to the {mis.get('neighbours')} nearest "
+               "search networks, and the largest absolute standardised statistic. Each score's conformal p-value is "
+               "(1 + the number of set-aside networks scoring at least as high) / (1 + their number); the reported "
+               "p-value is twice the smaller one, capped at 1 (Bonferroni), so a recording like the simulated "
+               "networks is called unlike them at p ≤ 0.05 at most 5% of the time.")
     return [Heading("Caveats"), Bullets(items), Heading("Methods"), Para(methods)]
 
 

@@ -51,7 +51,8 @@ from simulator.constants import GROUPS
 @click.option("--observable", type=click.Choice(OBSERVABLE_CHOICES), default="activations", show_default=True,
               help="What is recorded.")
 @click.option("--units", type=click.IntRange(min=1), default=100, show_default=True, metavar="N",
-              help="Units (synapses, for weights) recorded per network, split evenly over the layer groups.")
+              help="Units (synapses, for weights) recorded per animal (one simulated network), split evenly over "
+                   "the layer groups.")
 @click.option("--sessions", type=click.IntRange(min=1), default=10, show_default=True, metavar="S",
               help="Recording sessions over learning.")
 @click.option("--noise", type=float, default=0.0, show_default=True, metavar="X",

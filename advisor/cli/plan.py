@@ -104,7 +104,8 @@ def _plan_options(command: Any) -> Any:
         click.option("--observable", type=click.Choice(OBSERVABLE_CHOICES), default=None,
                      help="Fix what is recorded [default: searched among what the modality measures]."),
         click.option("--max-units", type=click.IntRange(min=1), default=None, metavar="N",
-                     help="Most units (synapses, for weights) per network [default: what the bank recorded]."),
+                     help="Most units (synapses, for weights) per animal (one simulated network) [default: what "
+                          "the bank recorded]."),
         click.option("--max-sessions", type=click.IntRange(min=1), default=None, metavar="S",
                      help="Most recording sessions [default: the bank's checkpoints]."),
         click.option("--target-accuracy", type=click.FloatRange(min=0.0, max=1.0, min_open=True),

@@ -19,7 +19,7 @@ from advisor.cli.app import App, common_options, tracking_uri_option
 
 @click.group()
 def runs() -> None:
-    """Review past plans and comparisons (MLflow runs)."""
+    """Review past plans, comparisons and identifications (MLflow runs)."""
 
 
 def short_id(run_id: str, every: list[str]) -> str:
@@ -48,7 +48,12 @@ def _run_row(summary: Any) -> dict[str, Any]:
             "feasible": bool(summary.metrics["feasible"]) if "feasible" in summary.metrics else None,
             "accuracy": summary.metrics.get("accuracy"), "cost": summary.metrics.get("cost"),
             "recommendation": rec or None, "resumes": int(summary.tags.get("advisor.resumes", "0")),
-            "resumed_from": summary.tags.get("advisor.resumed_from")}
+            "resumed_from": summary.tags.get("advisor.resumed_from"),
+            # an identification: the plan it used, its top rule and probability, and the misspecification check
+            "plan_run": summary.tags.get("advisor.plan_run"), "top_rule": summary.tags.get("advisor.top_rule"),
+            "p_top": summary.metrics.get("p_top"),
+            "in_distribution": (bool(summary.metrics["in_distribution"]) if "in_distribution" in summary.metrics
+                                else None)}
 
 
 def _kind(row: dict[str, Any]) -> str:
@@ -65,7 +70,8 @@ def _kind(row: dict[str, Any]) -> str:
               help="Newest N runs.")
 @common_options
 def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
-    """List past plans and comparisons, newest first (the question each asked; `runs show` gives the command)."""
+    """List past plans, comparisons and identifications, newest first (the question each asked; `runs show`
+    gives the command)."""
     from advisor.application.tracking import Tracker
 
     tracker = Tracker(app.open_workspace(), tracking_uri)
@@ -91,10 +97,12 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
                          justify="right" if col in ("accuracy", "cost") else "left")
     for r in rows:
         table.add_row(r["short_id"], _kind(r), (r["start_time"] or "")[:16].replace("T", " "), r["status"],
-                      {True: "yes", False: "no", None: "—"}[r["feasible"]],
+                      {True: "yes", False: "no", None: "—"}[r["feasible"] if r["kind"] != "identify"
+                                                            else r["in_distribution"]],
                       f"{r['accuracy']:.3f}" if r["accuracy"] is not None else "—",
                       f"{r['cost']:.1f}" if r["cost"] is not None else "—", r["name"] or r["command"] or "")
-    table.caption = "ok: feasible; accuracy on set-aside networks; cost per animal; the command: runs show RUN_ID"
+    table.caption = ("ok: feasible (identify: like the simulations); accuracy on set-aside networks; cost per "
+                     "animal; the command: runs show RUN_ID")
     if any(r["resumes"] or r["resumed_from"] for r in rows):
         table.caption += "; ↻N: reopened N times by a resumed study; ↻ alone: a new run resuming an earlier one's study"
     table.caption_justify = "left"
@@ -106,7 +114,7 @@ def runs_list(app: App, tracking_uri: str | None, limit: int) -> None:
 @tracking_uri_option
 @common_options
 def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
-    """Show one past plan: question, bounds, recommendation, accuracy, cost, when."""
+    """Show one past run (plan, comparison or identification): question, bounds, result, when."""
     from advisor.application.tracking import Tracker
     from advisor.application.workspace import document_root, rebase_paths, relocate_document
 
@@ -134,14 +142,15 @@ def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
     table.add_column("value", overflow="fold")
     for key in ("kind", "status", "start_time", "end_time", "command"):
         table.add_row(key, str(row[key] or "—"))
-    for key in ("bank_hash", "modality", "modalities", "observables", "max_units", "max_sessions",
-                "target_accuracy", "rules", "classifier", "trials", "seed", "study"):
+    for key in ("bank_hash", "recording", "plan_run", "protocol", "modality", "modalities", "observables",
+                "max_units", "max_sessions", "target_accuracy", "rules", "classifier", "trials", "seed", "study"):
         if key in summary.params:  # the bank's hash as its folder names it (12 characters; --json has it whole)
             value = summary.params[key]
             table.add_row(key, value[:12] if key == "bank_hash" else value)
     out.print(table)
     if doc:
-        out.print(recommendation_sentence(doc), highlight=False)
+        out.print(doc["verdict"] if doc.get("kind") == "identify" else recommendation_sentence(doc),
+                  highlight=False)
         if doc.get("reports"):
             out.print(f"[bold]Reports[/bold]: {', '.join(doc['reports'].values())}", highlight=False, soft_wrap=True)
     else:
@@ -158,7 +167,7 @@ def runs_show(app: App, run_id: str, tracking_uri: str | None) -> None:
 @tracking_uri_option
 @common_options
 def report(app: App, run_id: str, formats: tuple[str, ...], out_dir: Path | None, tracking_uri: str | None) -> None:
-    """Render the report of a past plan or comparison (Markdown, self-contained HTML, PDF)."""
+    """Render the report of a past plan, comparison or identification (Markdown, self-contained HTML, PDF)."""
     from advisor.application.reports import write_reports
     from advisor.application.tracking import Tracker
     from advisor.application.workspace import relocate_document

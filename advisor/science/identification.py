@@ -8,10 +8,10 @@ Honest by construction (``advisor identify`` and its report rely on this):
   a model that never saw it), so the **set-aside** networks stay untouched: the reliability diagram, the expected
   calibration error and the accuracy of the calibrated posterior are measured on them (:func:`calibration_report`).
 * :class:`Typicality` measures how far a recording's statistics lie from the search networks' (the mean distance
-  to its ``k`` nearest simulated networks in robustly standardised, signed-log statistics) and turns it into a
-  conformal p-value against the same distance of the set-aside networks: if the recording is exchangeable with
-  simulated networks, ``P(p ≤ α) ≤ α``. :func:`false_alarm_rate` measures it leave-one-out on the set-aside
-  networks themselves.
+  to its ``k`` nearest simulated networks in robustly standardised, signed-log statistics, and its single most
+  extreme statistic) and turns both into one conformal p-value against the same scores of the set-aside
+  networks: if the recording is exchangeable with simulated networks, ``P(p ≤ α) ≤ α``.
+  :func:`false_alarm_rate` measures it leave-one-out on the set-aside networks themselves.
 * The posterior's interval comes from refits of the classifier on bootstrap resamples of the search networks:
   how much the probability depends on which simulated networks trained the classifier.
 """
@@ -194,14 +194,21 @@ def _signed_log(x: np.ndarray) -> np.ndarray:
 
 @dataclass
 class Typicality:
-    """How unlike the simulated networks a recording's statistics are.
+    """How unlike the simulated networks a recording's statistics are: two scores, each turned into a conformal
+    p-value against held-back simulated networks, combined by Bonferroni (``p = min(1, 2 · min(p_knn, p_max))``,
+    still valid: ``P(p ≤ α) ≤ α`` for a recording exchangeable with the simulated networks).
+
+    * ``knn``: the mean Euclidean distance to the ``k`` nearest reference networks, per √d: catches a recording
+      that differs a little in many statistics.
+    * ``max_z``: the largest |robust z| over every (session, statistic) cell: catches one statistic far out of
+      the simulated range, which the distance dilutes over hundreds of cells.
 
     Attributes:
         center, scale: (d,) median and robust spread (IQR / 1.349, floored) of the reference networks' flattened,
             signed-log statistics.
         reference: (n_ref, d) the reference networks' standardised statistics.
-        null: (n_null,) distance scores of held-back simulated networks (the conformal null).
-        names: (d,) ``"session {s}: {statistic}"`` per flattened cell.
+        null: (n_null, 2) both scores of held-back simulated networks (the conformal null).
+        names: (d,) ``"{session}: {statistic}"`` per flattened cell.
         k: neighbours averaged.
     """
 
@@ -211,6 +218,8 @@ class Typicality:
     null: np.ndarray
     names: list[str]
     k: int = NEIGHBOURS
+
+    SCORES = ("knn", "max_z")
 
     @classmethod
     def fit(cls, X_ref: np.ndarray, X_null: np.ndarray, names: list[str], session_labels: list[str],
@@ -224,7 +233,7 @@ class Typicality:
         floor = max(1e-6, float(np.median(spread[spread > 0])) * 1e-2) if np.any(spread > 0) else 1.0
         scale = np.maximum(spread, floor)
         cells = [f"{s}: {n}" for s in session_labels for n in names]
-        model = cls(center, scale, (flat - center) / scale, np.zeros(0), cells, min(k, len(X_ref) - 1))
+        model = cls(center, scale, (flat - center) / scale, np.zeros((0, 2)), cells, min(k, len(X_ref) - 1))
         model.null = model.scores(X_null)
         return model
 
@@ -233,18 +242,16 @@ class Typicality:
         return (_signed_log(X.reshape(len(X), -1).astype(np.float64)) - self.center) / self.scale
 
     def scores(self, X: np.ndarray) -> np.ndarray:
-        """(n,) mean Euclidean distance to the ``k`` nearest reference networks, per √d."""
+        """(n, 2): the ``knn`` and ``max_z`` scores (class docstring)."""
         Z = self.standardise(X)
         d2 = (np.sum(Z**2, axis=1)[:, None] + np.sum(self.reference**2, axis=1)[None, :]
               - 2.0 * Z @ self.reference.T)
-        dist = np.sqrt(np.maximum(d2, 0.0))
-        nearest = np.sort(dist, axis=1)[:, : self.k]
-        return nearest.mean(axis=1) / np.sqrt(Z.shape[1])
+        nearest = np.sort(np.sqrt(np.maximum(d2, 0.0)), axis=1)[:, : self.k]
+        return np.stack([nearest.mean(axis=1) / np.sqrt(Z.shape[1]), np.abs(Z).max(axis=1)], axis=1)
 
     def p_values(self, X: np.ndarray) -> np.ndarray:
-        """(n,) conformal p-values ``(1 + #{null ≥ score}) / (1 + n_null)``: small = unlike the simulations."""
-        s = self.scores(X)
-        return (1.0 + np.sum(self.null[None, :] >= s[:, None], axis=1)) / (1.0 + len(self.null))
+        """(n,) combined conformal p-values: small = unlike the simulations."""
+        return combined_p(self.scores(X), self.null)
 
     def furthest(self, X: np.ndarray, n: int = 5) -> list[dict[str, Any]]:
         """The ``n`` cells of the single sample ``X`` (1, S, F) furthest from the reference networks' median, in
@@ -258,6 +265,17 @@ class Typicality:
         return out
 
 
+def conformal_p(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(n,) ``(1 + #{null ≥ score}) / (1 + n_null)`` for (n,) scores against (n_null,) null scores."""
+    return (1.0 + np.sum(null[None, :] >= scores[:, None], axis=1)) / (1.0 + len(null))
+
+
+def combined_p(scores: np.ndarray, null: np.ndarray) -> np.ndarray:
+    """(n,) Bonferroni combination of the conformal p-values of each score column."""
+    ps = np.stack([conformal_p(scores[:, j], null[:, j]) for j in range(scores.shape[1])], axis=1)
+    return np.minimum(1.0, scores.shape[1] * ps.min(axis=1))
+
+
 def false_alarm_rate(typicality: Typicality, alpha: float = ALPHA) -> float:
     """Leave-one-out on the null networks: the share called unlike the simulations at ``alpha`` when each is
     compared with the others (what the check does to a recording of a simulated network nothing was fitted on)."""
@@ -265,5 +283,5 @@ def false_alarm_rate(typicality: Typicality, alpha: float = ALPHA) -> float:
     n = len(null)
     if n < 2:
         return float("nan")
-    p = np.array([(1.0 + np.sum(np.delete(null, i) >= null[i])) / n for i in range(n)])
+    p = np.array([combined_p(null[i:i + 1], np.delete(null, i, axis=0))[0] for i in range(n)])
     return float(np.mean(p <= alpha))

@@ -171,12 +171,12 @@ def _column(table: Any, name: str, path: Path, what: str) -> list[Any]:
 def _groups(areas: Any, area_map: Mapping[str, str] | None, path: Path, column: str) -> np.ndarray:
     names = [a.decode() if isinstance(a, bytes) else str(a) for a in areas]
     if area_map:
-        unmapped = sorted(set(names) - set(area_map))
+        unmapped = sorted({str(n) for n in names} - set(area_map))
         if unmapped:
             raise AdvisorError(f"recording {path}: area {', '.join(map(repr, unmapped))} is not in --area-map "
                                f"({', '.join(f'{k}={v}' for k, v in area_map.items())})")
         names = [area_map[n] for n in names]
-    unknown = sorted(set(names) - set(GROUPS))
+    unknown = sorted({str(n) for n in names} - set(GROUPS))
     if unknown:
         raise AdvisorError(f"recording {path}: column {column!r} holds {', '.join(map(repr, unknown))}, not a layer "
                            f"group ({', '.join(GROUPS)}); map areas with --area-map AREA=GROUP,...")

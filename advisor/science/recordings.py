@@ -88,7 +88,7 @@ class LabRecording:
         if groups.shape != (u,):
             raise AdvisorError(f"{where}: unit_group must hold one layer group per unit ({u}); got shape "
                                f"{groups.shape}")
-        unknown = sorted(set(groups) - set(GROUPS))
+        unknown = sorted({str(g) for g in groups} - set(GROUPS))
         if unknown:
             raise AdvisorError(f"{where}: unit_group has {', '.join(map(repr, unknown))}; allowed: "
                                f"{', '.join(GROUPS)} (map areas to layer groups with --area-map)")
