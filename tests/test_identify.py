@@ -94,8 +94,7 @@ def test_exported_nwb_files_are_valid_and_of_the_modalitys_kind(exported: dict) 
 def _identify_all(plan_bank: Any, workspace: Path, plan: dict[str, Any], files: list[dict[str, Any]]
                   ) -> list[dict[str, Any]]:
     """Identify each file with the library (the CLI's path without MLflow and reports, for speed)."""
-    from advisor.application.identify import identify_document, load_identifier, plan_settings
-    from advisor.cli.identify import read_recording
+    from advisor.application.identify import identify_document, load_identifier, plan_settings, read_recording
 
     settings = plan_settings(plan, plan["run_id"])
     identifier, _ = load_identifier(plan_bank, settings, workspace / "cache" / "identify")
@@ -144,7 +143,8 @@ def test_calibration_and_misspecification_are_measured_on_setaside_networks(plan
     assert 1 / 49 <= doc["misspecification_p"] <= 1.0
 
 
-def test_pure_noise_and_shuffled_sessions_are_flagged(plan_bank: Any, plans: tuple, exported: dict) -> None:
+def test_a_recording_unlike_any_simulated_one_is_flagged_before_the_verdict(plan_bank: Any, plans: tuple,
+                                                                          exported: dict) -> None:
     from advisor.application.identify import identify_document, load_identifier, plan_settings
     from advisor.science.recordings import LabRecording, read_npz
 
@@ -153,11 +153,16 @@ def test_pure_noise_and_shuffled_sessions_are_flagged(plan_bank: Any, plans: tup
     identifier, cached = load_identifier(plan_bank, settings, workspace / "cache" / "identify")
     assert cached  # built by an earlier test: the cache is keyed by bank, protocol and settings
     rec = read_npz(exported[("generic", "npz")]["recordings"][0]["path"])
-    rng = np.random.default_rng(0)
-    noise = LabRecording(rng.normal(0, 1, rec.responses.shape), rec.unit_group, rec.session_progress, "noise")
-    doc = identify_document(identifier, settings, noise, recording_format="npz", command="test")
-    assert not doc["in_distribution"] and doc["misspecification_p"] <= 0.05
-    assert doc["verdict"].startswith("This recording is unlike every simulated network")
+    # raw fluorescence in the thousands instead of dF/F: every statistic far outside the simulated range
+    raw = LabRecording(1000.0 + 200.0 * rec.responses, rec.unit_group, rec.session_progress, "raw fluorescence")
+    doc = identify_document(identifier, settings, raw, recording_format="npz", command="test")
+    n_null = doc["misspecification"]["n_null"]
+    assert not doc["in_distribution"]
+    assert doc["misspecification_p"] == pytest.approx(2 / (1 + n_null))  # the smallest p the check can give
+    assert doc["verdict"].startswith("This recording is unlike every simulated network (misspecification p = 0.041")
+    assert doc["misspecification"]["furthest"][0]["beyond"] == 0.0
+    same = identify_document(identifier, settings, rec, recording_format="npz", command="test")
+    assert same["in_distribution"] and same["verdict"].startswith("The recording is consistent with")
 
 
 def test_identify_cli_tracks_reports_and_links_the_plan(plans: tuple, exported: dict) -> None:
@@ -201,11 +206,15 @@ def test_identify_and_export_bad_input_is_one_line_and_writes_nothing(plans: tup
     good = exported[("generic", "npz")]["recordings"][0]["path"]
     (tmp_path / "text.nwb").write_text("hello")
     (tmp_path / "notes.txt").write_text("hello")
-    nan = np.ones((6, 72, 4, 1))
-    nan[2, 3, 1, 0] = np.nan
-    np.savez(tmp_path / "nan.npz", responses=nan, unit_group=np.array(["early"] * 24 + ["middle"] * 24 + ["deep"] * 24),
-             session_progress=np.linspace(0, 1, 6))
-    write_npz(LabRecording(np.ones((6, 3, 4, 1)), np.array(["early", "middle", "deep"]), np.linspace(0, 1, 6), "x"),
+    from advisor.science.recordings import read_npz
+
+    rec = read_npz(good)  # the protocol's sessions, stimuli and units: break one thing at a time
+    nan = rec.responses.copy()
+    nan[1, 3, 2, 0] = np.nan
+    np.savez(tmp_path / "nan.npz", responses=nan, unit_group=rec.unit_group, session_progress=rec.session_progress)
+    group = rec.unit_group[0]
+    keep = np.flatnonzero(rec.unit_group == group)[:1]
+    write_npz(LabRecording(rec.responses[:, keep], rec.unit_group[keep], rec.session_progress, "x"),
               tmp_path / "few.npz")
     identify_id = _json(["identify", good, "--run", plan_id, "--workspace", str(workspace)])["run_id"]
     before = _state(workspace)
@@ -213,7 +222,8 @@ def test_identify_and_export_bad_input_is_one_line_and_writes_nothing(plans: tup
         (["identify", str(tmp_path / "text.nwb"), "--run", plan_id], "not a readable NWB file"),
         (["identify", str(tmp_path / "missing.npz"), "--run", plan_id], "no such file"),
         (["identify", str(tmp_path / "notes.txt"), "--run", plan_id], "unknown file type .txt; allowed: .nwb, .npz"),
-        (["identify", str(tmp_path / "nan.npz"), "--run", plan_id], "1 non-finite values"),
+        (["identify", str(tmp_path / "nan.npz"), "--run", plan_id], "1 non-finite values (first: session 2, "
+                                                                    "unit 4, stimulus 3)"),
         (["identify", str(tmp_path / "few.npz"), "--run", plan_id], "1 unit in the"),
         (["identify", good, "--run", identify_id], "an identify run; give the id of a finished plan"),
         (["identify", good, "--run", plan_id, "--bank", str(tmp_path)], "--run takes the bank from the plan"),
@@ -230,3 +240,28 @@ def test_identify_and_export_bad_input_is_one_line_and_writes_nothing(plans: tup
         assert_one_error_line(_invoke([*args, "--workspace", str(workspace)]), message)
     assert _state(workspace) == before
     assert not (tmp_path / "o").exists()
+
+
+def test_plan_with_a_pilot_uses_its_noise_and_gains(plan_bank: Any, plans: tuple, exported: dict) -> None:
+    workspace, docs = plans
+    pilot = exported[("generic", "npz")]["recordings"][0]["path"]  # a simulated rig: its numbers are known
+    doc = _json(["plan", "--bank", str(plan_bank.path), "--workspace", str(workspace), *PLAN, "--modality",
+                 "generic", "--observable", "activations", "--pilot", pilot])
+    estimate = doc["question"]["pilot"]
+    default = docs["generic"]["modality"]
+    noise_old, noise_new = estimate["replaced"]["single_trial_noise"]
+    assert noise_old == default["single_trial_noise"]
+    assert doc["modality"]["single_trial_noise"] == noise_new
+    assert noise_new == pytest.approx(default["single_trial_noise"], rel=0.35)  # recovers the rig's noise
+    assert doc["modality"]["gain_sd"][2] == estimate["replaced"]["unit_gain_sd"][1]
+    assert doc["question"]["study"] != docs["generic"]["question"]["study"]  # not the pilot-free study
+    assert "From the pilot recording" in Path(doc["reports"]["md"]).read_text()
+
+
+def test_a_pilot_without_repeats_is_one_line_before_any_bank(tmp_path: Path) -> None:
+    np.savez(tmp_path / "p.npz", responses=np.ones((1, 10, 4)), unit_group=np.array(["early"] * 10),
+             session_progress=np.array([0.0]))
+    workspace = tmp_path / "ws"
+    result = _invoke(["plan", "--preset", "tiny", "--pilot", str(tmp_path / "p.npz"), "--workspace", str(workspace)])
+    assert_one_error_line(result, "1 presentation of each stimulus; a pilot needs at least 2")
+    assert not (workspace / "banks").exists()

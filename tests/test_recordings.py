@@ -230,3 +230,50 @@ def test_typicality_p_values_are_valid_and_flag_outliers() -> None:
     assert model.p_values(shifted)[0] <= 0.05
     top = model.furthest(far)[0]
     assert top["statistic"] == "b: s2" and top["z"] > 4 and top["beyond"] == 0.0  # signed log: log1p(40)
+
+
+# ------------------------------------------------------------------------------------------------- pilot
+def _pilot(noise_rel: float, gain_sd: float, n_units: int = 300, n_stimuli: int = 30, n_rep: int = 10,
+           seed: int = 3) -> LabRecording:
+    """Responses ``gain_u · s_up + noise`` with each unit's signal of SD 1 over stimuli (ddof 0, as the simulation
+    measures spread) and noise SD ``noise_rel`` times the unit's gained spread."""
+    rng = np.random.default_rng(seed)
+    signal = rng.normal(size=(n_units, n_stimuli))
+    signal = (signal - signal.mean(1, keepdims=True)) / signal.std(1, keepdims=True)
+    gain = np.exp(gain_sd * rng.normal(size=(n_units, 1)))
+    responses = (gain * signal)[..., None] + noise_rel * gain[..., None] * rng.normal(size=(n_units, n_stimuli, n_rep))
+    return LabRecording(responses[None], np.array(["early"] * n_units), np.array([0.0]), "pilot")
+
+
+def test_pilot_recovers_noise_and_unit_gains() -> None:
+    from advisor.science.pilot import estimate_pilot
+
+    est = estimate_pilot(_pilot(0.8, 0.6), "gaussian", simulated_var=0.0)
+    assert est.single_trial_noise == pytest.approx(0.8, rel=0.05)
+    assert est.unit_gain_sd == pytest.approx(0.6, abs=0.06)
+    assert est.n_units == 300 and est.n_presentations == 10
+    # the simulated units' own spread is not counted as gain
+    assert estimate_pilot(_pilot(0.8, 0.6), "gaussian", simulated_var=0.6**2).unit_gain_sd < 0.12
+
+
+def test_pilot_counts_spikes_for_poisson() -> None:
+    from advisor.science.pilot import estimate_pilot
+
+    rng = np.random.default_rng(4)
+    rates = rng.gamma(2.0, 1.0, size=(50, 8, 1))
+    counts = rng.poisson(np.broadcast_to(rates, (50, 8, 20)))
+    rec = LabRecording(counts[None].astype(float), np.array(["deep"] * 50), np.array([0.0]), "ephys pilot")
+    assert estimate_pilot(rec, "poisson", 0.0).single_trial_noise == pytest.approx(counts.mean())
+
+
+@pytest.mark.parametrize(("shape", "message"), [
+    ((1, 20, 5, 1), "1 presentation of each stimulus; a pilot needs at least 2"),
+    ((1, 20, 1, 4), "1 stimulus; a pilot needs at least 2"),
+])
+def test_pilot_needs_repeats_and_stimuli(shape: tuple, message: str) -> None:
+    from advisor.science.pilot import estimate_pilot
+
+    rec = LabRecording(np.random.default_rng(0).normal(size=shape), np.array(["early"] * shape[1]),
+                       np.array([0.0]), "p")
+    with pytest.raises(AdvisorError, match=message):
+        estimate_pilot(rec, "gaussian", 0.0)

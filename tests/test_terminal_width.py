@@ -18,7 +18,7 @@ from advisor.application.console import Consoles
 from advisor.cli import COMMANDS, cli
 
 WIDTHS = (80, 100)
-UNWRAPPED = ("Reports: ", "MLflow run: ", "MLflow: ", "Study: ")
+UNWRAPPED = ("Reports: ", "MLflow run: ", "MLflow: ", "Study: ", "Folder: ", "Identify one: ")
 """Lines printed whole (paths, URLs), however wide."""
 FAST = ["--trials", "4", "--splits", "5", "--setaside", "0.5", "--no-curves", "--statistics", "marginal",
         "--target-accuracy", "0.6"]
@@ -126,6 +126,22 @@ def test_evaluate_output_fits(plan_bank: Any, width: int) -> None:
                            "--splits", "4"], width)
     assert code == 0, err
     assert_fits(out, width, "accuracy", "Confusion matrix", "Classifier: ridge")
+
+
+@pytest.mark.parametrize("width", WIDTHS)
+def test_export_and_identify_output_fit(workspace: tuple[Path, dict[str, Any], dict[str, Any]], width: int,
+                                        tmp_path: Path) -> None:
+    ws, plan, _ = workspace
+    code, out, err = _run(["export", "--run", plan["run_id"][:8], "--networks", "2", "--out", str(tmp_path),
+                           "--format", "npz", "--workspace", str(ws)], width)
+    assert code == 0, err
+    assert_fits(out, width, "true rule: ")
+    recording = sorted(tmp_path.glob("*.npz"))[0]
+    code, out, err = _run(["identify", str(recording), "--run", plan["run_id"][:8], "--workspace", str(ws)], width)
+    assert code == 0, err
+    probabilities = re.findall(r"\b[01]\.\d{3}\b", out)
+    assert len(probabilities) >= 3, out
+    assert_fits(out, width, "Posterior over the simulated rules", "misspecification p", "expected calibration error")
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -52,7 +52,8 @@ if TYPE_CHECKING:
     from simulator.bank import TrajectoryBank
 
 __all__ = ["EXPORT_FORMATS", "Identifier", "PlanSettings", "build_identifier", "export_recordings",
-           "flag_settings", "identify_document", "load_identifier", "plan_settings", "setaside_rows"]
+           "flag_settings", "identify_document", "load_identifier", "plan_settings", "read_recording",
+           "setaside_rows"]
 
 EXPORT_FORMATS = ("nwb", "npz")
 EXPORT_SEED = 104729
@@ -320,6 +321,38 @@ def export_recordings(bank: TrajectoryBank, settings: PlanSettings, n: int, out_
 
 
 # ---------------------------------------------------------------------------------------------- identify
+RECORDING_SUFFIXES = (".nwb", ".npz")
+
+
+def read_recording(paths: tuple[Path, ...], *, area_map: dict[str, str] | None, area_column: str,
+                   stimulus_column: str, intervals: str, window: list[float] | None,
+                   session_progress: list[float] | None, require_progress: bool = True) -> tuple[LabRecording, str]:
+    """One animal's recording from ``paths`` (NWB files, or one .npz) and its format (``nwb`` or ``npz``); NWB
+    options as :func:`advisor.science.nwb.read_nwb` takes them.
+
+    Raises:
+        AdvisorError: an unknown file type, several .npz files, mixed formats, or what the reader refuses.
+    """
+    from advisor.science.recordings import read_npz
+
+    suffixes = {p.suffix.lower() for p in paths}
+    bad = sorted(s or "(none)" for s in suffixes - set(RECORDING_SUFFIXES))
+    if bad:
+        raise AdvisorError(f"recording {', '.join(str(p) for p in paths)}: unknown file type {', '.join(bad)}; "
+                           f"allowed: {', '.join(RECORDING_SUFFIXES)}")
+    if suffixes == {".npz"}:
+        if len(paths) > 1:
+            raise AdvisorError("an .npz recording holds all sessions of one animal in one file; give one file")
+        return read_npz(paths[0]), "npz"
+    if len(suffixes) > 1:
+        raise AdvisorError("give one animal's recording in one format (NWB files or one .npz file)")
+    from advisor.science.nwb import read_nwb
+
+    return read_nwb(list(paths), area_map=area_map, area_column=area_column, stimulus_column=stimulus_column,
+                    intervals=intervals, window=(window[0], window[1]) if window else None,
+                    session_progress=session_progress, require_progress=require_progress), "nwb"
+
+
 def recording_features(identifier: Identifier, settings: PlanSettings, recording: LabRecording
                        ) -> tuple[np.ndarray, ProtocolMatch]:
     """Match ``recording`` to the protocol and compute its statistics: (1, S, F) and the match."""

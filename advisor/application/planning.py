@@ -171,6 +171,43 @@ def bank_document(bank: TrajectoryBank, preset: str | None) -> Entry:
             "units_per_group": {o: n // len(GROUPS) for o, n in bank_limits(bank).items()}}
 
 
+def apply_pilot(modality: Modality, recording: Any, bank: TrajectoryBank) -> tuple[Modality, Entry]:
+    """``modality`` with the single-presentation noise and the unit-gain spread a pilot recording shows
+    (``advisor.science.pilot``), and what was replaced (for the plan document and its report).
+
+    Raises:
+        AdvisorError: the pilot cannot be measured (too few presentations, stimuli or responsive units), or its
+            numbers are outside what the modality accepts (one line naming the pilot).
+    """
+    import hashlib
+    import json
+    from dataclasses import replace
+
+    from advisor.science.pilot import estimate_pilot, simulated_log_spread_var
+
+    estimate = estimate_pilot(recording, modality.noise_model, simulated_log_spread_var(bank))
+    noise = round(estimate.single_trial_noise, 4)
+    gains = (float(modality.gain_sd[0]), float(modality.gain_sd[1]), round(estimate.unit_gain_sd, 3))
+    words = (f"Measured from the pilot recording {estimate.source}: the median over {estimate.n_units} units of "
+             "the trial-to-trial SD relative to the unit's signal spread across stimuli"
+             if modality.noise_model != "poisson" else
+             f"Measured from the pilot recording {estimate.source}: the mean spike count per stimulus and "
+             f"presentation over {estimate.n_units} units")
+    assumptions = {**dict(modality.assumptions), "single_trial_noise": words + ".",
+                   "gains.unit": (f"Measured from the pilot recording {estimate.source}: the SD of the units' log "
+                                  f"signal spread ({estimate.log_spread_sd[0]:.2f}) beyond that of simulated units "
+                                  f"({estimate.log_spread_sd[1]:.2f}).")}
+    try:
+        updated = replace(modality, single_trial_noise=noise, gain_sd=gains, assumptions=assumptions)
+    except AdvisorError as e:
+        raise AdvisorError(f"pilot {estimate.source}: {e}") from None
+    entry: Entry = {**estimate.to_dict(),
+                    "replaced": {"single_trial_noise": [float(modality.single_trial_noise), noise],
+                                 "unit_gain_sd": [float(modality.gain_sd[2]), gains[2]]}}
+    entry["key"] = "-pilot-" + hashlib.sha256(json.dumps(entry, sort_keys=True).encode()).hexdigest()[:8]
+    return updated, entry
+
+
 def _protocol_with(trial: TrialResult, modality: Modality, seed: int, **changes: Any) -> RecordingProtocol:
     repeats = changes.pop("repeats", trial.repeats)
     params = {"observable": trial.observable, "n_units": trial.n_units, "layers": trial.layers,

@@ -752,7 +752,20 @@ def _question(doc: Doc) -> list[Block]:
     return [Heading(doc.get("title") or "lr-advisor report", 1),
             Para(f"Question: {ask} identifies {_candidates(doc)} with accuracy ≥ {_target(doc)} (lower bound of the "
                  f"95% CI) at the lowest recording cost? Limits: {'; '.join(x for x in limits if x)}."),
+            *([Para(pilot_sentence(q["pilot"]))] if q.get("pilot") else []),
             Para(_reading(doc)), Heading("Recommendation"), Para(recommendation_sentence(doc), lead=True)]
+
+
+def pilot_sentence(pilot: Mapping[str, Any]) -> str:
+    """Which of a plan's numbers came from a pilot recording (``advisor plan --pilot``)."""
+    noise_old, noise_new = pilot["replaced"]["single_trial_noise"]
+    gain_old, gain_new = pilot["replaced"]["unit_gain_sd"]
+    what = ("the mean spike count per stimulus of one presentation" if pilot.get("noise_model") == "poisson"
+            else "the noise of one presentation relative to each unit's signal spread")
+    return (f"From the pilot recording {pilot['source']} ({pilot['n_units']} units, {pilot['n_presentations']} "
+            f"presentations of each stimulus): {what}, {noise_new:g} (the modality's default: {noise_old:g}), and "
+            f"the SD of the log unit gain, {gain_new:g} (default {gain_old:g}). Every other number is the "
+            "modality's.")
 
 
 def _short(p: Mapping[str, Any]) -> str:

@@ -608,6 +608,11 @@ def join_study(storage: str, study_name: str, *, on_trial: Callable[[TrialResult
     # Not the plan's seed: the same seed would propose the plan's own random start-up trials again.
     study.sampler = _sampler(replace(question, seed=question.seed + 1 + os.getpid()))
     modality = load_modality(attrs["modality_source"])
+    overrides = attrs.get("modality_overrides")  # a plan's pilot numbers (advisor plan --pilot)
+    if overrides:
+        animal, area, unit = (float(v) for v in overrides["gain_sd"])
+        modality = replace(modality, single_trial_noise=float(overrides["single_trial_noise"]),
+                           gain_sd=(animal, area, unit))
     bank = load_bank(attrs["bank_path"])
     scorer = make_scorer(bank, question)
     return dict(attrs), _optimize(study, scorer, question, modality, timeout, on_trial)

@@ -554,8 +554,8 @@ def load_plan_run(app: App, run_id: str, tracking_uri: str | None, option: str =
     tracker = open_tracker(app, tracking_uri)
     summary = tracker.get_run(run_id)
     if summary.kind != "plan" or not summary.summary:
-        what = (f"a {summary.kind} run" if summary.kind in ("compare", "identify")
-                else f"a run with no summary (status {summary.status})")
+        what = {"compare": "a comparison", "identify": "an identify run"}.get(
+            summary.kind, f"a run with no summary (status {summary.status})")
         raise AdvisorError(f"{option} {run_id}: {what}; give the id of a finished plan (`advisor runs list`)")
     doc = relocate_document(summary.summary, app.open_workspace().root)
     path = Path(doc["bank"]["path"])

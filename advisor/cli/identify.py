@@ -32,9 +32,6 @@ if TYPE_CHECKING:
     from advisor.application.identify import PlanSettings
     from advisor.science.recordings import LabRecording
 
-RECORDING_SUFFIXES = (".nwb", ".npz")
-
-
 @click.command()
 @click.option("--run", "run_id", required=True, metavar="RUN_ID",
               help="The plan whose protocol the recordings follow (`advisor runs list`; a unique prefix will do).")
@@ -62,7 +59,7 @@ def export(app: App, run_id: str, networks: int, out_dir: Path, fmt: str, tracki
       advisor export --run RUN_ID --networks 3 --out demo/
       advisor identify demo/network-0012.nwb --run RUN_ID
     """
-    from advisor.application.identify import export_recordings, plan_settings
+    from advisor.application.identify import export_recordings, export_rows, plan_settings
     from advisor.application.workspace import writable_dir_problem
 
     if networks < 1:
@@ -76,6 +73,7 @@ def export(app: App, run_id: str, networks: int, out_dir: Path, fmt: str, tracki
         import_pynwb()
     summary, doc, bank = load_plan_run(app, run_id, tracking_uri)
     settings = plan_settings(doc, summary.run_id)
+    export_rows(bank, settings, networks)  # --networks against the plan's set-aside networks, before anything
     with progress_bar(app.consoles.err) as bar:
         bar.start(f"exporting {networks} recording{'s' if networks != 1 else ''} ({fmt})", networks)
         written = export_recordings(bank, settings, networks, out_dir, fmt, tick=bar.advance)
@@ -84,10 +82,12 @@ def export(app: App, run_id: str, networks: int, out_dir: Path, fmt: str, tracki
                                 "protocol": settings.protocol.describe()})
         return
     out = app.consoles.out
-    out.print(f"Wrote {len(written)} virtual recording{'s' if len(written) != 1 else ''} of plan "
-              f"{summary.run_id[:8]}'s set-aside networks ({settings.protocol.describe()}):", highlight=False)
+    out.print(f"Wrote {len(written)} virtual recording{'s' if len(written) != 1 else ''} ({fmt}) of plan "
+              f"{summary.run_id[:8]}'s set-aside networks, one animal each, under its protocol: "
+              f"{settings.protocol.describe()}.", highlight=False)
     for entry in written:
-        out.print(f"  {entry['path']}  (true rule: {entry['rule']})", highlight=False, soft_wrap=True)
+        out.print(f"  {Path(entry['path']).name}  true rule: {entry['rule']}", highlight=False)
+    out.print(f"Folder: {out_dir.resolve()}", highlight=False, soft_wrap=True)
     out.print(f"Identify one: advisor identify {written[0]['path']} --run {summary.run_id[:8]}", highlight=False,
               soft_wrap=True)
 
@@ -115,30 +115,6 @@ def _parse_floats(text: str | None, option: str, count: int | None = None) -> li
     if count is not None and len(values) != count:
         raise AdvisorError(f"{option} must be {count} numbers; got {text!r}")
     return values
-
-
-def read_recording(paths: tuple[Path, ...], *, area_map: dict[str, str] | None, area_column: str,
-                   stimulus_column: str, intervals: str, window: list[float] | None,
-                   session_progress: list[float] | None) -> tuple[LabRecording, str]:
-    """One animal's recording from ``paths`` (NWB files, or one .npz) and its format."""
-    from advisor.science.recordings import read_npz
-
-    suffixes = {p.suffix.lower() for p in paths}
-    bad = sorted(s or "(none)" for s in suffixes - set(RECORDING_SUFFIXES))
-    if bad:
-        raise AdvisorError(f"recording {', '.join(str(p) for p in paths)}: unknown file type {', '.join(bad)}; "
-                           f"allowed: {', '.join(RECORDING_SUFFIXES)}")
-    if suffixes == {".npz"}:
-        if len(paths) > 1:
-            raise AdvisorError("an .npz recording holds all sessions of one animal in one file; give one file")
-        return read_npz(paths[0]), "npz"
-    if len(suffixes) > 1:
-        raise AdvisorError("give one animal's recording in one format (NWB files or one .npz file)")
-    from advisor.science.nwb import read_nwb
-
-    return read_nwb(list(paths), area_map=area_map, area_column=area_column, stimulus_column=stimulus_column,
-                    intervals=intervals, window=(window[0], window[1]) if window else None,
-                    session_progress=session_progress), "nwb"
 
 
 @click.command()
@@ -223,7 +199,7 @@ def identify(app: App, recording: tuple[Path, ...], run_id: str | None, preset: 
     import shlex
     import sys
 
-    from advisor.application.identify import identify_document, load_identifier, plan_settings
+    from advisor.application.identify import identify_document, load_identifier, plan_settings, read_recording
 
     ctx = click.get_current_context()
     flags = {"--units": units, "--layers": layers, "--sessions": sessions, "--window": window,

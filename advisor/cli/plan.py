@@ -147,6 +147,17 @@ def _plan_options(command: Any) -> Any:
     return command
 
 
+def _read_pilot(path: Path) -> Any:
+    """The pilot recording (NWB or .npz; NWB sessions need no position in learning)."""
+    from advisor.application.identify import read_recording
+    from advisor.science.pilot import check_pilot
+
+    recording, _ = read_recording((path,), area_map=None, area_column="area", stimulus_column="stimulus",
+                                  intervals="trials", window=None, session_progress=None, require_progress=False)
+    check_pilot(recording)
+    return recording
+
+
 def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Modality, *, storage: str, study: str,
               timeout: float | None, curves: bool, run: Any, bar: ProgressBar, tracking_uri: str,
               reopened: bool = False, prefix: bool = False) -> Document:
@@ -162,6 +173,8 @@ def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Moda
                       {"advisor.modality": modality.key, "advisor.resumed": str(not new).lower()})
 
     context = {"bank_path": str(bank.path), "modality_source": modality.source or modality.key,
+               "modality_overrides": {"single_trial_noise": modality.single_trial_noise,
+                                      "gain_sd": list(modality.gain_sd)},
                "parent_run_id": run.run_id, "tracking_uri": tracking_uri}
 
     def start(label: str, total: int) -> None:  # compare runs one search per modality: name it on every bar
@@ -180,12 +193,16 @@ def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Moda
 @click.option("--study", default=None, metavar="NAME",
               help="Optuna study name: start or join it [default: derived from the question].")
 @click.option("--no-curves", is_flag=True, help="Skip the accuracy-vs-units/sessions/noise curves (faster).")
+@click.option("--pilot", "pilot_path", type=click.Path(path_type=Path), default=None, metavar="RECORDING",
+              help="A pilot recording (.npz or NWB, as `advisor identify` reads; repeated presentations of each "
+                   "stimulus): plan with its single-presentation noise and unit-gain spread instead of the "
+                   "modality's.")
 @common_options
 def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
          max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
          statistics: str, robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
          storage: str | None, tracking_uri: str | None, modality: str | None, trials: int, study: str | None,
-         no_curves: bool) -> None:
+         no_curves: bool, pilot_path: Path | None) -> None:
     """Find the cheapest recording protocol that identifies the learning rule.
 
     Sets a share of the networks aside (--setaside), then searches recording protocols (units, layer groups,
@@ -197,8 +214,9 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     with its trials nested.
 
     \b
-    Example:
+    Examples:
       advisor plan --observable activations --max-units 500
+      advisor plan --modality two_photon --pilot pilot-session.nwb
     """
     from advisor.application.planning import bank_document, make_question
     from advisor.science.cost import DEFAULT_MODALITY, load_modality
@@ -210,14 +228,20 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     if observable is not None and observable not in mod.observables:
         raise AdvisorError(f"modality {mod.key!r} cannot measure {observable}; it measures "
                            f"{', '.join(mod.observables)}")
+    pilot_recording = _read_pilot(pilot_path) if pilot_path is not None else None  # before any bank is built
     tracker = open_tracker(app, tracking_uri)
     storage_url = _storage(app, storage)  # a bad URL fails here, before the bank is built
     bank, preset_name = open_bank(app, preset, bank_dir)
+    pilot = None
+    if pilot_recording is not None:
+        from advisor.application.planning import apply_pilot
+
+        mod, pilot = apply_pilot(mod, pilot_recording, bank)
     question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
                              target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
                              classifier=classifier, n_trials=trials, n_splits=splits, seed=seed,
                              setaside=setaside, robust=robust, statistics=statistics)
-    study_name = study or f"plan-{question.key(bank.hash, mod.key)}"
+    study_name = study or f"plan-{question.key(bank.hash, mod.key + (pilot['key'] if pilot else ''))}"
     workspace = app.open_workspace()
     _prepare_storage(storage_url)
     params = {"command": command, "preset": preset_name or "", "bank_hash": bank.hash, "modality": mod.key,
@@ -226,7 +250,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
               "rules": ",".join(question.rules), "target": question.target, "heldout": heldout,
               "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
               "storage": storage_url, "setaside": setaside, "statistics": statistics,
-              **({"robust": True} if robust else {})}
+              **({"robust": True} if robust else {}), **({"pilot": pilot["source"]} if pilot else {})}
     from advisor.application.search import finished_trials
     from advisor.application.tracking import plan_run_name
 
@@ -242,6 +266,8 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
                             reopened=reopen is not None)
         doc["title"] = "Recording plan: which learning rule, from what recording?"
         doc["command"] = command
+        if pilot:
+            doc["question"]["pilot"] = pilot
         doc["bank"] = bank_document(bank, preset_name)
         doc["storage"] = storage_url
         from advisor.application.tracking import plan_metrics

@@ -245,8 +245,8 @@ def _responses(nwb: Any, path: Path, starts: np.ndarray, stops: np.ndarray, area
 
 def read_nwb(paths: Sequence[str | Path], *, area_map: Mapping[str, str] | None = None,
              area_column: str = AREA_COLUMN, stimulus_column: str = STIMULUS_COLUMN, intervals: str = "trials",
-             window: tuple[float, float] | None = None, session_progress: Sequence[float] | None = None
-             ) -> LabRecording:
+             window: tuple[float, float] | None = None, session_progress: Sequence[float] | None = None,
+             require_progress: bool = True) -> LabRecording:
     """Read one animal's recording from NWB files (module docstring for what is read and how).
 
     Raises:
@@ -282,6 +282,8 @@ def read_nwb(paths: Sequence[str | Path], *, area_map: Mapping[str, str] | None 
             raise AdvisorError(f"--session-progress gives {len(session_progress)} values; the recording has "
                                f"{len(sessions)} session{'s' if len(sessions) != 1 else ''}")
         sessions = [(float(v), *rest) for v, (_, *rest) in zip(session_progress, sessions, strict=True)]
+    if not require_progress and any(s[0] is None for s in sessions):  # a pilot: in file order
+        sessions = [(i / max(1, len(sessions) - 1), *rest) for i, (_, *rest) in enumerate(sessions)]
     if any(s[0] is None for s in sessions):
         raise AdvisorError(f"recording {source}: no position in learning for its sessions; add a "
                            f"{PROGRESS_COLUMN!r} column to the epochs table or give --session-progress (0 = before "
