@@ -131,7 +131,7 @@ def main() -> None:
         while np.array_equal(order, np.arange(r.n_sessions)):
             order = rng.permutation(r.n_sessions)
         shuffled.append(LabRecording(r.responses[order], r.unit_group, r.session_progress, "shuffled"))
-    rows["sessions shuffled"] = _rates(run(shuffled), None)
+    rows["sessions shuffled"] = _rates(run(shuffled), truth)
     noise = [LabRecording(rng.normal(0, 1, r.responses.shape), r.unit_group, r.session_progress, "noise")
              for r in base]
     rows["pure Gaussian noise"] = _rates(run(noise), None)
@@ -139,10 +139,14 @@ def main() -> None:
     if args.outside is not None:
         other = load_bank(args.outside)
         other_meta = other.metadata.reset_index(drop=True)
+        acts = np.asarray(other[settings.protocol.observable])
+        finite = np.isfinite(acts.reshape(len(acts), -1)).all(axis=1)  # a diverged network records NaN: no rig would
         for rule in sorted(set(other_meta["rule"].astype(str))):
-            rows_o = np.flatnonzero(other_meta["rule"].astype(str).to_numpy() == rule)
+            rows_o = np.flatnonzero((other_meta["rule"].astype(str).to_numpy() == rule) & finite)
             docs = run(virtual_lab_recordings(other, settings, rows_o))
-            rows[f"rule outside the bank: {rule}"] = _rates(docs, None)
+            rows[f"rule outside the bank: {rule}"] = {**_rates(docs, None),
+                                                      "diverged_left_out": int(np.sum(~finite & (
+                                                          other_meta["rule"].astype(str).to_numpy() == rule)))}
             outside_rules[rule] = {k: int(sum(d["top_rule"] == k for d in docs)) for k in identifier.labels}
 
     result = {

@@ -75,6 +75,9 @@ class Document(TypedDict, total=False):
     pareto: list[Entry]
     insufficient: list[Entry]  # description, accuracy, ci, cost, trial, why
     curves: dict[str, Entry] | None
+    power_table: Entry | None  # animals, target, protocol, units/sessions: [{value, cells: [{accuracy, ci, cost,
+    #   reaches}]}] (advisor.application.planning.power_table)
+    budget: Entry | None  # hours, mode, n_within, chosen, next_step, would_take
     # a comparison
     modalities: list[Entry]  # name, title, cost_unit, feasible, cost, recommendation, best, reason,
     #   trials, pareto, candidate, setaside, controls, verification, chance, verdict, heldout_architecture,

@@ -630,6 +630,47 @@ def _draw_modalities(container: FigureBase, doc: Doc) -> None:
     container.legend(handles=_level_handles(doc), loc="outside lower center", ncol=2, frameon=False)
 
 
+# ------------------------------------------------------------------------------------------------ power
+def _power_missing(doc: Doc) -> str | None:
+    table = doc.get("power_table") or {}
+    return None if table.get("units") or table.get("sessions") else "the plan has no power table (--no-curves)"
+
+
+def _power_caption(doc: Doc) -> str:
+    table = doc.get("power_table") or {}
+    return (f"Power analysis around {table.get('protocol')}: accuracy (search estimate, colour and number) against "
+            "units and animals (left) and sessions and animals (right), one factor changed at a time, the evidence "
+            f"of k animals pooled. A dark frame marks cells whose lower 95% CI bound reaches the target "
+            f"{table.get('target', float('nan')):.2f} and clears the strongest control pooled over as many animals.")
+
+
+def _draw_power(container: FigureBase, doc: Doc) -> None:
+    from matplotlib.patches import Rectangle
+
+    table = doc.get("power_table") or {}
+    animals = table["animals"]
+    axes = container.subplots(1, 2)
+    image = None
+    for ax, axis in zip(axes, ("units", "sessions"), strict=True):
+        rows = table.get(axis) or []
+        values = [[c["accuracy"] for c in row["cells"]] for row in rows]
+        image = ax.imshow(values, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", origin="lower")
+        for i, row in enumerate(rows):
+            for j, cell in enumerate(row["cells"]):
+                ax.text(j, i, f"{cell['accuracy']:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if cell["accuracy"] < 0.6 else "black")
+                if cell["reaches"]:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, edgecolor="black"))
+        ax.set_xticks(range(len(animals)), [str(k) for k in animals])
+        ax.set_yticks(range(len(rows)), [str(r["value"]) for r in rows])
+        ax.set_xlabel("animals")
+        ax.set_ylabel(axis)
+        ax.spines[:].set_visible(False)
+    if image is not None:
+        container.colorbar(image, ax=list(axes), shrink=0.85, label="accuracy (search estimate)")
+    container.suptitle("How many units, sessions and animals?")
+
+
 # ------------------------------------------------------------------------------------------------ identify
 def _posterior_missing(doc: Doc) -> str | None:
     return None if doc.get("posterior") else "the result has no posterior"
@@ -778,6 +819,8 @@ FIGURES: tuple[FigureSpec, ...] = (
                _draw_confusion),
     FigureSpec("importances", "plan", "Most informative statistics and sessions", (7.0, 3.4), _importances_missing,
                _importances_caption, _draw_importances),
+    FigureSpec("power", "plan", "Power analysis: units, sessions and animals", (7.0, 3.2), _power_missing,
+               _power_caption, _draw_power),
     FigureSpec("compare", "compare", "Cost vs. accuracy by modality", (7.0, 4.2), _compare_missing, _compare_caption,
                _draw_compare),
     FigureSpec("modalities", "compare", "Best protocol per modality", (7.0, 2.6), _modalities_missing,

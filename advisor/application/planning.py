@@ -15,6 +15,7 @@ one JSON-able document (the schema :mod:`advisor.application.reports` renders an
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from collections.abc import Callable, Sequence
@@ -32,11 +33,13 @@ from advisor.application.search import (
     Question,
     Scorer,
     TrialResult,
+    design_cells,
     make_scorer,
     pareto_front,
     recommend,
     run_study,
     setaside_partition,
+    verify,
 )
 from advisor.errors import AdvisorError
 from advisor.science.controls import behaviour_features, controls_document, hyperparameter_features
@@ -77,9 +80,14 @@ def make_question(
     max_sessions: int | None,
     target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str, classifier: str,
     n_trials: int, n_splits: int, seed: int, setaside: float = 0.25, robust: bool = False,
-    statistics: str = "marginal",
+    statistics: str = "marginal", max_animals: int = 1, budget: float | None = None,
+    budget_mode: str = "cheapest",
 ) -> Question:
-    """Check the user's bounds against the bank and the modality and return the search question."""
+    """Check the user's bounds against the bank and the modality and return the search question.
+
+    ``max_animals`` above 1 needs the modality's ``per_animal_cost`` and enough test networks of every rule on
+    every split (search folds and set-aside networks) to draw that many distinct animals; ``budget`` must be
+    positive and reach the cheapest protocol the search can propose."""
     if not 0.0 < target_accuracy <= 1.0:
         raise AdvisorError(f"--target-accuracy must be in (0, 1]; got {target_accuracy:g}")
     if observable is not None and observable not in modality.observables:
@@ -144,9 +152,64 @@ def make_question(
         if few < FOLDS:
             raise AdvisorError(f"--setaside {setaside:g} leaves {few} search networks of a {target}; the search's "
                                f"{FOLDS}-fold splits need at least {FOLDS} (simulate more networks per rule)")
-    return Question(observables, unit_cap, per_group, session_cap, n_checkpoints, allowed_layers,
-                    float(target_accuracy), target, chosen, heldout, classifier, n_trials, n_splits, seed,
-                    float(setaside), bool(robust), statistics)
+    question = Question(observables, unit_cap, per_group, session_cap, n_checkpoints, allowed_layers,
+                        float(target_accuracy), target, chosen, heldout, classifier, n_trials, n_splits, seed,
+                        float(setaside), bool(robust), statistics, int(max_animals),
+                        None if budget is None else float(budget), budget_mode)
+    check_animals_and_budget(bank, modality, question, partition)
+    return question
+
+
+def check_animal_options(max_animals: Any, budget: Any, modalities: Sequence[Modality]) -> None:
+    """What ``--max-animals`` and ``--budget-hours`` need that no bank is needed to check (run before any bank is
+    opened or built): a positive number of animals, a positive budget, a per-animal cost in each modality."""
+    if isinstance(max_animals, bool) or not isinstance(max_animals, int) or max_animals < 1:
+        raise AdvisorError(f"--max-animals must be a positive integer (animals recorded with the protocol); got "
+                           f"{max_animals!r}")
+    if budget is not None and not (isinstance(budget, int | float) and math.isfinite(budget) and budget > 0):
+        raise AdvisorError(f"--budget-hours must be a positive number of hours; got {budget!r}")
+    if max_animals > 1:
+        for modality in modalities:
+            if modality.per_animal_cost is None:
+                raise AdvisorError(f"--max-animals {max_animals}: modality {modality.source or modality.key!r} has "
+                                   f"no per_animal_cost (surgery and training per animal, {modality.cost_unit}); "
+                                   "add it to the modality file")
+
+
+def check_animals_and_budget(bank: TrajectoryBank, modality: Modality, question: Question, partition: Any) -> None:
+    """One-line errors for ``--max-animals`` and ``--budget-hours`` a bank or modality cannot serve."""
+    from advisor.science.animals import max_animals_for
+    from advisor.science.evaluation import make_splits
+
+    k = question.max_animals
+    check_animal_options(k, question.budget, [modality])
+    if k > 1:
+        meta = bank.metadata.reset_index(drop=True)
+        y = meta[question.target].astype(str).to_numpy()
+        search_y = y[partition.search]
+        splits = make_splits(search_y, "none", None, question.n_splits, question.seed)
+        most = min(max_animals_for([search_y[test] for _, test in splits]),
+                   max_animals_for([y[partition.setaside]]))
+        if k > most:
+            raise AdvisorError(f"--max-animals must be at most {most} for this bank: pooling k animals draws k "
+                               f"distinct test networks of each {question.target} on every split, and the "
+                               f"smallest split holds {most} (simulate more networks per rule); got {k}")
+    budget = question.budget
+    if budget is not None:
+        cheapest = cheapest_cost(modality, question)
+        if budget < cheapest:
+            raise AdvisorError(f"--budget-hours {budget:g} is below the cheapest protocol the search can propose "
+                               f"({MIN_UNITS} units, {MIN_SESSIONS} sessions, 1 presentation"
+                               f"{', 1 animal with its per-animal cost' if k > 1 else ''}: {cheapest:.1f} "
+                               f"{modality.cost_unit} with {modality.key}); allowed: at least {cheapest:.1f}")
+
+
+def cheapest_cost(modality: Modality, question: Question) -> float:
+    """The cost of the cheapest protocol the search can propose (fewest units and sessions, one presentation,
+    one animal)."""
+    if question.max_animals > 1:
+        return modality.total_cost(MIN_UNITS, MIN_SESSIONS, 1, 1)
+    return float(modality.cost(MIN_UNITS, MIN_SESSIONS, 1))
 
 
 def versions() -> dict[str, str]:
@@ -303,11 +366,14 @@ def analyse(bank: TrajectoryBank, scorer: Scorer, trial: TrialResult, question: 
     held = heldout_groups(meta, question.heldout)
     groups = held[rows] if held is not None else None
     final_splits = fixed_partition_splits(search, setaside, groups)
-    final = score(X, y, final_splits, labels, classifier=question.classifier, seed=question.seed)
+    final = score(X, y, final_splits, labels, classifier=question.classifier, seed=question.seed, keep_scores=True)
     behaviour = behaviour_features(bank, rows)
     final_controls = control_scores(
         {"behaviour": behaviour, "hyperparameters": hyperparameter_features(meta.iloc[rows])},
         y, final_splits, labels, question.seed)
+    k = trial.n_animals
+    pooled = pooled_setaside(final, final_controls, y, labels, k, question.seed,
+                             design_cells(meta.iloc[rows].reset_index(drop=True))) if k > 1 else None
     # importances: on the search networks' own splits (the set-aside networks are tested once, for the number);
     # only the importances are read, so no refits for an interval
     full = score(features.X[scorer.keep], scorer.y, scorer.splits, labels, classifier=question.classifier,
@@ -315,17 +381,28 @@ def analyse(bank: TrajectoryBank, scorer: Scorer, trial: TrialResult, question: 
     top = strongest(final_controls)
     reaches = final.ci[0] >= question.target_accuracy
     clears = beyond(final, final_controls)
+    controls_doc = controls_document(final_controls)
+    setaside_doc: Entry = {"accuracy": float(final.accuracy), "ci": [float(v) for v in final.ci],
+                           "n_networks": len(setaside), "n_train": len(search),
+                           "balanced_accuracy": float(final.balanced_accuracy), "reaches_target": bool(reaches),
+                           "beyond_controls": bool(clears), "classifier": question.classifier}
+    strongest_name = top.name if top is not None else None
+    if pooled is not None:  # k animals: the set-aside estimate and the controls pooled over them
+        setaside_doc.update(pooled["setaside"])
+        reaches = setaside_doc["ci"][0] >= question.target_accuracy
+        highest = max(pooled["controls"].items(), key=lambda kv: (kv[1]["ci"][1], kv[1]["accuracy"]))
+        clears = setaside_doc["ci"][0] > highest[1]["ci"][1]
+        setaside_doc.update(reaches_target=bool(reaches), beyond_controls=bool(clears))
+        controls_doc = {name: {**controls_doc[name], **entry} for name, entry in pooled["controls"].items()}
+        strongest_name = highest[0]
     out: Document = {
         "labels": labels,
         "chance": float(max(np.mean(y == label) for label in labels)),
         "confusion_matrix": final.confusion_matrix.tolist(),
-        "setaside": {"accuracy": float(final.accuracy), "ci": [float(v) for v in final.ci],
-                     "n_networks": len(setaside), "n_train": len(search),
-                     "balanced_accuracy": float(final.balanced_accuracy), "reaches_target": bool(reaches),
-                     "beyond_controls": bool(clears), "classifier": question.classifier},
-        "controls": controls_document(final_controls),
+        "setaside": setaside_doc,
+        "controls": controls_doc,
         "search_controls": controls_document(scorer.controls),
-        "strongest_control": top.name if top is not None else None,
+        "strongest_control": strongest_name,
         "heldout_architecture": None,
         "importances": None,
     }
@@ -341,6 +418,118 @@ def analyse(bank: TrajectoryBank, scorer: Scorer, trial: TrialResult, question: 
     if question.heldout == "none":
         out["heldout_architecture"] = _transfer(bank, X, y, labels, rows, question, behaviour, search, setaside)
     return out
+
+
+def pooled_setaside(final: Any, controls: Any, y: np.ndarray, labels: list[str], k: int, seed: int,
+                    cells: np.ndarray) -> dict[str, Any]:
+    """The set-aside test pooled over ``k`` animals (bootstrap interval over networks and draws), and each
+    control pooled over the same animals (the better of its classifiers)."""
+    from advisor.science.animals import pooled_scores
+
+    index = {label: i for i, label in enumerate(labels)}
+    y_index = np.array([index[v] for v in y])
+    p = pooled_scores(final.test_scores, y_index, k, seed, cells=cells, cross_validated=False)
+    setaside = {"accuracy": p.accuracy, "ci": [p.ci[0], p.ci[1]], "balanced_accuracy": p.balanced_accuracy,
+                "n_animals": k, "single_animal": {"accuracy": float(final.accuracy),
+                                                  "ci": [float(v) for v in final.ci]}}
+    out = {}
+    for name, control in controls.items():
+        best = None
+        for classifier, candidate in (control.candidate_scores or {control.classifier: control.scores}).items():
+            c = pooled_scores(candidate.test_scores, y_index, k, seed, cells=cells, cross_validated=False)
+            if best is None or (c.accuracy, c.ci[1]) > (best[1].accuracy, best[1].ci[1]):
+                best = (classifier, c)
+        assert best is not None
+        out[name] = {"accuracy": best[1].accuracy, "ci": [best[1].ci[0], best[1].ci[1]], "classifier": best[0],
+                     "n_animals": k, "single_animal": {"accuracy": float(control.scores.accuracy),
+                                                       "ci": [float(v) for v in control.scores.ci]}}
+    return {"setaside": setaside, "controls": out}
+
+
+def power_table(scorer: Scorer, trial: TrialResult, question: Question, modality: Modality,
+                tick: Callable[[], None] | None = None) -> Entry:
+    """Accuracy (search estimate, cross-validated on the search networks) against units × animals and sessions ×
+    animals around ``trial``, with where the target is reached beyond the controls: a proposal's power analysis.
+
+    Animals run from 1 to the question's ``max_animals`` (at least 4, at most what every split can draw);
+    costs are totals over the animals (with the modality's per-animal cost where it has one)."""
+    from advisor.science.animals import max_animals_for
+
+    most = max_animals_for([scorer.y[test] for _, test in scorer.splits])
+    animals = list(range(1, min(most, max(question.max_animals, 4)) + 1))
+    obs = trial.observable
+    grids = _grids(trial, question, modality, obs)
+    out: Entry = {"animals": animals, "target": question.target_accuracy, "protocol": trial.describe(),
+                  "n_units": trial.n_units, "n_sessions": trial.n_sessions, "n_animals": trial.n_animals,
+                  "cost_unit": modality.cost_unit, "estimate": "search (cross-validated on the search networks)"}
+    for axis, key in (("units", "n_units"), ("sessions", "n_sessions")):
+        values = _thin(grids[axis], getattr(trial, key))
+        rows = []
+        for value in values:
+            protocol = _protocol_with(trial, modality, question.seed, **{key: value})
+            row = []
+            for k in animals:
+                s = scorer.pooled(protocol, k)
+                units, sessions = (value, trial.n_sessions) if axis == "units" else (trial.n_units, value)
+                cost = (modality.total_cost(units, sessions, trial.repeats, k) if modality.per_animal_cost is not None
+                        else k * modality.cost(units, sessions, trial.repeats))
+                low = float(s.ci[0])
+                row.append({"accuracy": float(s.accuracy), "ci": [low, float(s.ci[1])], "cost": float(cost),
+                            "reaches": bool(low >= question.target_accuracy and low > scorer.control_high_for(k))})
+            rows.append({"value": int(value), "cells": row})
+            if tick:
+                tick()
+        out[axis] = rows
+    return out
+
+
+def power_points(trial: TrialResult, question: Question, modality: Modality) -> int:
+    """How many protocols :func:`power_table` scores (for a progress bar)."""
+    grids = _grids(trial, question, modality, trial.observable)
+    return len(_thin(grids["units"], trial.n_units)) + len(_thin(grids["sessions"], trial.n_sessions))
+
+
+def _thin(values: Sequence[int], keep: int, most: int = 6) -> list[int]:
+    """At most ``most`` of ``values`` spread over their range, always with ``keep``."""
+    values = sorted(set(values))
+    if len(values) <= most:
+        return values
+    picks = {values[round(i * (len(values) - 1) / (most - 2))] for i in range(most - 1)}
+    return sorted(picks | {keep})
+
+
+def budget_choice(trials: Sequence[TrialResult], question: Question, candidate: TrialResult | None
+                  ) -> tuple[TrialResult | None, Entry | None]:
+    """What a budget changes: (the trial to report, the budget entry of the document).
+
+    ``most_accurate`` (a budget without a target): the most accurate trial within the budget (by the lower CI
+    bound, then accuracy, then cost) and the next step up: the cheapest trial beyond the budget that is more
+    accurate. ``cheapest`` (a budget and a target): the recommendation is the cheapest feasible trial within the
+    budget (``recommend`` already keeps to it); without one, what reaching the target would take (the cheapest
+    feasible trial whatever its cost, if the search found any)."""
+    if question.budget is None:
+        return None, None
+    budget = question.budget
+    within = [t for t in trials if t.cost <= budget]
+    entry: Entry = {"hours": budget, "mode": question.budget_mode, "n_within": len(within)}
+    if question.budget_mode == "most_accurate":
+        best = max(within, key=lambda t: (t.ci[0], t.accuracy, -t.cost)) if within else None
+        entry["chosen"] = trial_entry(best)
+        above = sorted((t for t in trials if t.cost > budget and (best is None or t.ci[0] > best.ci[0])),
+                       key=lambda t: (t.cost, -t.ci[0]))
+        entry["next_step"] = trial_entry(above[0]) if above else None
+        return best, entry
+    feasible = sorted((t for t in trials if t.feasible), key=lambda t: (t.cost, -t.accuracy))
+    entry["would_take"] = trial_entry(feasible[0]) if candidate is None and feasible else None
+    return None, entry
+
+
+def trial_entry(t: TrialResult | None) -> Entry | None:
+    """A short trial entry for the budget part of a plan document."""
+    if t is None:
+        return None
+    return {"trial": t.number, "cost": t.cost, "accuracy": t.accuracy, "ci": list(t.ci), "n_animals": t.n_animals,
+            "description": t.describe(), "feasible": t.feasible}
 
 
 def insufficient(trials: Sequence[TrialResult], chosen: TrialResult | None, question: Question,
@@ -441,9 +630,20 @@ def plan(
         raise AdvisorError("the search finished no trial (is --timeout too short?)")
     seeds = [question.seed * 1000 + 1001 + i for i in range(VERIFY_SEEDS)]
     progress.start("re-checking with fresh seeds", 1)
-    candidate, verification, rejected = recommend(trials, bank, question, seeds, control_high=scorer.control_high)
-    progress.advance()
+    candidate, verification, rejected = recommend(trials, bank, question, seeds,
+                                                  control_high=scorer.control_high_for)
     best = max(trials, key=lambda t: (t.ci[0], t.accuracy, -t.cost))
+    budget_pick, budget_doc = budget_choice(trials, question, candidate)
+    if question.budget_mode == "most_accurate" and budget_pick is not None:
+        # a budget without a target: the most accurate protocol within it, recommended where it also holds up
+        best = budget_pick
+        if candidate is None or candidate.number != budget_pick.number:
+            candidate, verification = None, None
+            if budget_pick.feasible:
+                check = verify(budget_pick, bank, question, seeds, scorer.control_high_for(budget_pick.n_animals))
+                if check["meets_target"]:
+                    candidate, verification = budget_pick, check
+    progress.advance()
     focus = candidate or best
     progress.start("set-aside networks, controls and importances", 1)
     analysis = analyse(bank, scorer, focus, question, modality)
@@ -452,6 +652,10 @@ def plan(
     if curves:
         progress.start("accuracy vs units, sessions, noise", curve_points(focus, question, modality))
         curve_doc = sensitivity_curves(scorer, focus, question, modality, tick=progress.advance)
+    power_doc = None
+    if curves:
+        progress.start("power table: units and sessions × animals", power_points(focus, question, modality))
+        power_doc = power_table(scorer, focus, question, modality, tick=progress.advance)
     unit = modality.cost_unit
     final = analysis["setaside"]
     held = analysis.get("heldout_architecture")
@@ -478,6 +682,8 @@ def plan(
             "heldout": question.heldout, "classifier": question.classifier, "trials": question.n_trials,
             "n_splits": question.n_splits, "seed": question.seed, "study": study_name,
             "setaside": question.setaside, "robust": question.robust, "statistics": question.statistics,
+            "max_animals": question.max_animals, "budget_hours": question.budget,
+            "budget_mode": question.budget_mode if question.budget is not None else None,
         },
         "modality": modality.to_dict(),
         "feasible": bool(feasible),
@@ -492,6 +698,8 @@ def plan(
         "pareto": [trial_document(t, unit) for t in pareto_front(trials)],
         "insufficient": insufficient(trials, candidate, question),
         "curves": curve_doc,
+        "power_table": power_doc,
+        "budget": budget_doc,
         "versions": versions(),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }

@@ -252,6 +252,18 @@ def _per_animal(cost: float | None, unit: str | None) -> str:
     return text if text == "n/a" else f"{text} per animal"
 
 
+def cost_words(p: Mapping[str, Any], unit: str | None) -> str:
+    """A protocol's cost: ``22.2 hours per animal``, or for a plan over several animals ``312 hours for 4 animals
+    (78.0 hours each, surgery and training included)``."""
+    k = int(p.get("n_animals") or 1)
+    if p.get("animal_cost") is None and k == 1:
+        return _per_animal(p.get("cost"), unit)
+    cost = p.get("cost")
+    each = p.get("animal_cost") if p.get("animal_cost") is not None else (cost / k if cost is not None else None)
+    return (f"{_cost(cost, unit)} for {k} animal{'s' if k != 1 else ''} ({_cost(each, unit)} each, surgery and "
+            "training included)")
+
+
 def _and(items: Iterable[Any]) -> str:
     """``a``, ``a and b``, ``a, b and c``."""
     words = [str(i) for i in items]
@@ -305,7 +317,8 @@ def protocol_phrase(p: Mapping[str, Any], *, everything: bool = False, more_allo
     else:
         what = f"{p.get('n_units')} {unit} of {observable} in {where}"
     text = f"{what} at {_sessions(p)}, {_noise(p)}"
-    return text + ("" if p.get("chronic", True) else ", new units each session")
+    k = int(p.get("n_animals") or 1)
+    return (f"{k} animals × " if k > 1 else "") + text + ("" if p.get("chronic", True) else ", new units each session")
 
 
 def recorded_units(doc: Doc, p: Mapping[str, Any]) -> int | None:
@@ -329,6 +342,9 @@ def _record(doc: Doc, p: Mapping[str, Any], entry: Mapping[str, Any] | None = No
     recorded in its groups, ``all 384 units of activations the simulation recorded in ... (more were allowed)``
     (a bigger count was never simulated, so "≥" would promise what was not tested)."""
     n, recorded = p.get("n_units"), recorded_units(doc, p)
+    k = int(p.get("n_animals") or 1)
+    if k > 1:
+        return f"{k} animals × " + _record(doc, {**p, "n_animals": 1}, entry)
     if n is None or recorded is None or int(n) < recorded:
         return f"≥ {protocol_phrase(p)}"
     limits = [v for v in ((doc.get("question") or {}).get("max_units"),
@@ -421,7 +437,39 @@ def recommendation_sentence(doc: Doc) -> str:
         none suffices).
     """
     _check_kind(doc)
-    return _compare_sentence(doc) if doc["kind"] == "compare" else _plan_sentence(doc)
+    if doc["kind"] == "compare":
+        return _compare_sentence(doc)
+    budget = budget_sentence(doc)
+    return _plan_sentence(doc) + (f" {budget}" if budget else "")
+
+
+def budget_sentence(doc: Doc) -> str:
+    """What a plan's budget (``--budget-hours``) bought, or what reaching the target would take; "" without
+    one."""
+    budget = doc.get("budget")
+    if not budget:
+        return ""
+    unit = (doc.get("modality") or {}).get("cost_unit") or "hours"
+    hours = _cost(budget.get("hours"), unit)
+    if budget.get("mode") == "most_accurate":
+        chosen, step = budget.get("chosen"), budget.get("next_step")
+        if chosen is None:
+            return f"No protocol the search tried costs {hours} or less."
+        head = (f"Within the budget of {hours} ({budget.get('n_within')} of the protocols searched), the most "
+                f"accurate is the one above, for {_cost(chosen.get('cost'), unit)} in all.")
+        if step is None:
+            return head + " No protocol the search tried above the budget is more accurate."
+        return (f"{head} One step up, {_cost(step.get('cost'), unit)} would buy {_num(step.get('accuracy'))} "
+                f"(95% CI {_ci(step)}) in the search: {step.get('description')}.")
+    if doc.get("recommendation"):
+        return f"It fits the budget of {hours}."
+    take = budget.get("would_take")
+    if take is None:
+        return (f"Within the budget of {hours} no protocol reaches the target beyond the controls, and none the "
+                "search tried does at any cost.")
+    return (f"The target is not reached within the budget of {hours}; the cheapest protocol that reaches it in the "
+            f"search costs {_cost(take.get('cost'), unit)}: {take.get('description')} (search estimate "
+            f"{_num(take.get('accuracy'))}, 95% CI {_ci(take)}).")
 
 
 def _rank(entry: Mapping[str, Any]) -> float:
@@ -440,7 +488,7 @@ def _compare_sentence(doc: Doc) -> str:
         also = _and(f"{o['name']} ({_per_animal(q.get('cost'), q.get('cost_unit') or o.get('cost_unit'))})"
                     for o, q in others)
         final = setaside_of(m)
-        cost = _per_animal(p.get("cost"), p.get("cost_unit") or m.get("cost_unit"))
+        cost = cost_words(p, p.get("cost_unit") or m.get("cost_unit"))
         if final is None:
             return (f"The cheapest modality that identifies {what} with accuracy ≥ {target} at the lower 95% CI "
                     f"bound is {m['name']}: record {_record(doc, p, m)}, for {cost} and {_headline(p, doc)}."
@@ -701,7 +749,7 @@ def methods_paragraph(doc: Doc) -> str:
                     where += f", strongest control {top[0]} {_acc(top[1])}"
                 gains = _gains(m.get("modality"))
                 text += (f" Modality {m['name']}: {which} protocol {protocol_phrase(p)}{where}, cost "
-                         f"{_per_animal(p.get('cost'), m.get('cost_unit'))}"
+                         f"{cost_words(p, m.get('cost_unit'))}"
                          + (f"; unknown gains {gains}" if gains else "") + ".")
             else:
                 text += f" Modality {m['name']}: {m.get('reason') or 'no protocol evaluated'}."
@@ -813,7 +861,9 @@ def _protocol(doc: Doc) -> list[Block]:
     gains = _gains(modality)
     if gains:
         rows.append(("unknown gains", gains))
-    rows += [("cost", _per_animal(p.get("cost"), cost_unit)), ("search trial", str(p.get("trial")))]
+    if int(p.get("n_animals") or 1) > 1 or p.get("animal_cost") is not None:
+        rows.insert(0, ("animals", f"{int(p.get('n_animals') or 1)} (evidence pooled over them)"))
+    rows += [("cost", cost_words(p, cost_unit)), ("search trial", str(p.get("trial")))]
     verdict = verdict_of(doc)
     intro = PROTOCOL_INTROS[verdict] if setaside_of(doc) is not None else (
         "The recommended protocol, the cheapest one that meets the target:" if feasible else
@@ -821,7 +871,7 @@ def _protocol(doc: Doc) -> list[Block]:
     name = modality.get("name") or doc.get("question", {}).get("modality") or "generic"
     formula = _cost_formula(p, modality, cost_unit)
     key = f" (modality {modality['key']})" if modality.get("key") else ""
-    text = (f"Cost: {_per_animal(p.get('cost'), cost_unit)} of recording, from the cost model of "
+    text = (f"Cost: {cost_words(p, cost_unit)} of recording, from the cost model of "
             f"{name}{key}" + (":" if formula else "."))
     after = ("Unknown gains: gains per animal, area and unit that the classifier never sees (see Caveats)."
              if gains else "")
@@ -866,7 +916,7 @@ def _cost_formula(p: Mapping[str, Any], modality: Mapping[str, Any], unit: str |
         if math.isclose(total, float(p["cost"]), rel_tol=0.01, abs_tol=0.05):
             example = (f"For this protocol: {v['n_sessions']:g} × ({v['session_overhead']:g} + {v['n_units']:g} × "
                        f"({v['per_unit_cost']:g} + {v['repeats']:g} × {v['per_unit_repeat_cost']:g})) = "
-                       f"{_per_animal(p['cost'], unit)}.")
+                       f"{cost_words(p, unit)}.")
     return Formula("cost", str(expression), tuple(legend), example)
 
 
@@ -1182,9 +1232,40 @@ def _reproduce(doc: Doc) -> list[Block]:
             Table(("package", "version"), versions)]
 
 
+def _power(doc: Doc) -> list[Block]:
+    """The power table: accuracy against units × animals and sessions × animals around the reported protocol."""
+    table = doc.get("power_table")
+    if not table:
+        return []
+    animals = table["animals"]
+    unit = table.get("cost_unit") or "hours"
+    blocks: list[Block] = [
+        Heading("Power analysis: how many units, sessions and animals"),
+        Para(f"Accuracy (search estimate: cross-validated on the search networks, 95% CI in brackets) of "
+             f"{table['protocol']}, changing one factor at a time and pooling the evidence of 1 to {animals[-1]} "
+             f"animals recorded alike (each pooled group draws distinct animals of one rule that the classifier "
+             f"never saw). ✓ marks where the lower CI bound reaches the target {table['target']:.2f} and clears the "
+             "strongest control pooled over as many animals. Costs are totals over the animals.")]
+    for axis, label in (("units", "units"), ("sessions", "sessions")):
+        rows = []
+        for row in table.get(axis) or []:
+            cells = [f"{c['accuracy']:.2f} ({c['ci'][0]:.2f}-{c['ci'][1]:.2f})" + (" ✓" if c["reaches"] else "")
+                     for c in row["cells"]]
+            rows.append((str(row["value"]), *cells))
+        header = (label, *(f"{k} animal{'s' if k != 1 else ''}" for k in animals))
+        blocks.append(Table(header, tuple(rows)))
+        costs = [row["cells"] for row in table.get(axis) or []]
+        if costs:
+            first, last = costs[0], costs[-1]
+            blocks.append(Para(f"Cost of the {label} rows: from {_cost(first[0]['cost'], unit)} (1 "
+                               f"animal, fewest {label}) to {_cost(last[-1]['cost'], unit)} ({animals[-1]} animals, "
+                               f"most {label})."))
+    return blocks
+
+
 def _plan_blocks(doc: Doc) -> list[Block]:
-    return [*_question(doc), *_protocol(doc), *_accuracy(doc), *_controls(doc), *_pareto(doc), *_insufficient(doc),
-            *_figures(doc), *_caveats(doc), *_reproduce(doc)]
+    return [*_question(doc), *_protocol(doc), *_accuracy(doc), *_controls(doc), *_power(doc), *_pareto(doc),
+            *_insufficient(doc), *_figures(doc), *_caveats(doc), *_reproduce(doc)]
 
 
 def _modality_sentence(m: Mapping[str, Any], doc: Doc) -> str:
@@ -1193,7 +1274,7 @@ def _modality_sentence(m: Mapping[str, Any], doc: Doc) -> str:
     reason = m.get("reason") or ("below target" if p else "no protocol evaluated")
     if p is None:
         return f"{m['name']}: not sufficient ({reason})."
-    cost = _per_animal(p.get("cost"), unit)
+    cost = cost_words(p, unit)
     final = setaside_of(m)
     if final is None:
         return (f"{m['name']}: record {_record(doc, p, m)}; {_headline(p, doc)}, for {cost}." if chosen else

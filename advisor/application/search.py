@@ -74,6 +74,13 @@ class Question:
             in the search, then on the set-aside networks), its lower CI bound also reaches the target and clears
             the behavioural control's upper bound on the same splits.
         statistics: the statistics every protocol is scored on (``RecordingProtocol.statistics``).
+        max_animals: the most animals recorded with the protocol (``--max-animals``); above 1 the number of
+            animals is searched with the protocol, accuracies are pooled over them (``advisor.science.animals``)
+            and costs are totals over them, each animal's ``per_animal_cost`` included.
+        budget: the most a plan may cost in all (``--budget-hours``), or None: it selects among the trials
+            (``advisor.application.planning``), the search itself is the same.
+        budget_mode: ``cheapest`` (a target and a budget: the cheapest protocol reaching the target within the
+            budget) or ``most_accurate`` (a budget alone: the most accurate protocol within it).
     """
 
     observables: tuple[str, ...]
@@ -93,14 +100,22 @@ class Question:
     setaside: float = 0.25
     robust: bool = False
     statistics: str = "marginal"
+    max_animals: int = 1
+    budget: float | None = None
+    budget_mode: str = "cheapest"
 
     def key(self, bank_hash: str, modality: str) -> str:
-        """A short hash naming the study: the same question on the same bank and modality → the same study."""
+        """A short hash naming the study: the same question on the same bank and modality → the same study (a
+        budget only selects among the trials, so it does not change the study)."""
         fields = asdict(self)
+        fields.pop("budget")
+        fields.pop("budget_mode")
         if not self.robust:  # studies from before --robust keep their names
             fields.pop("robust")
         if self.statistics == "marginal":  # and from before --statistics
             fields.pop("statistics")
+        if self.max_animals == 1:  # and from before --max-animals
+            fields.pop("max_animals")
         blob = json.dumps({"bank": bank_hash, "modality": modality, **fields, "n_trials": None},
                           sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -131,6 +146,8 @@ class TrialResult:
     heldout_accuracy: float | None = None
     heldout_ci: tuple[float, float] | None = None
     statistics: str = "marginal"
+    n_animals: int = 1
+    animal_cost: float | None = None
 
     def protocol(self, seed: int) -> RecordingProtocol:
         """The recording protocol of this trial, with the given recording seed."""
@@ -156,7 +173,8 @@ class TrialResult:
 
     def describe(self) -> str:
         what = "synapses" if self.observable == "weights" else "units"
-        return (f"{self.n_units} {what} of {self.observable} ({', '.join(self.layers)}) at "
+        animals = f"{self.n_animals} animals × " if self.n_animals > 1 else ""
+        return (f"{animals}{self.n_units} {what} of {self.observable} ({', '.join(self.layers)}) at "
                 f"{sessions_phrase(self.n_sessions, self.window)}, {self.noise_model} noise {self.noise:.3g} "
                 f"({self.repeats} repeat{'s' if self.repeats != 1 else ''})"
                 f"{'' if self.chronic else ', new units each session'}")
@@ -214,6 +232,47 @@ class Scorer:
     transfer_splits: list[tuple[np.ndarray, np.ndarray]] | None = None
     transfer_control: Any = None
     transfer_cache: dict[RecordingProtocol, Any] = field(default_factory=dict)
+    cells: np.ndarray | None = None
+    pooled_cache: dict[tuple[RecordingProtocol, int], Any] = field(default_factory=dict)
+    control_pooled: dict[int, float] = field(default_factory=dict)
+
+    @property
+    def y_index(self) -> np.ndarray:
+        """The labels as indices into :attr:`labels`."""
+        index = {label: i for i, label in enumerate(self.labels)}
+        return np.array([index[v] for v in self.y])
+
+    def pooled(self, protocol: RecordingProtocol, k: int) -> Any:
+        """``protocol``'s accuracy pooled over ``k`` animals on the search splits
+        (``advisor.science.animals.pooled_scores``; cached). ``k == 1`` pools nothing: the plain accuracy."""
+        from advisor.science.animals import pooled_scores
+
+        if k == 1:
+            return self.score(protocol)
+        if (protocol, k) not in self.pooled_cache:
+            scores = self.score(protocol)
+            fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in self.splits]))
+            self.pooled_cache[(protocol, k)] = pooled_scores(scores.test_scores, self.y_index, k, self.seed,
+                                                             cells=self.cells, test_fraction=fraction)
+        return self.pooled_cache[(protocol, k)]
+
+    def control_high_for(self, k: int) -> float:
+        """The strongest control's upper CI bound with ``k`` animals pooled (each control the better of its
+        classifiers pooled over the same k animals); ``k == 1`` is :attr:`control_high`."""
+        from advisor.science.animals import pooled_scores
+
+        if k == 1:
+            return self.control_high
+        if k not in self.control_pooled:
+            fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in self.splits]))
+            highs = [-math.inf]
+            for control in self.controls.values():
+                for candidate in (control.candidate_scores or {control.classifier: control.scores}).values():
+                    p = pooled_scores(candidate.test_scores, self.y_index, k, self.seed, cells=self.cells,
+                                      test_fraction=fraction)
+                    highs.append(p.ci[1])
+            self.control_pooled[k] = float(max(highs))
+        return self.control_pooled[k]
 
     @property
     def transfer_control_high(self) -> float:
@@ -255,7 +314,7 @@ class Scorer:
             return self.cache[protocol]
         X = self.features(protocol).X[self.keep]
         result = score(X, self.y, splits or self.splits, self.labels, classifier=self.classifier,
-                       seed=self.seed, importances=importances)
+                       seed=self.seed, importances=importances, keep_scores=True)
         if not importances and splits is None:
             self.cache[protocol] = result
         return result
@@ -354,7 +413,14 @@ def make_scorer(bank: TrajectoryBank, question: Question, seed: int | None = Non
                                               labels, seed, cross_validated=False)["behaviour"]
     return Scorer(bank, keep, y, labels, splits, question.classifier, seed, int(bank["loss"].shape[1]),
                   partition=partition, controls=scored, transfer_splits=transfer_splits,
-                  transfer_control=transfer_control)
+                  transfer_control=transfer_control, cells=design_cells(meta))
+
+
+def design_cells(meta: Any) -> np.ndarray:
+    """(n,) each network's design cell (architecture, task, curriculum) as one string: pooled animals come from
+    one cell where it has enough of them (``advisor.science.animals``)."""
+    columns = [c for c in STRATA[1:] if c in meta.columns]
+    return meta[columns].astype(str).agg("|".join, axis=1).to_numpy()
 
 
 def pareto_front(trials: Sequence[TrialResult]) -> list[TrialResult]:
@@ -414,8 +480,9 @@ def _suggest(trial: Any, question: Question, modality: Modality) -> dict[str, An
     window = trial.suggest_categorical("window", list(WINDOWS))
     sessions = min(sessions, round(window * (question.n_checkpoints - 1)) + 1)
     repeats = trial.suggest_int("repeats", 1, modality.max_repeats, log=True) if modality.max_repeats > 1 else 1
+    animals = trial.suggest_int("n_animals", 1, question.max_animals) if question.max_animals > 1 else 1
     return {"observable": observable, "n_units": int(units), "layers": layers, "n_sessions": int(sessions),
-            "window": (0.0, float(window)), "repeats": int(repeats)}
+            "window": (0.0, float(window)), "repeats": int(repeats), "n_animals": int(animals)}
 
 
 def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Modality, question: Question,
@@ -433,9 +500,19 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Modality, 
                                  noise_model=modality.noise_model, noise=noise, chronic=chronic, seed=question.seed,
                                  statistics=statistics, **rig)
     scores = scorer.score(protocol)
-    cost = float(modality.cost(choice["n_units"], choice["n_sessions"], choice["repeats"]))
+    k = int(choice.get("n_animals", 1))
+    animal_cost = None
+    if question.max_animals > 1:  # totals over the animals, each animal's own cost included
+        cost = modality.total_cost(choice["n_units"], choice["n_sessions"], choice["repeats"], k)
+        animal_cost = cost / k
+    else:
+        cost = float(modality.cost(choice["n_units"], choice["n_sessions"], choice["repeats"]))
+    accuracy, balanced = float(scores.accuracy), float(scores.balanced_accuracy)
     ci = (float(scores.ci[0]), float(scores.ci[1]))
-    beyond = ci[0] > scorer.control_high
+    if k > 1:
+        pooled = scorer.pooled(protocol, k)
+        accuracy, balanced, ci = pooled.accuracy, pooled.balanced_accuracy, (pooled.ci[0], pooled.ci[1])
+    beyond = ci[0] > scorer.control_high_for(k)
     feasible = ci[0] >= question.target_accuracy and beyond
     held_acc, held_ci = None, None
     if question.robust:
@@ -444,8 +521,8 @@ def evaluate_choice(choice: dict[str, Any], scorer: Scorer, modality: Modality, 
         feasible = feasible and held_ci[0] >= question.target_accuracy and held_ci[0] > scorer.transfer_control_high
     return TrialResult(number, choice["observable"], choice["n_units"], tuple(choice["layers"]),
                        choice["n_sessions"], tuple(choice["window"]), choice["repeats"], modality.noise_model, noise,
-                       cost, float(scores.accuracy), ci, float(scores.balanced_accuracy), feasible, chronic, beyond,
-                       rig["gain_sd"], rig["baseline"], held_acc, held_ci, statistics)
+                       cost, accuracy, ci, balanced, feasible, chronic, beyond,
+                       rig["gain_sd"], rig["baseline"], held_acc, held_ci, statistics, k, animal_cost)
 
 
 def constraint_value(result: TrialResult, question: Question, control_high: float) -> float:
@@ -493,7 +570,7 @@ def _optimize(study: Any, scorer: Scorer, question: Question, modality: Modality
         nonlocal done
         choice = _suggest(trial, question, modality)
         result = evaluate_choice(choice, scorer, modality, question, trial.number)
-        trial.set_constraint("accuracy", constraint_value(result, question, scorer.control_high))
+        trial.set_constraint("accuracy", constraint_value(result, question, scorer.control_high_for(result.n_animals)))
         trial.set_user_attr("result", result.to_dict())
         if on_trial:
             on_trial(result, True)
@@ -629,7 +706,7 @@ def verify(trial: TrialResult, bank: TrajectoryBank, question: Question, seeds: 
     accs, lows, highs = [], [], []
     for s in seeds:
         scorer = make_scorer(bank, question, seed=s, controls=False)
-        scores = scorer.score(trial.protocol(seed=s))
+        scores = scorer.pooled(trial.protocol(seed=s), trial.n_animals)
         accs.append(float(scores.accuracy))
         lows.append(float(scores.ci[0]))
         highs.append(float(scores.ci[1]))
@@ -640,7 +717,7 @@ def verify(trial: TrialResult, bank: TrajectoryBank, question: Question, seeds: 
 
 
 def recommend(trials: Sequence[TrialResult], bank: TrajectoryBank, question: Question, seeds: Sequence[int],
-              max_checks: int = 5, control_high: float = -math.inf,
+              max_checks: int = 5, control_high: float | Callable[[int], float] = -math.inf,
               ) -> tuple[TrialResult | None, dict[str, Any] | None, list[dict[str, Any]]]:
     """The cheapest feasible trial whose protocol still meets the target with fresh seeds.
 
@@ -649,15 +726,17 @@ def recommend(trials: Sequence[TrialResult], bank: TrajectoryBank, question: Que
     the set-aside networks (``advisor.application.planning``), tested once. Returns (candidate, its verification, the
     candidates that failed the re-check with their verification).
     """
-    feasible = sorted((t for t in trials if t.feasible), key=lambda t: (t.cost, -t.accuracy, t.number))
+    feasible = sorted((t for t in trials if t.feasible and (question.budget is None or t.cost <= question.budget)),
+                      key=lambda t: (t.cost, -t.accuracy, t.number))
     rejected: list[dict[str, Any]] = []
-    seen: set[RecordingProtocol] = set()
+    seen: set[tuple[RecordingProtocol, int]] = set()
     for t in feasible:
-        key = t.protocol(0)
+        key = (t.protocol(0), t.n_animals)
         if key in seen:
             continue
         seen.add(key)
-        check = verify(t, bank, question, seeds, control_high)
+        high = control_high(t.n_animals) if callable(control_high) else control_high
+        check = verify(t, bank, question, seeds, high)
         if check["meets_target"]:
             return t, check, rejected
         rejected.append({"trial": t.to_dict(), "verification": check})

@@ -471,7 +471,7 @@ def trial_metrics(result: TrialResult) -> dict[str, float]:
 RECOMMENDATION_TAG = "advisor.recommendation"
 """Tag holding a plan's recommended protocol as compact JSON, so that listings need not read summary.json."""
 RECOMMENDATION_KEYS = ("observable", "n_units", "layers", "n_sessions", "window", "repeats", "noise_model", "noise",
-                       "chronic", "cost", "cost_unit", "accuracy", "ci", "description")
+                       "chronic", "cost", "cost_unit", "accuracy", "ci", "description", "n_animals", "animal_cost")
 """What of the recommendation the tag keeps (the protocol, its cost and search accuracy; well under MLflow's
 tag length limit)."""
 
@@ -493,7 +493,8 @@ def plan_metrics(doc: Document) -> dict[str, float]:
     final = doc["setaside"]
     out = {"feasible": float(doc["feasible"]), "accuracy": final["accuracy"], "ci_low": final["ci"][0],
            "ci_high": final["ci"][1], "search_accuracy": rec["accuracy"], "search_ci_low": rec["ci"][0],
-           "search_ci_high": rec["ci"][1], "cost": rec["cost"], "elapsed_s": doc["elapsed_s"]}
+           "search_ci_high": rec["ci"][1], "cost": rec["cost"], "elapsed_s": doc["elapsed_s"],
+           "n_animals": float(rec.get("n_animals") or 1)}
     out["setaside_accuracy"], out["setaside_ci_low"] = final["accuracy"], final["ci"][0]
     check = doc.get("verification")
     if check and check.get("accuracy") is not None:

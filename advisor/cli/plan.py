@@ -140,11 +140,24 @@ def _plan_options(command: Any) -> Any:
                      help="Seeds the sampler, the recording and the splits: same command, same answer."),
         click.option("--storage", default=None, metavar="URL",
                      help="Optuna storage: journal:PATH or a database URL [default: a journal in the workspace]."),
+        click.option("--max-animals", type=int, default=1, show_default=True, metavar="K",
+                     help="Search the number of animals too (1..K): their evidence is pooled, and costs are "
+                          "totals over the animals with each animal's per-animal cost (surgery, training)."),
+        click.option("--budget-hours", "budget", type=float, default=None, metavar="H",
+                     help="The most the experiment may cost in all. Alone: the most accurate protocol within H "
+                          "and what one step more would buy; with --target-accuracy: the cheapest protocol "
+                          "reaching the target within H, or what reaching it would take."),
         tracking_uri_option,
     ]
     for option in reversed(options):
         command = option(command)
     return command
+
+
+def _budget_mode(ctx: click.Context) -> str:
+    """``most_accurate`` for a budget without an explicit --target-accuracy, else ``cheapest``."""
+    given = ctx.get_parameter_source("target_accuracy") == click.core.ParameterSource.COMMANDLINE
+    return "cheapest" if given else "most_accurate"
 
 
 def _read_pilot(path: Path) -> Any:
@@ -201,8 +214,8 @@ def _run_plan(app: App, bank: TrajectoryBank, question: Question, modality: Moda
 def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
          max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
          statistics: str, robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None, seed: int,
-         storage: str | None, tracking_uri: str | None, modality: str | None, trials: int, study: str | None,
-         no_curves: bool, pilot_path: Path | None) -> None:
+         storage: str | None, max_animals: int, budget: float | None, tracking_uri: str | None,
+         modality: str | None, trials: int, study: str | None, no_curves: bool, pilot_path: Path | None) -> None:
     """Find the cheapest recording protocol that identifies the learning rule.
 
     Sets a share of the networks aside (--setaside), then searches recording protocols (units, layer groups,
@@ -228,6 +241,9 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     if observable is not None and observable not in mod.observables:
         raise AdvisorError(f"modality {mod.key!r} cannot measure {observable}; it measures "
                            f"{', '.join(mod.observables)}")
+    from advisor.application.planning import check_animal_options
+
+    check_animal_options(max_animals, budget, [mod])
     pilot_recording = _read_pilot(pilot_path) if pilot_path is not None else None  # before any bank is built
     tracker = open_tracker(app, tracking_uri)
     storage_url = _storage(app, storage)  # a bad URL fails here, before the bank is built
@@ -240,7 +256,8 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     question = make_question(bank, mod, observable=observable, max_units=max_units, max_sessions=max_sessions,
                              target_accuracy=target_accuracy, rules=rules, family=family, heldout=heldout,
                              classifier=classifier, n_trials=trials, n_splits=splits, seed=seed,
-                             setaside=setaside, robust=robust, statistics=statistics)
+                             setaside=setaside, robust=robust, statistics=statistics, max_animals=max_animals,
+                             budget=budget, budget_mode=_budget_mode(ctx))
     study_name = study or f"plan-{question.key(bank.hash, mod.key + (pilot['key'] if pilot else ''))}"
     workspace = app.open_workspace()
     _prepare_storage(storage_url)
@@ -250,7 +267,9 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
               "rules": ",".join(question.rules), "target": question.target, "heldout": heldout,
               "classifier": classifier, "trials": trials, "splits": splits, "seed": seed, "study": study_name,
               "storage": storage_url, "setaside": setaside, "statistics": statistics,
-              **({"robust": True} if robust else {}), **({"pilot": pilot["source"]} if pilot else {})}
+              **({"robust": True} if robust else {}), **({"pilot": pilot["source"]} if pilot else {}),
+              **({"max_animals": max_animals} if max_animals > 1 else {}),
+              **({"budget_hours": budget, "budget_mode": question.budget_mode} if budget is not None else {})}
     from advisor.application.search import finished_trials
     from advisor.application.tracking import plan_run_name
 
@@ -317,7 +336,7 @@ def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
     from rich.panel import Panel
     from rich.table import Table
 
-    from advisor.application.reports import recommendation_sentence
+    from advisor.application.reports import cost_words, recommendation_sentence
     from advisor.application.search import sessions_phrase
     from advisor.science.controls import CONTROL_LABELS
 
@@ -338,11 +357,14 @@ def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
     table.add_column("value")
     what = "synapses" if rec["observable"] == "weights" else "units"
     final = doc["setaside"]
+    if int(doc["question"].get("max_animals") or 1) > 1:
+        table.add_row("animals", f"{int(rec.get('n_animals') or 1)} (evidence pooled; searched 1-"
+                                 f"{doc['question']['max_animals']})")
     for key, value in (
         ("observable", rec["observable"]), (what, str(rec["n_units"])), ("layer groups", ", ".join(rec["layers"])),
         ("sessions", sessions_phrase(rec["n_sessions"], rec["window"])),
         ("noise", _noise_sentence(rec)),
-        ("cost", f"{rec['cost']:.1f} {unit} per animal ({doc['modality']['key']})"),
+        ("cost", f"{cost_words(rec, unit)} ({doc['modality']['key']})"),
         ("accuracy, set-aside", f"{_ci_range(final)} on {final['n_networks']} networks never searched; "
                                 f"chance {doc['chance']:.3f}"),
         ("accuracy, search estimate", _ci_range(rec)),
@@ -365,6 +387,9 @@ def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
         table.add_row("unknown gains (log SD)", ", ".join(f"{k} {v:g}" for k, v in gains.items()))
     out.print(table)
 
+    power = doc.get("power_table")
+    if power and int(doc["question"].get("max_animals") or 1) > 1:
+        out.print(_power_table(power))
     out.print(_protocol_table("Cost-accuracy Pareto front", doc["pareto"], with_trial=True))
     if doc["insufficient"]:
         numbers = {r["trial"] for r in doc["insufficient"]}
@@ -373,6 +398,25 @@ def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
                                   with_trial=False, target=doc["question"]["target_accuracy"]))
     _print_where(out, doc, reports)
     out.print(f"[bold]Study[/bold]: {doc['question']['study']} in {doc['storage']}", highlight=False, soft_wrap=True)
+
+
+def _power_table(power: dict[str, Any]) -> Any:
+    """Accuracy (search estimate) against units × animals; ✓ where the target is reached beyond the controls."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(title="Power: accuracy by units and animals (search estimate)", title_justify="left",
+                  title_style="bold", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("units", justify="right", no_wrap=True)
+    for k in power["animals"]:
+        table.add_column(f"{k} anim.", justify="right", no_wrap=True)
+    for row in power.get("units") or []:
+        table.add_row(str(row["value"]), *(f"{c['accuracy']:.2f}{' ✓' if c['reaches'] else ''}"
+                                           for c in row["cells"]))
+    table.caption = (f"✓: lower 95% CI bound ≥ {power['target']:.2f} beyond the controls pooled alike; sessions × "
+                     "animals in the report")
+    table.caption_justify = "left"
+    return table
 
 
 _OBS_SHORT = {"weights": "W", "activations": "A", "activity_change": "dA"}
@@ -452,7 +496,8 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
 def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str | None, max_units: int | None,
             max_sessions: int | None, target_accuracy: float, rules_text: str | None, family: bool, heldout: str,
             statistics: str, robust: bool, classifier: str, splits: int, setaside: float, timeout: float | None,
-            seed: int, storage: str | None, tracking_uri: str | None, modalities_text: str, trials: int) -> None:
+            seed: int, storage: str | None, max_animals: int, budget: float | None, tracking_uri: str | None,
+            modalities_text: str, trials: int) -> None:
     """Compare recording modalities: the cheapest sufficient protocol of each, side by side.
 
     One search per modality (its observables, limits, noise and cost), one MLflow parent run with every trial
@@ -468,6 +513,9 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     if not keys:
         raise AdvisorError("--modalities must name at least one modality (a comma list, e.g. ephys,two_photon)")
     modalities = [load_modality(key) for key in keys]
+    from advisor.application.planning import check_animal_options
+
+    check_animal_options(max_animals, budget, modalities)
     tracker = open_tracker(app, tracking_uri)
     storage_url = _storage(app, storage)
     bank, preset_name = open_bank(app, preset, bank_dir)
@@ -476,7 +524,8 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                                         max_sessions=max_sessions, target_accuracy=target_accuracy, rules=rules,
                                         family=family, heldout=heldout, classifier=classifier, n_trials=trials,
                                         n_splits=splits, seed=seed, setaside=setaside, robust=robust,
-                                        statistics=statistics)
+                                        statistics=statistics, max_animals=max_animals, budget=budget,
+                                        budget_mode=_budget_mode(ctx))
                  for mod in modalities if observable is None or observable in mod.observables}
     workspace = app.open_workspace()
     _prepare_storage(storage_url)
@@ -484,7 +533,8 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     params = {"command": command, "preset": preset_name or "", "bank_hash": bank.hash,
               "modalities": ",".join(m.key for m in modalities), "observable": observable or "",
               "target_accuracy": target_accuracy, "trials": trials, "seed": seed, "classifier": classifier,
-              "splits": splits, "setaside": setaside}
+              "splits": splits, "setaside": setaside, **({"max_animals": max_animals} if max_animals > 1 else {}),
+              **({"budget_hours": budget} if budget is not None else {})}
     import hashlib
     import time
 

@@ -81,7 +81,7 @@ _TOLERANCE = 1e-9
 """Relative slack in repeats_for, so that rounding in noise_for(k) never asks for k + 1 repeats."""
 
 _NUMBERS = ("single_trial_noise", "max_repeats", "max_units", "max_sessions", "session_overhead", "per_unit_cost",
-            "per_unit_repeat_cost")
+            "per_unit_repeat_cost", "per_animal_cost")
 _GAIN_KEYS = (*GAIN_LEVELS, "baseline")
 """Keys of a modality file's ``[gains]`` table: the SDs of the log gain per level, and the baseline."""
 _DOCUMENTED = (*_NUMBERS, "layers", "sampling", *(f"gains.{k}" for k in _GAIN_KEYS))
@@ -159,6 +159,10 @@ class Modality:
         layers: the layer groups it reaches.
         sampling: ``chronic`` (same units every session) and/or ``acute`` (new units each session).
         cost_unit: the unit of every cost ("hours").
+        per_animal_cost: cost paid once per animal whatever the protocol (surgery, habituation, training the
+            animal on the task, histology); needed to plan several animals (``advisor plan --max-animals``), where
+            a plan's cost is ``n_animals × (per_animal_cost + cost per animal of the recording)``. None: not
+            given (plans of one animal do not need it).
         gain_sd: SDs of the log of the unknown gain per animal, area and unit (synapse); the ``[gains]`` table's
             ``animal``, ``area`` and ``unit``. Default: the library's (``DEFAULT_GAIN_SD``).
         baseline: the unknown baseline (``[gains]`` ``baseline``): Gaussian, the SD of each unit's additive offset
@@ -187,6 +191,7 @@ class Modality:
     baseline: float = 0.0
     assumptions: Mapping[str, str] = field(default_factory=dict, hash=False)
     source: str = field(default="", compare=False)
+    per_animal_cost: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("observables", "layers", "sampling", "gain_sd"):
@@ -235,6 +240,9 @@ class Modality:
             value = getattr(self, name)
             if not (is_number(value) and math.isfinite(value) and value >= 0):
                 return f"{name} must be a finite number >= 0 ({self.cost_unit}); got {value!r}"
+        pac = self.per_animal_cost
+        if pac is not None and not (is_number(pac) and math.isfinite(pac) and pac >= 0):
+            return f"per_animal_cost must be a finite number >= 0 ({self.cost_unit}); got {pac!r}"
         if self.per_unit_repeat_cost == 0:
             return "per_unit_repeat_cost must be > 0: every presentation takes acquisition time; got 0"
         gains = gain_problem(self.gain_sd, self.baseline, "gains",
@@ -336,6 +344,21 @@ class Modality:
                 raise AdvisorError(f"{name} must be a positive integer; got {value!r}")
         per_unit = self.per_unit_cost + repeats * self.per_unit_repeat_cost
         return float(n_sessions * (self.session_overhead + n_units * per_unit))
+
+    def total_cost(self, n_units: int, n_sessions: int, repeats: int, n_animals: int) -> float:
+        """What recording ``n_animals`` animals with the protocol costs: ``n_animals × (per_animal_cost +
+        cost(n_units, n_sessions, repeats))``.
+
+        Raises:
+            AdvisorError: ``n_animals`` is not a positive integer, or the modality has no ``per_animal_cost``
+                (one line naming the file).
+        """
+        if not is_int(n_animals) or n_animals < 1:
+            raise AdvisorError(f"n_animals must be a positive integer; got {n_animals!r}")
+        if self.per_animal_cost is None:
+            raise AdvisorError(f"modality {self.source or self.key!r} has no per_animal_cost (surgery and training "
+                               f"per animal, {self.cost_unit}); add it to plan several animals")
+        return float(n_animals * (self.per_animal_cost + self.cost(n_units, n_sessions, repeats)))
 
     # ------------------------------------------------------------------------------------------ limits
     def check(self, observable: str, n_units: int, n_sessions: int, layers: tuple[str, ...] | list[str],
@@ -458,6 +481,7 @@ class Modality:
             "per_unit_repeat_cost": float(self.per_unit_repeat_cost),
             "cost_unit": self.cost_unit,
             "cost_formula": COST_FORMULA,
+            "per_animal_cost": None if self.per_animal_cost is None else float(self.per_animal_cost),
             "gain_sd": [float(v) for v in self.gain_sd],
             "baseline": float(self.baseline),
             "assumptions": dict(self.assumptions),
@@ -482,11 +506,12 @@ _TYPES: dict[str, tuple[str, Callable[[Any], bool]]] = {
     "per_unit_cost": ("a number", is_number),
     "per_unit_repeat_cost": ("a number", is_number),
     "cost_unit": ("a string", lambda v: isinstance(v, str)),
+    "per_animal_cost": ("a number", is_number),
     "gains": ("a table of animal, area, unit (and baseline) = number (a [gains] section)",
               lambda v: isinstance(v, dict)),
     "assumptions": ("a table of field = \"sentence\" (an [assumptions] section)", lambda v: isinstance(v, dict)),
 }
-_OPTIONAL = ("layers", "sampling", "cost_unit", "gains", "assumptions")
+_OPTIONAL = ("layers", "sampling", "cost_unit", "per_animal_cost", "gains", "assumptions")
 
 
 def _gain_fields(gains: dict[str, Any], file: str) -> dict[str, Any]:

@@ -77,6 +77,9 @@ class Scores:
     session_importance: np.ndarray | None = None
     n_tested: int = 0
     ci_method: str = "corrected_t"
+    test_scores: tuple[tuple[np.ndarray, np.ndarray], ...] = ()
+    """Per split, (test positions, (n_test, n_labels) class scores in ``labels`` order), kept with
+    ``score(..., keep_scores=True)``: what pooling several animals needs (``advisor.science.animals``)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"accuracy": float(self.accuracy), "ci": [float(v) for v in self.ci]}
@@ -97,6 +100,9 @@ class ControlScores:
     classifier: str
     scores: Scores
     candidates: dict[str, float]
+    candidate_scores: dict[str, Scores] = field(default_factory=dict)
+    """Every candidate's scores with their test scores kept (pooling several animals picks the better pooled
+    candidate); not serialised."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.scores.to_dict(), "classifier": self.classifier,
@@ -262,7 +268,7 @@ def _stratified_resample(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def score(
     X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], labels: list[str], *,
     classifier: str | Callable[..., Any], seed: int, importances: bool = False, refits: int = REFITS,
-    cross_validated: bool | None = None, augment: Sequence[np.ndarray] = (),
+    cross_validated: bool | None = None, augment: Sequence[np.ndarray] = (), keep_scores: bool = False,
 ) -> Scores:
     """Fit ``classifier`` on every split and pool the out-of-split predictions.
 
@@ -283,6 +289,7 @@ def score(
             other unit subsets, gains and noise draws, ``advisor.science.features.augmented_features``). Each training
             network contributes one sample per recording; test networks are scored on ``X`` alone, one
             recording each, as an experimenter has.
+        keep_scores: keep every split's class scores of its test networks (:attr:`Scores.test_scores`).
     """
     from sklearn.metrics import confusion_matrix
 
@@ -305,11 +312,14 @@ def score(
     cm = np.zeros((len(labels), len(labels)), dtype=np.int64)
     accs, feat_imps, sess_imps = [], [], []
     preds: list[np.ndarray] = []
+    kept: list[tuple[np.ndarray, np.ndarray]] = []
     for i, (train, test) in enumerate(splits):
         est = make(seed + i)
         est.fit(*training(train))
         pred = est.predict(X[test])
         preds.append(pred)
+        if keep_scores:
+            kept.append((np.asarray(test), class_scores(est, X[test], labels)))
         hits[test] += pred == y[test]
         tested[test] += 1
         accs.append(float(np.mean(pred == y[test])))
@@ -345,7 +355,24 @@ def score(
         ci, method = partition_interval(pooled, n_seen, math.sqrt(var_train)), "refit"
     return Scores(pooled, ci, balanced, accs, cm,
                   np.mean(feat_imps, axis=0) if feat_imps else None,
-                  np.mean(sess_imps, axis=0) if sess_imps else None, n_seen, method)
+                  np.mean(sess_imps, axis=0) if sess_imps else None, n_seen, method, tuple(kept))
+
+
+def class_scores(estimator: Any, X: np.ndarray, labels: Sequence[Any]) -> np.ndarray:
+    """(n, len(labels)) scores whose softmax is the estimator's posterior, columns in ``labels`` order:
+    log-probabilities where it has them, else its decision function (a binary one d as [0, d]); a label the
+    estimator never saw gets a score below every other."""
+    if hasattr(estimator, "predict_proba"):
+        raw = np.log(np.clip(estimator.predict_proba(X), 1e-9, 1.0))
+    else:
+        d = np.asarray(estimator.decision_function(X), dtype=np.float64)
+        raw = np.stack([np.zeros_like(d), d], axis=1) if d.ndim == 1 else d
+    classes = list(estimator.classes_)
+    out = np.full((len(X), len(labels)), raw.min() - 10.0 if raw.size else -10.0)
+    for j, label in enumerate(labels):
+        if label in classes:
+            out[:, j] = raw[:, classes.index(label)]
+    return out
 
 
 def grouped_importances(
@@ -409,13 +436,13 @@ def best_of(name: str, X: np.ndarray, y: np.ndarray, splits: list[tuple[np.ndarr
     cached = _control_cache.get(key)
     if cached is not None:
         return cached
-    results = {c: score(X, y, splits, labels, classifier=c, seed=seed, refits=0, cross_validated=cross_validated)
-               for c in CONTROL_CLASSIFIERS}
+    results = {c: score(X, y, splits, labels, classifier=c, seed=seed, refits=0, cross_validated=cross_validated,
+                        keep_scores=True) for c in CONTROL_CLASSIFIERS}
     best = max(CONTROL_CLASSIFIERS, key=lambda k: (results[k].accuracy, results[k].ci[1]))
     winner = results[best]
     if winner.ci_method == "refit":
         winner = score(X, y, splits, labels, classifier=best, seed=seed, cross_validated=cross_validated)
-    out = ControlScores(name, best, winner, {k: r.accuracy for k, r in results.items()})
+    out = ControlScores(name, best, winner, {k: r.accuracy for k, r in results.items()}, results)
     if len(_control_cache) >= CONTROL_CACHE_SIZE:
         _control_cache.pop(next(iter(_control_cache)))
     _control_cache[key] = out

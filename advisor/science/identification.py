@@ -26,9 +26,10 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from advisor.science.classifiers import make_classifier
+from advisor.science.evaluation import class_scores
 
 __all__ = ["CalibratedClassifier", "Typicality", "calibration_report", "cross_fitted_scores",
-           "expected_calibration_error", "false_alarm_rate", "fit_identifier", "fit_temperature", "raw_scores"]
+           "expected_calibration_error", "false_alarm_rate", "fit_identifier", "fit_temperature"]
 
 CALIBRATION_FOLDS = 4
 CALIBRATION_REPEATS = 2
@@ -38,15 +39,6 @@ NEIGHBOURS = 5
 ALPHA = 0.05
 """A recording whose misspecification p-value is at most this is called unlike the simulations."""
 TEMPERATURE_RANGE = (1e-3, 1e3)
-
-
-def raw_scores(estimator: Any, X: np.ndarray) -> np.ndarray:
-    """(n, C) class scores whose softmax is a posterior: log-probabilities where the estimator has them, else its
-    decision function (a binary decision function d becomes [0, d])."""
-    if hasattr(estimator, "predict_proba"):
-        return np.log(np.clip(estimator.predict_proba(X), 1e-9, 1.0))
-    d = np.asarray(estimator.decision_function(X), dtype=np.float64)
-    return np.stack([np.zeros_like(d), d], axis=1) if d.ndim == 1 else d
 
 
 def _nll(scores: np.ndarray, y: np.ndarray, temperature: float) -> float:
@@ -73,23 +65,13 @@ def cross_fitted_scores(X: np.ndarray, y: np.ndarray, n_labels: int, classifier:
         splitter = StratifiedKFold(folds, shuffle=True, random_state=seed + 101 * r)
         for train, test in splitter.split(np.zeros(len(y)), y):
             model = make_classifier(classifier, random_state=seed, n_sessions=X.shape[1]).fit(X[train], y[train])
-            out[test] += _aligned(model, raw_scores(model, X[test]), n_labels)
+            out[test] += class_scores(model, X[test], list(range(n_labels)))
     return out / repeats
-
-
-def _aligned(model: Any, scores: np.ndarray, n_labels: int) -> np.ndarray:
-    """Scores in the columns of label indices 0..C-1 (a fold may lack a class: its column gets the lowest score)."""
-    classes = np.asarray(model.classes_, dtype=np.int64)
-    if len(classes) == n_labels:
-        return scores
-    out = np.full((len(scores), n_labels), scores.min() - 10.0)
-    out[:, classes] = scores
-    return out
 
 
 @dataclass
 class CalibratedClassifier:
-    """A fitted classifier and its temperature: ``posterior(X) = softmax(raw_scores(X) / temperature)``.
+    """A fitted classifier and its temperature: ``posterior(X) = softmax(class_scores(X) / temperature)``.
 
     Attributes:
         estimator: fitted on the search networks (labels are indices into ``labels``).
@@ -103,14 +85,17 @@ class CalibratedClassifier:
     labels: list[str]
     bootstraps: list[Any] = field(default_factory=list)
 
+    def scores(self, estimator: Any, X: np.ndarray) -> np.ndarray:
+        """(n, C) class scores of ``estimator`` (this one's or a bootstrap refit's) in label-index order."""
+        return class_scores(estimator, X, list(range(len(self.labels))))
+
     def posterior(self, X: np.ndarray) -> np.ndarray:
         """(n, C) calibrated probabilities."""
-        return np.exp(log_softmax(_aligned(self.estimator, raw_scores(self.estimator, X), len(self.labels))
-                                  / self.temperature, axis=1))
+        return np.exp(log_softmax(self.scores(self.estimator, X) / self.temperature, axis=1))
 
     def uncalibrated(self, X: np.ndarray) -> np.ndarray:
         """(n, C) probabilities with temperature 1, for comparison."""
-        return np.exp(log_softmax(_aligned(self.estimator, raw_scores(self.estimator, X), len(self.labels)), axis=1))
+        return np.exp(log_softmax(self.scores(self.estimator, X), axis=1))
 
     def interval(self, X: np.ndarray, label: int, level: float = 0.95) -> tuple[float, float]:
         """The central ``level`` interval of the probability of ``label`` for the single sample ``X`` (1, S, F)
@@ -118,8 +103,8 @@ class CalibratedClassifier:
         if not self.bootstraps:
             p = float(self.posterior(X)[0, label])
             return p, p
-        values = [float(np.exp(log_softmax(_aligned(m, raw_scores(m, X), len(self.labels)) / self.temperature,
-                                           axis=1))[0, label]) for m in self.bootstraps]
+        values = [float(np.exp(log_softmax(self.scores(m, X) / self.temperature, axis=1))[0, label])
+                  for m in self.bootstraps]
         lo, hi = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
         return float(lo), float(hi)
 

@@ -1,0 +1,136 @@
+"""Several animals, one rule: pooling the classifier's evidence over k animals recorded with the same protocol.
+
+If the rule is shared by the animals of one species and area, recording k animals and adding their evidence
+identifies it better than one. The evidence of one animal is the classifier's score vector (log-probabilities,
+or a decision function whose softmax is one); the pooled decision is the label with the largest sum over the k
+animals. Summing log-posteriors of calibrated probabilities gives the same decision for any temperature (the
+per-animal normalising constants do not depend on the label), so pooling needs no calibration.
+
+The pooled accuracy is estimated honestly, from networks the classifier never saw: on each split, every test
+network is the first animal of ``draws`` groups, each completed by k − 1 other distinct test networks of the
+same label (of the same design cell where that cell holds enough test networks, else of any cell: the quick
+bank's test folds rarely hold k networks of one cell, so the pooled animals usually differ in architecture and
+task, a documented simplification). With one animal this is exactly the classifier's accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from advisor.errors import AdvisorError
+
+__all__ = ["DRAWS", "PooledScores", "max_animals_for", "pooled_correct", "pooled_scores"]
+
+DRAWS = 8
+"""Groups drawn per test network (as the first animal) and split."""
+BOOTSTRAPS = 400
+"""Bootstrap resamples of a fixed partition's pooled accuracy (over networks and draws)."""
+
+
+def max_animals_for(y_test_sets: Sequence[np.ndarray]) -> int:
+    """The most animals every label can supply on every test set: the smallest per-label count."""
+    counts = [int(np.sum(y == label)) for y in y_test_sets for label in np.unique(y)]
+    return min(counts) if counts else 0
+
+
+def pooled_correct(scores: np.ndarray, y: np.ndarray, k: int, rng: np.random.Generator, *,
+                   cells: np.ndarray | None = None, draws: int = DRAWS) -> np.ndarray:
+    """(n, draws) bool: whether the pooled decision of each group is right.
+
+    Args:
+        scores: (n, C) class scores of n test networks (columns in label order).
+        y: (n,) label indices of the test networks.
+        k: animals per group (1: each network alone; then every draw is the same).
+        rng: draws the companions.
+        cells: (n,) design cells (same-cell companions where the cell has k networks of the label).
+        draws: groups per network.
+
+    Raises:
+        AdvisorError: a label has fewer than k test networks.
+    """
+    n = len(y)
+    if k == 1:
+        return np.repeat((np.argmax(scores, axis=1) == y)[:, None], draws, axis=1)
+    out = np.zeros((n, draws), dtype=bool)
+    for i in range(n):
+        same = np.flatnonzero(y == y[i])
+        pool = same[same != i]
+        if cells is not None:
+            in_cell = pool[cells[pool] == cells[i]]
+            if len(in_cell) >= k - 1:
+                pool = in_cell
+        if len(pool) < k - 1:
+            raise AdvisorError(f"{k} animals need {k} test networks of each label; label {int(y[i])} has "
+                               f"{len(pool) + 1}")
+        for d in range(draws):
+            others = rng.choice(pool, k - 1, replace=False)
+            total = scores[i] + scores[others].sum(axis=0)
+            out[i, d] = int(np.argmax(total)) == int(y[i])
+    return out
+
+
+@dataclass(frozen=True)
+class PooledScores:
+    """The pooled accuracy of k animals.
+
+    Attributes:
+        k: animals.
+        accuracy: mean over splits' groups.
+        ci: 95% interval (the corrected t interval over cross-validation splits, or a bootstrap over networks and
+            draws for a fixed partition).
+        split_accuracies: per split.
+        balanced_accuracy: the mean over labels of each label's pooled accuracy.
+    """
+
+    k: int
+    accuracy: float
+    ci: tuple[float, float]
+    split_accuracies: list[float]
+    balanced_accuracy: float
+
+
+def pooled_scores(test_scores: Sequence[tuple[np.ndarray, np.ndarray]], y: np.ndarray, k: int, seed: int, *,
+                  cells: np.ndarray | None = None, cross_validated: bool = True, test_fraction: float = 0.25,
+                  draws: int = DRAWS) -> PooledScores:
+    """Pool ``k`` animals on every split of a scoring (``advisor.science.evaluation.Scores.test_scores``).
+
+    Args:
+        test_scores: per split, (test positions, (n_test, C) scores in label order).
+        y: (n,) label indices of every network the positions index.
+        cells: (n,) design cells, or None.
+        cross_validated: repeated cross-validation (corrected t interval over splits) or a fixed partition
+            (bootstrap over networks, stratified by label, and draws).
+        test_fraction: the splits' test share (for the corrected t interval).
+    """
+    from advisor.science.evaluation import corrected_t_interval
+
+    accs, correct_all, labels_all = [], [], []
+    for s, (test, scores) in enumerate(test_scores):
+        rng = np.random.default_rng([seed, 83, s, k])
+        correct = pooled_correct(scores, y[test], k, rng, cells=None if cells is None else cells[test], draws=draws)
+        accs.append(float(correct.mean()))
+        correct_all.append(correct)
+        labels_all.append(y[test])
+    pooled = float(np.mean(np.concatenate([c.ravel() for c in correct_all])))
+    by_label = np.concatenate([c.mean(axis=1) for c in correct_all])
+    tested_labels = np.concatenate(labels_all)
+    balanced = float(np.mean([by_label[tested_labels == c].mean() for c in np.unique(tested_labels)]))
+    if cross_validated and len(accs) > 1:
+        n_tested = len(np.unique(np.concatenate([t for t, _ in test_scores])))
+        ci = corrected_t_interval(np.asarray(accs), test_fraction, pooled, n_tested)
+    else:
+        correct = np.concatenate(correct_all)
+        labels = np.concatenate(labels_all)
+        rng = np.random.default_rng([seed, 89, k])
+        boots = []
+        for _ in range(BOOTSTRAPS):
+            rows = np.concatenate([rng.choice(np.flatnonzero(labels == c), int(np.sum(labels == c)))
+                                   for c in np.unique(labels)])
+            cols = rng.integers(0, correct.shape[1], len(rows))
+            boots.append(float(correct[rows, cols].mean()))
+        lo, hi = np.quantile(boots, [0.025, 0.975])
+        ci = (float(lo), float(hi))
+    return PooledScores(k, pooled, (float(ci[0]), float(ci[1])), accs, balanced)
