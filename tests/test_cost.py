@@ -27,7 +27,7 @@ from advisor.science.protocol import DEFAULT_GAIN_SD, GROUPS, NOISE_MODELS, OBSE
 
 REQUIRED = ("ephys", "generic", "paired_patch", "spine_imaging", "two_photon")
 NUMBERS = ("single_trial_noise", "max_repeats", "max_units", "max_sessions", "session_overhead", "per_unit_cost",
-           "per_unit_repeat_cost")
+           "per_unit_repeat_cost", "per_animal_cost")
 GAINS = ("gains.animal", "gains.area", "gains.unit", "gains.baseline")
 
 VALID = """\
@@ -404,18 +404,18 @@ BAD_FILES = [
     ("misspelt key", VALID + "max_unit = 5\n",
      "unknown key 'max_unit' (did you mean 'max_units'?); allowed: name, description, observables, layers, "
      "sampling, noise_model, single_trial_noise, max_repeats, max_units, max_sessions, session_overhead, "
-     "per_unit_cost, per_unit_repeat_cost, cost_unit, gains, assumptions"),
+     "per_unit_cost, per_unit_repeat_cost, cost_unit, per_animal_cost, gains, assumptions"),
     ("unknown key", VALID + "colour = 1\n", "unknown key 'colour'; allowed: name, description, observables, layers, "
      "sampling, noise_model, single_trial_noise, max_repeats, max_units, max_sessions, session_overhead, "
-     "per_unit_cost, per_unit_repeat_cost, cost_unit, gains, assumptions"),
+     "per_unit_cost, per_unit_repeat_cost, cost_unit, per_animal_cost, gains, assumptions"),
     ("misspelt assumption", VALID + '[assumptions]\nmax_unit = "x."\n',
      "assumptions.max_unit: no such field to document (did you mean 'max_units'?); allowed: single_trial_noise, "
-     "max_repeats, max_units, max_sessions, session_overhead, per_unit_cost, per_unit_repeat_cost, layers, "
-     "sampling, gains.animal, gains.area, gains.unit, gains.baseline"),
+     "max_repeats, max_units, max_sessions, session_overhead, per_unit_cost, per_unit_repeat_cost, "
+     "per_animal_cost, layers, sampling, gains.animal, gains.area, gains.unit, gains.baseline"),
     ("misspelt gains assumption", VALID + '[assumptions]\ngains.units = "x."\n',
      "assumptions.gains.units: no such field to document (did you mean 'gains.unit'?); allowed: single_trial_noise, "
-     "max_repeats, max_units, max_sessions, session_overhead, per_unit_cost, per_unit_repeat_cost, layers, "
-     "sampling, gains.animal, gains.area, gains.unit, gains.baseline"),
+     "max_repeats, max_units, max_sessions, session_overhead, per_unit_cost, per_unit_repeat_cost, "
+     "per_animal_cost, layers, sampling, gains.animal, gains.area, gains.unit, gains.baseline"),
     ("negative gain spread", VALID + "[gains]\nanimal = 0.5\narea = -0.3\nunit = 0.5\n",
      "gains.area must be a number in [0, 3] (SD of the log gain); got -0.3"),
     ("huge gain spread", VALID + "[gains]\nanimal = 0.5\narea = 0.3\nunit = 5\n",

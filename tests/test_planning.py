@@ -426,6 +426,7 @@ def test_plan_document_describes_the_question_and_run(feasible: Planned, generic
         "max_units": 144, "max_sessions": 6, "target_accuracy": TARGET, "rules": ["hebbian", "sgdm"],
         "target": "rule", "heldout": "none", "classifier": "ridge", "trials": 15, "n_splits": 5, "seed": 0,
         "study": "plan", "setaside": PLAN_SETASIDE, "robust": False, "statistics": "marginal",
+        "max_animals": 1, "budget_hours": None, "budget_mode": None,
     }
     assert doc["modality"] == generic.to_dict()
     assert isinstance(doc["elapsed_s"], float) and 0 < doc["elapsed_s"] == round(doc["elapsed_s"], 1)
@@ -538,8 +539,11 @@ def test_progress_reports_each_phase(feasible: Planned) -> None:
     assert labels[3][1] == "accuracy vs units, sessions, noise"
     bounds = [i for i, _, _ in labels] + [len(feasible.events)]
     advances = [bounds[k + 1] - bounds[k] - 1 for k in range(len(labels))]
-    assert advances == [15, 1, 1, labels[3][2]]
+    assert labels[4][1] == "power table: units and sessions × animals"
+    assert advances == [15, 1, 1, labels[3][2], labels[4][2]]
     assert labels[3][2] == sum(len(points) for axes in feasible.doc["curves"].values() for points in axes.values())
+    power = feasible.doc["power_table"]
+    assert labels[4][2] == len(power["units"]) + len(power["sessions"])
 
 
 def test_a_second_plan_resumes_the_study_and_gives_the_same_answer(feasible: Planned, plan_bank: TrajectoryBank,

@@ -543,7 +543,7 @@ def test_unknown_format(tmp_path: Path) -> None:
 
 
 def test_unknown_kind() -> None:
-    with pytest.raises(AdvisorError, match=r"^document kind must be one of plan, compare; got 'sweep'$"):
+    with pytest.raises(AdvisorError, match=r"^document kind must be one of plan, compare, identify; got 'sweep'$"):
         recommendation_sentence({"kind": "sweep"})
 
 

@@ -219,7 +219,7 @@ def test_list_runs_newest_first_by_kind_without_trials(tracker: Tracker) -> None
     assert _client(tracker).get_experiment_by_name(unused.experiment) is None  # reading created nothing
     with pytest.raises(AdvisorError) as info:
         tracker.list_runs(kind="trial")
-    assert str(info.value) == "run kind 'trial' is not allowed; allowed: plan, compare"
+    assert str(info.value) == "run kind 'trial' is not allowed; allowed: plan, compare, identify"
 
 
 @pytest.mark.parametrize("run_id", ["0123456789abcdef0123456789abcdef", "not a run id", ""])
@@ -255,7 +255,7 @@ def test_run_url_of_a_local_store_is_the_ui_command(tracker: Tracker) -> None:
 def test_unsupported_kind(tracker: Tracker) -> None:
     with pytest.raises(AdvisorError) as info, tracker.start_run("search", "s", {}):
         pass
-    assert str(info.value) == "run kind 'search' is not allowed; allowed: plan, compare"
+    assert str(info.value) == "run kind 'search' is not allowed; allowed: plan, compare, identify"
 
 
 @pytest.mark.parametrize("uri", ["ftp://host/store", "./mlruns", "file:///tmp/mlruns"])

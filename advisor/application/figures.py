@@ -514,7 +514,7 @@ def _draw_importances(container: FigureBase, doc: Doc) -> None:
             ax.set_yticks(range(len(items)), [statistic_label(s["name"], observable) for s in items])
             ax.invert_yaxis()
             ax.set_xlabel("accuracy drop when shuffled")
-            ax.set_title(f"The {len(items)} most informative statistics")
+            ax.set_title(f"The {len(items)} most informative statistics", loc="right")  # clear of the next panel
             ax.axvline(0, color="0.3", linewidth=0.6)
             low, high = min(0.0, *values), max(0.0, *values)
             span = (high - low) or 0.01
@@ -533,7 +533,7 @@ def _draw_importances(container: FigureBase, doc: Doc) -> None:
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0f}%"))
             ax.set_xlabel("session: point in learning")
             ax.set_ylabel("accuracy drop when shuffled")
-            ax.set_title(f"The {len(items)} recorded sessions")
+            ax.set_title(f"The {len(items)} recorded sessions", loc="left")
             ax.axhline(0, color="0.3", linewidth=0.6)
 
 
@@ -705,7 +705,11 @@ def _draw_posterior(container: FigureBase, doc: Doc) -> None:
                 ecolor="black", capsize=4, lw=1.2)
     for i, v in enumerate(values):
         right = hi if i == position else v  # past the interval's end on the top bar
-        ax.text(min(right + 0.02, 0.93), i, f"{v:.2f}", va="center", fontsize=8)
+        if right + 0.02 <= 0.92:
+            ax.text(right + 0.02, i, f"{v:.2f}", va="center", fontsize=8)
+        else:  # no room on the right: inside the bar, left of the interval
+            ax.text(min(v, lo if i == position else v) - 0.02, i, f"{v:.2f}", va="center", ha="right", fontsize=8,
+                    color="white")
     ax.axvline(1.0 / len(items), color="grey", ls=":", lw=1)
     ax.set_yticks(range(len(items)), names)
     ax.set_xlim(0, 1)

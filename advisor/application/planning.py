@@ -401,7 +401,8 @@ def analyse(bank: TrajectoryBank, scorer: Scorer, trial: TrialResult, question: 
         "confusion_matrix": final.confusion_matrix.tolist(),
         "setaside": setaside_doc,
         "controls": controls_doc,
-        "search_controls": controls_document(scorer.controls),
+        "search_controls": (scorer.pooled_controls(trial.n_animals) if trial.n_animals > 1
+                            else controls_document(scorer.controls)),
         "strongest_control": strongest_name,
         "heldout_architecture": None,
         "importances": None,
@@ -735,7 +736,7 @@ def modality_entry(modality: Modality, doc: Document | None, observable: str | N
                  candidate=doc["candidate"], best=doc["best"], trials=doc["trials"], pareto=doc["pareto"],
                  setaside=doc["setaside"], controls=doc["controls"], verification=doc["verification"],
                  chance=doc["chance"], verdict=doc["verdict"], heldout_architecture=doc["heldout_architecture"],
-                 modality=doc["modality"])
+                 modality=doc["modality"], budget=doc.get("budget"))
     if not doc["feasible"]:
         entry["reason"] = infeasible_reason(doc, target)
     return entry

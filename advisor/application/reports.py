@@ -443,9 +443,9 @@ def recommendation_sentence(doc: Doc) -> str:
     return _plan_sentence(doc) + (f" {budget}" if budget else "")
 
 
-def budget_sentence(doc: Doc) -> str:
-    """What a plan's budget (``--budget-hours``) bought, or what reaching the target would take; "" without
-    one."""
+def budget_sentence(doc: Mapping[str, Any]) -> str:
+    """What a plan's (or a compare entry's) budget (``--budget-hours``) bought, or what reaching the target would
+    take; "" without one."""
     budget = doc.get("budget")
     if not budget:
         return ""
@@ -823,7 +823,9 @@ def _short(p: Mapping[str, Any]) -> str:
     repeats = p.get("repeats") or 1
     noise = (f"{p.get('noise'):g} spikes/stimulus" if p.get("noise_model") == "poisson" and p.get("noise") is not None
              else f"noise {_num(p.get('noise'))}")
-    return (f"{p.get('observable')}, {p.get('n_units')} {unit}, {'+'.join(p.get('layers') or [])}, "
+    animals = int(p.get("n_animals") or 1)
+    return ((f"{animals} animals × " if animals > 1 else "")
+            + f"{p.get('observable')}, {p.get('n_units')} {unit}, {'+'.join(p.get('layers') or [])}, "
             f"{p.get('n_sessions')} sessions{window}, {noise}" + (f" x{repeats}" if repeats > 1 else ""))
 
 
@@ -1126,9 +1128,10 @@ def _pareto_table(front: Sequence[Mapping[str, Any]], unit: str | None, chosen: 
 
     rows = tuple((str(t.get("number")), _cost(t.get("cost"), None), _num(t.get("accuracy")), _ci(t), verdict(t),
                   _short(t)) for t in front)
-    return Table(("trial", f"cost ({unit} per animal)" if unit else "cost per animal", "accuracy", "95% CI",
-                  "feasible", "protocol"),
-                 rows)
+    totals = any(t.get("animal_cost") is not None for t in front)  # --max-animals: costs over all the animals
+    per = ", all animals" if totals else " per animal"
+    return Table(("trial", f"cost ({unit}{per})" if unit else f"cost{per}", "accuracy", "95% CI", "feasible",
+                  "protocol"), rows)
 
 
 def _pareto(doc: Doc) -> list[Block]:
@@ -1198,6 +1201,13 @@ def _caveats(doc: Doc) -> list[Block]:
                         "as the search networks: they guard against fitting the search to its own networks, not "
                         "against a population that differs from the simulated one. With few test networks their "
                         "interval is wide.")
+    if int((doc.get("question") or {}).get("max_animals") or 1) > 1:
+        items.append("Several animals: the evidence of k animals is pooled as if they shared the rule, and the "
+                     "pooled animals are distinct simulated networks of one rule, of the same architecture and task "
+                     "where a split holds enough of them, else of any: on the quick bank they usually differ in "
+                     "architecture and task, unlike animals of one species and area. The controls are pooled over "
+                     "as many animals, so a protocol counts only where recording k animals beats watching k "
+                     "animals learn.")
     modalities = [doc] if doc["kind"] == "plan" else list(doc.get("modalities") or [])
     for entry in modalities:
         modality = entry.get("modality") or {}
@@ -1286,11 +1296,13 @@ def _modality_sentence(m: Mapping[str, Any], doc: Doc) -> str:
     if held:
         transfer = ("; held-out architecture " + _acc(held) + (": it transfers to an unseen architecture" if
                     held.get("transfers") else ": not shown to carry over to an unseen architecture"))
+    budget = budget_sentence(m)
+    budget = f" {budget}" if budget else ""
     if chosen:
-        return f"{m['name']}: record {_record(doc, p, m)}, for {cost}; identified with {numbers}{transfer}."
+        return f"{m['name']}: record {_record(doc, p, m)}, for {cost}; identified with {numbers}{transfer}.{budget}"
     which = "chosen" if m.get("candidate") else "most accurate"
     return (f"{m['name']}: not sufficient ({VERDICT_WORDS[verdict_of(m)]}); its {which} protocol, "
-            f"{protocol_phrase(p)}, for {cost}, reaches {numbers}{transfer}.")
+            f"{protocol_phrase(p)}, for {cost}, reaches {numbers}{transfer}.{budget}")
 
 
 def _compare_blocks(doc: Doc) -> list[Block]:

@@ -256,6 +256,25 @@ class Scorer:
                                                              cells=self.cells, test_fraction=fraction)
         return self.pooled_cache[(protocol, k)]
 
+    def pooled_controls(self, k: int) -> dict[str, dict[str, Any]]:
+        """Each control pooled over ``k`` animals on the search splits (the better of its classifiers), as document
+        entries ``{"accuracy", "ci", "classifier", "n_animals", "single_animal"}``."""
+        from advisor.science.animals import pooled_scores
+
+        fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in self.splits]))
+        out = {}
+        for name, control in self.controls.items():
+            best = None
+            for classifier, candidate in (control.candidate_scores or {control.classifier: control.scores}).items():
+                p = pooled_scores(candidate.test_scores, self.y_index, k, self.seed, cells=self.cells,
+                                  test_fraction=fraction)
+                if best is None or (p.accuracy, p.ci[1]) > (best[1].accuracy, best[1].ci[1]):
+                    best = (classifier, p)
+            assert best is not None
+            out[name] = {"accuracy": best[1].accuracy, "ci": [best[1].ci[0], best[1].ci[1]], "classifier": best[0],
+                         "n_animals": k, "single_animal": control.to_dict()}
+        return out
+
     def control_high_for(self, k: int) -> float:
         """The strongest control's upper CI bound with ``k`` animals pooled (each control the better of its
         classifiers pooled over the same k animals); ``k == 1`` is :attr:`control_high`."""

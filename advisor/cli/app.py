@@ -567,3 +567,29 @@ def load_plan_run(app: App, run_id: str, tracking_uri: str | None, option: str =
         raise AdvisorError(f"{option} {run_id}: the bank at {bank.path} is {bank.hash[:12]}, not the plan's "
                            f"{doc['bank']['hash'][:12]}")
     return summary, doc, bank
+
+
+def finish_run(app: App, run: Any, tracker: Any, doc: Any, out_dir: Path) -> dict[str, str]:
+    """The end of a plan's, comparison's or identification's run: write the reports into ``out_dir``, log the
+    figures and reports as artifacts, store the document (``summary.json``) and the recommendation tag; return
+    the report paths."""
+    from advisor.application.reports import make_figures, write_reports
+    from advisor.application.tracking import RECOMMENDATION_TAG, recommendation_tag
+
+    doc["run_id"] = run.run_id
+    doc["workspace"] = str(app.open_workspace().root)  # where its paths point: runs show rebases a moved one
+    doc["tracking_uri"] = tracker.uri
+    doc["run_url"] = tracker.run_url(run.run_id)
+    with app.consoles.err.status("writing reports", spinner="dots"):
+        paths = write_reports(doc, out_dir)
+        reports = {fmt: str(path) for fmt, path in paths.items()}
+        doc["reports"] = reports
+        for name, fig in make_figures(doc).items():
+            run.log_figure(fig, f"figures/{name}.png")
+        for path in paths.values():
+            run.log_artifact(str(path), "reports")
+        run.log_dict(doc, "summary.json")
+        tag = recommendation_tag(doc)
+        if tag is not None:
+            run.set_tags({RECOMMENDATION_TAG: tag})
+    return reports

@@ -15,6 +15,7 @@ from advisor.cli.app import (
     App,
     check_bank_or_preset,
     common_options,
+    finish_run,
     load_plan_run,
     open_bank,
     open_tracker,
@@ -184,16 +185,19 @@ def identify(app: App, recording: tuple[Path, ...], run_id: str | None, preset: 
 
     \b
     The .npz layout (one animal):
-      responses         (sessions, units, stimuli[, presentations])  responses per presentation
-      unit_group        (units,)  early, middle or deep
-      session_progress  (sessions,)  0 = before training ... 1 = end
-      behaviour         (sessions, 2)  optional: loss and task metric
+      responses         (sessions, units, stimuli[, presentations])
+      unit_group        (units,): early, middle or deep
+      session_progress  (sessions,): 0 = before training ... 1 = end
+      behaviour         (sessions, 2), optional: loss and task metric
+
     Presentations are averaged (imaging, Gaussian noise) or their spike counts summed (electrophysiology).
 
     \b
     Examples:
-      advisor identify mouse7.nwb --run RUN_ID --area-map V1=early,LM=middle,AL=deep
-      advisor identify day1.nwb day5.nwb day9.nwb --run RUN_ID --session-progress 0,0.5,1
+      advisor identify mouse7.nwb --run RUN_ID \\
+          --area-map V1=early,LM=middle,AL=deep
+      advisor identify day1.nwb day5.nwb day9.nwb --run RUN_ID \\
+          --session-progress 0,0.5,1
       advisor identify mouse7.npz --preset quick --units 300 --sessions 10
     """
     import shlex
@@ -281,7 +285,6 @@ def _flag_settings(app: App, preset: str | None, bank_dir: Path | None, units: i
 
 def _track(app: App, tracker: Any, doc: Any, settings: PlanSettings, recording: LabRecording) -> dict[str, str]:
     """The identify run: params, metrics, tags linking it to its plan, figures, reports and the document."""
-    from advisor.application.reports import make_figures, write_reports
     from advisor.application.tracking import identify_metrics, identify_run_name
 
     params = {"command": doc["command"], "recording": recording.source, "format": doc["recording"]["format"],
@@ -291,21 +294,8 @@ def _track(app: App, tracker: Any, doc: Any, settings: PlanSettings, recording: 
     tags = {"advisor.bank": doc["bank"]["hash"], "advisor.top_rule": doc["top_rule"],
             **({"advisor.plan_run": settings.run_id} if settings.run_id else {})}
     with tracker.start_run("identify", identify_run_name(doc), params, tags) as run:
-        doc["run_id"] = run.run_id
-        doc["workspace"] = str(app.open_workspace().root)
-        doc["tracking_uri"] = tracker.uri
-        doc["run_url"] = tracker.run_url(run.run_id)
         run.log_metrics(identify_metrics(doc))
-        with app.consoles.err.status("writing reports", spinner="dots"):
-            paths = write_reports(doc, app.open_workspace().reports / run.run_id)
-            reports = {fmt: str(path) for fmt, path in paths.items()}
-            doc["reports"] = reports
-            for name, fig in make_figures(doc).items():
-                run.log_figure(fig, f"figures/{name}.png")
-            for path in paths.values():
-                run.log_artifact(str(path), "reports")
-            run.log_dict(doc, "summary.json")
-    return reports
+        return finish_run(app, run, tracker, doc, app.open_workspace().reports / run.run_id)
 
 
 def _render(app: App, doc: Any, reports: dict[str, str]) -> None:

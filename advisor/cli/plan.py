@@ -26,6 +26,7 @@ from advisor.cli.app import (
     App,
     ProgressBar,
     common_options,
+    finish_run,
     open_bank,
     open_tracker,
     parse_list,
@@ -68,30 +69,6 @@ def _prepare_storage(url: str) -> None:
     """Create the journal file's directory (just before the study starts)."""
     if url.startswith("journal:"):
         Path(url.removeprefix("journal:")).parent.mkdir(parents=True, exist_ok=True)
-
-
-def _finish(app: App, run: Any, tracker: Any, doc: Document, out_dir: Path) -> dict[str, str]:
-    """Write the reports, log figures, tables and reports as artifacts, store the document; return the paths."""
-    from advisor.application.reports import make_figures, write_reports
-    from advisor.application.tracking import RECOMMENDATION_TAG, recommendation_tag
-
-    doc["run_id"] = run.run_id
-    doc["workspace"] = str(app.open_workspace().root)  # where its paths point: runs show rebases a moved one
-    doc["tracking_uri"] = tracker.uri
-    doc["run_url"] = tracker.run_url(run.run_id)
-    with app.consoles.err.status("writing reports", spinner="dots"):
-        paths = write_reports(doc, out_dir)
-        reports = {fmt: str(path) for fmt, path in paths.items()}
-        doc["reports"] = reports
-        for name, fig in make_figures(doc).items():
-            run.log_figure(fig, f"figures/{name}.png")
-        for path in paths.values():
-            run.log_artifact(str(path), "reports")
-        run.log_dict(doc, "summary.json")
-        tag = recommendation_tag(doc)
-        if tag is not None:
-            run.set_tags({RECOMMENDATION_TAG: tag})
-    return reports
 
 
 def _plan_options(command: Any) -> Any:
@@ -292,7 +269,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
         from advisor.application.tracking import plan_metrics
 
         run.log_metrics(plan_metrics(doc))
-        reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
+        reports = finish_run(app, run, tracker, doc, workspace.reports / run.run_id)
     if app.json_output:
         app.consoles.emit_json(doc)
         return
@@ -341,8 +318,11 @@ def _render_plan(out: Any, doc: Document, reports: dict[str, str]) -> None:
     from advisor.science.controls import CONTROL_LABELS
 
     verdict = doc.get("verdict", "recommended" if doc["feasible"] else "none_in_search")
-    out.print(Panel(recommendation_sentence(doc), title=PANEL_TITLES.get(verdict, verdict),
-                    border_style="green" if doc["feasible"] else "red"))
+    title = PANEL_TITLES.get(verdict, verdict)
+    budget = doc.get("budget")
+    if budget and budget.get("mode") == "most_accurate":
+        title = f"What {budget['hours']:g} {doc['modality'].get('cost_unit', 'hours')} buy"
+    out.print(Panel(recommendation_sentence(doc), title=title, border_style="green" if doc["feasible"] else "red"))
     if not doc["feasible"]:
         out.print("To reach the target: raise --max-units or --max-sessions, try another --modality or observable, "
                   "lower --target-accuracy, run more --trials, or plan on a larger population (--preset standard "
@@ -463,10 +443,11 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
     from rich.table import Table
 
     several = len({t["observable"] for t in trials}) > 1
+    animals = any(t.get("animal_cost") is not None for t in trials)  # --max-animals: a column, costs in all
     table = Table(title=title, title_justify="left", title_style="bold", caption_justify="left",
                   box=box.SIMPLE_HEAD, pad_edge=False)
-    columns = (["#"] if with_trial else []) + ["cost", "acc.", "95% CI"] + (["obs."] if several else []) + [
-        "units", "groups", "sessions", "noise (rep.)"]
+    columns = (["#"] if with_trial else []) + ["cost", "acc.", "95% CI"] + (["an."] if animals else []) + (
+        ["obs."] if several else []) + ["units", "groups", "sessions", "noise (rep.)"]
     for col in columns:
         table.add_column(col, justify="left" if col in ("obs.", "groups", "noise (rep.)") else "right",
                          no_wrap=True)
@@ -475,13 +456,14 @@ def _protocol_table(title: str, trials: list[dict[str, Any]], *, with_trial: boo
         span = "" if t["window"][1] >= 1.0 else f" in {t['window'][1]:.0%}"
         cells = ([str(t["number"])] if with_trial else []) + [
             f"{t['cost']:.1f}", f"{t['accuracy']:.3f}", f"{t['ci'][0]:.2f}-{t['ci'][1]:.2f}"] + (
-            [_OBS_SHORT[t["observable"]]] if several else []) + [
+            [str(t.get("n_animals") or 1)] if animals else []) + ([_OBS_SHORT[t["observable"]]] if several else []) + [
             str(t["n_units"]), "".join(_LAYER_SHORT[g] for g in t["layers"]), f"{t['n_sessions']}{span}",
             _noise_cell(t)]
         table.add_row(*cells, style="green" if t["feasible"] else None)
     table.caption = ("groups: E early, M middle, D deep; sessions 'in 30%': within the first 30% of learning; "
                      + _noise_caption({t.get("noise_model", "gaussian") for t in trials})
                      + ("; obs.: W weights, A activations, dA activity changes" if several else "")
+                     + ("; an.: animals (cost in all, accuracy pooled over them)" if animals else "")
                      + ("; green: CI lower bound reaches the target and clears the controls" if with_trial else ""))
     return table
 
@@ -568,7 +550,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                                rules=rules, family=family, heldout=heldout, classifier=classifier, trials=trials,
                                n_splits=splits, seed=seed, setaside=setaside, storage=storage_url,
                                elapsed_s=time.perf_counter() - started)
-        reports = _finish(app, run, tracker, doc, workspace.reports / run.run_id)
+        reports = finish_run(app, run, tracker, doc, workspace.reports / run.run_id)
     if app.json_output:
         app.consoles.emit_json(doc)
         return
