@@ -221,3 +221,20 @@ def test_animals_and_budget_bad_input(plan_bank: Any, tmp_path: Path) -> None:
         assert_one_error_line(_invoke(["plan", *bank, *args]), message)
     assert not (empty / "reports").exists()
     assert not list((empty / "mlflow").glob("artifacts/*")) if (empty / "mlflow").exists() else True
+
+
+def test_compare_with_a_budget_reports_each_modalitys_choice(plan_bank: Any, tmp_path: Path) -> None:
+    result = _invoke(["compare", "--bank", str(plan_bank.path), "--workspace", str(tmp_path), "--trials", "6",
+                      "--splits", "5", "--setaside", "0.5", "--statistics", "marginal", "--observable",
+                      "activations", "--modalities", "ephys,two_photon", "--budget-hours", "150", "--json"])
+    assert result.exit_code == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["question"]["budget_hours"] == 150
+    for entry in doc["modalities"]:
+        budget = entry["budget"]
+        assert budget["mode"] == "most_accurate" and budget["hours"] == 150
+        within = [t for t in entry["trials"] if t["cost"] <= 150]
+        assert budget["n_within"] == len(within)
+        if within:
+            assert budget["chosen"]["cost"] <= 150
+    assert "Within the budget of 150 hours" in Path(doc["reports"]["md"]).read_text()

@@ -746,7 +746,7 @@ def compare_document(bank: TrajectoryBank, preset: str | None, entries: list[dic
                      observable: str | None, max_units: int | None, max_sessions: int | None,
                      target_accuracy: float, rules: Sequence[str] | None, family: bool, heldout: str,
                      classifier: str, trials: int, n_splits: int, seed: int, setaside: float, storage: str,
-                     elapsed_s: float) -> Document:
+                     elapsed_s: float, max_animals: int = 1, budget: float | None = None) -> Document:
     """The ``advisor compare`` document: the question, the bank, one entry per modality (:func:`modality_entry`,
     in the order asked), versions and the study storage."""
     return {
@@ -758,7 +758,8 @@ def compare_document(bank: TrajectoryBank, preset: str | None, entries: list[dic
                      "target_accuracy": target_accuracy, "rules": list(rules) if rules else
                      sorted(set(bank.metadata["rule"].astype(str))), "target": "family" if family else "rule",
                      "heldout": heldout, "classifier": classifier, "trials": trials, "n_splits": n_splits,
-                     "seed": seed, "setaside": setaside, "modalities": [e["name"] for e in entries]},
+                     "seed": seed, "setaside": setaside, "modalities": [e["name"] for e in entries],
+                     "max_animals": max_animals, "budget_hours": budget},
         "bank": bank_document(bank, preset), "modalities": entries, "versions": versions(),
         "storage": storage,
     }

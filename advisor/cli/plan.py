@@ -549,7 +549,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
                                max_units=max_units, max_sessions=max_sessions, target_accuracy=target_accuracy,
                                rules=rules, family=family, heldout=heldout, classifier=classifier, trials=trials,
                                n_splits=splits, seed=seed, setaside=setaside, storage=storage_url,
-                               elapsed_s=time.perf_counter() - started)
+                               elapsed_s=time.perf_counter() - started, max_animals=max_animals, budget=budget)
         reports = finish_run(app, run, tracker, doc, workspace.reports / run.run_id)
     if app.json_output:
         app.consoles.emit_json(doc)

@@ -55,20 +55,32 @@ def pooled_correct(scores: np.ndarray, y: np.ndarray, k: int, rng: np.random.Gen
     if k == 1:
         return np.repeat((np.argmax(scores, axis=1) == y)[:, None], draws, axis=1)
     out = np.zeros((n, draws), dtype=bool)
-    for i in range(n):
-        same = np.flatnonzero(y == y[i])
-        pool = same[same != i]
+    for label in np.unique(y):
+        members = np.flatnonzero(y == label)
+        if len(members) < k:
+            raise AdvisorError(f"{k} animals need {k} test networks of each label; label {int(label)} has "
+                               f"{len(members)}")
+        pools: list[tuple[np.ndarray, np.ndarray]] = []  # (networks drawn for, the pool they draw from)
+        rest = members
         if cells is not None:
-            in_cell = pool[cells[pool] == cells[i]]
-            if len(in_cell) >= k - 1:
-                pool = in_cell
-        if len(pool) < k - 1:
-            raise AdvisorError(f"{k} animals need {k} test networks of each label; label {int(y[i])} has "
-                               f"{len(pool) + 1}")
-        for d in range(draws):
-            others = rng.choice(pool, k - 1, replace=False)
-            total = scores[i] + scores[others].sum(axis=0)
-            out[i, d] = int(np.argmax(total)) == int(y[i])
+            alone: list[int] = []
+            for cell in np.unique(cells[members]):
+                in_cell = members[cells[members] == cell]
+                if len(in_cell) >= k:  # the cell holds k distinct animals: companions from the same cell
+                    pools.append((in_cell, in_cell))
+                else:
+                    alone += [int(v) for v in in_cell]
+            rest = np.asarray(sorted(alone), dtype=np.int64)
+        if len(rest):
+            pools.append((rest, members))
+        for firsts, pool in pools:
+            # companions: k - 1 distinct members of the pool other than the first animal, per draw
+            keys = rng.random((len(firsts), draws, len(pool)))
+            own = np.searchsorted(pool, firsts)  # both sorted: each first animal's place in its pool
+            keys[np.arange(len(firsts)), :, own] = 2.0
+            companions = pool[np.argsort(keys, axis=-1)[..., : k - 1]]  # (firsts, draws, k - 1)
+            total = scores[firsts][:, None, :] + scores[companions].sum(axis=2)
+            out[firsts] = np.argmax(total, axis=-1) == label
     return out
 
 
