@@ -593,3 +593,22 @@ def finish_run(app: App, run: Any, tracker: Any, doc: Any, out_dir: Path) -> dic
         if tag is not None:
             run.set_tags({RECOMMENDATION_TAG: tag})
     return reports
+
+
+def command_line(ctx: click.Context) -> str:
+    """The command as typed, rebuilt from its arguments and the options that differ from their defaults (for
+    reproducing a plan, comparison or identification)."""
+    parts = [ctx.command_path]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Argument):
+            values = value if isinstance(value, tuple | list) else (value,)
+            parts += [shlex.quote(str(v)) for v in values if v is not None]
+            continue
+        if not isinstance(param, click.Option) or param.name in ("json_output", "workspace"):
+            continue
+        if value is None or value == param.default or (param.is_flag and not value):
+            continue
+        flag = param.opts[0]
+        parts.append(flag if param.is_flag else f"{flag} {shlex.quote(str(value))}")
+    return " ".join(parts)

@@ -14,6 +14,7 @@ from advisor.cli.app import (
     STATISTICS_CHOICES,
     App,
     check_bank_or_preset,
+    command_line,
     common_options,
     finish_run,
     load_plan_run,
@@ -200,9 +201,6 @@ def identify(app: App, recording: tuple[Path, ...], run_id: str | None, preset: 
           --session-progress 0,0.5,1
       advisor identify mouse7.npz --preset quick --units 300 --sessions 10
     """
-    import shlex
-    import sys
-
     from advisor.application.identify import identify_document, load_identifier, plan_settings, read_recording
 
     ctx = click.get_current_context()
@@ -243,7 +241,7 @@ def identify(app: App, recording: tuple[Path, ...], run_id: str | None, preset: 
     with status:
         identifier, cached = load_identifier(bank, settings, workspace.root / "cache" / "identify",
                                              status=lambda text: status.update(text))
-    command = "advisor " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if ctx else "advisor identify"
+    command = command_line(ctx)
     doc = identify_document(identifier, settings, rec, recording_format=fmt, command=command)
     doc["bank"] = {"hash": bank.hash, "path": str(bank.path), "preset": preset_name,
                    "n_networks": len(bank.metadata)}

@@ -25,6 +25,7 @@ from advisor.cli.app import (
     OBSERVABLE_CHOICES,
     App,
     ProgressBar,
+    command_line,
     common_options,
     finish_run,
     open_bank,
@@ -40,20 +41,6 @@ DEFAULT_TARGET = 0.75
 
 
 DEFAULT_SETASIDE = 0.25
-
-
-def _command_line(ctx: click.Context) -> str:
-    """The command as typed, rebuilt from the options that differ from their defaults (for reproducing)."""
-    parts = [ctx.command_path]
-    for param in ctx.command.params:
-        if not isinstance(param, click.Option) or param.name in ("json_output", "workspace"):
-            continue
-        value = ctx.params.get(param.name or "")
-        if value is None or value == param.default or (param.is_flag and not value):
-            continue
-        flag = param.opts[0]
-        parts.append(flag if param.is_flag else f"{flag} {shlex.quote(str(value))}")
-    return " ".join(parts)
 
 
 def _storage(app: App, storage: str | None) -> str:
@@ -212,7 +199,7 @@ def plan(app: App, preset: str | None, bank_dir: Path | None, observable: str | 
     from advisor.science.cost import DEFAULT_MODALITY, load_modality
 
     ctx = click.get_current_context()
-    command = _command_line(ctx)
+    command = command_line(ctx)
     rules = parse_rules(rules_text)
     mod = load_modality(modality or DEFAULT_MODALITY)
     if observable is not None and observable not in mod.observables:
@@ -489,7 +476,7 @@ def compare(app: App, preset: str | None, bank_dir: Path | None, observable: str
     from advisor.science.cost import load_modality
 
     ctx = click.get_current_context()
-    command = _command_line(ctx)
+    command = command_line(ctx)
     rules = parse_rules(rules_text)
     keys = parse_list(modalities_text)
     if not keys:
