@@ -1144,7 +1144,8 @@ def _pareto(doc: Doc) -> list[Block]:
     candidate = doc.get("candidate") if "candidate" in doc else (protocol if feasible else None)
     chosen = (candidate or {}).get("trial", (candidate or {}).get("number")) if candidate else None
     rejected = [r["trial"].get("number") for r in doc.get("rejected_by_recheck") or []]
-    text = (f"The {len(front)} protocols no other protocol beats on both cost per animal and search accuracy, of "
+    cost = "total cost" if any(t.get("animal_cost") is not None for t in front) else "cost per animal"
+    text = (f"The {len(front)} protocols no other protocol beats on both {cost} and search accuracy, of "
             f"{len(doc.get('trials') or [])} tried, cheapest first. Feasible: the lower 95% CI bound reaches the "
             "target and clears the strongest control in the search.")
     final = setaside_of(doc)
@@ -1251,7 +1252,8 @@ def _power(doc: Doc) -> list[Block]:
     unit = table.get("cost_unit") or "hours"
     blocks: list[Block] = [
         Heading("Power analysis: how many units, sessions and animals"),
-        Para(f"Accuracy (search estimate: cross-validated on the search networks, 95% CI in brackets) of "
+        Para(f"Accuracy (search estimate: cross-validated on the search networks; in brackets the lower end of its "
+             "95% CI, which the target is judged on; the JSON's power_table has both ends) of "
              f"{table['protocol']}, changing one factor at a time and pooling the evidence of 1 to {animals[-1]} "
              f"animals recorded alike (each pooled group draws distinct animals of one rule that the classifier "
              f"never saw). ✓ marks where the lower CI bound reaches the target {table['target']:.2f} and clears the "
@@ -1259,7 +1261,7 @@ def _power(doc: Doc) -> list[Block]:
     for axis, label in (("units", "units"), ("sessions", "sessions")):
         rows = []
         for row in table.get(axis) or []:
-            cells = [f"{c['accuracy']:.2f} ({c['ci'][0]:.2f}-{c['ci'][1]:.2f})" + (" ✓" if c["reaches"] else "")
+            cells = [f"{c['accuracy']:.2f} (≥ {c['ci'][0]:.2f})" + (" ✓" if c["reaches"] else "")
                      for c in row["cells"]]
             rows.append((str(row["value"]), *cells))
         header = (label, *(f"{k} animal{'s' if k != 1 else ''}" for k in animals))
