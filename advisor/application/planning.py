@@ -425,7 +425,7 @@ def pooled_setaside(final: Any, controls: Any, y: np.ndarray, labels: list[str],
                     cells: np.ndarray) -> dict[str, Any]:
     """The set-aside test pooled over ``k`` animals (bootstrap interval over networks and draws), and each
     control pooled over the same animals (the better of its classifiers)."""
-    from advisor.science.animals import pooled_scores
+    from advisor.science.animals import best_pooled, pooled_candidates, pooled_scores
 
     index = {label: i for i, label in enumerate(labels)}
     y_index = np.array([index[v] for v in y])
@@ -435,13 +435,8 @@ def pooled_setaside(final: Any, controls: Any, y: np.ndarray, labels: list[str],
                                                   "ci": [float(v) for v in final.ci]}}
     out = {}
     for name, control in controls.items():
-        best = None
-        for classifier, candidate in (control.candidate_scores or {control.classifier: control.scores}).items():
-            c = pooled_scores(candidate.test_scores, y_index, k, seed, cells=cells, cross_validated=False)
-            if best is None or (c.accuracy, c.ci[1]) > (best[1].accuracy, best[1].ci[1]):
-                best = (classifier, c)
-        assert best is not None
-        out[name] = {"accuracy": best[1].accuracy, "ci": [best[1].ci[0], best[1].ci[1]], "classifier": best[0],
+        classifier, c = best_pooled(pooled_candidates(control, y_index, k, seed, cells=cells, cross_validated=False))
+        out[name] = {"accuracy": c.accuracy, "ci": [c.ci[0], c.ci[1]], "classifier": classifier,
                      "n_animals": k, "single_animal": {"accuracy": float(control.scores.accuracy),
                                                        "ci": [float(v) for v in control.scores.ci]}}
     return {"setaside": setaside, "controls": out}

@@ -242,6 +242,11 @@ class Scorer:
         index = {label: i for i, label in enumerate(self.labels)}
         return np.array([index[v] for v in self.y])
 
+    @property
+    def test_fraction(self) -> float:
+        """The splits' mean test share (for the corrected t interval of pooled accuracies)."""
+        return float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in self.splits]))
+
     def pooled(self, protocol: RecordingProtocol, k: int) -> Any:
         """``protocol``'s accuracy pooled over ``k`` animals on the search splits
         (``advisor.science.animals.pooled_scores``; cached). ``k == 1`` pools nothing: the plain accuracy."""
@@ -251,46 +256,37 @@ class Scorer:
             return self.score(protocol)
         if (protocol, k) not in self.pooled_cache:
             scores = self.score(protocol)
-            fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in self.splits]))
             self.pooled_cache[(protocol, k)] = pooled_scores(scores.test_scores, self.y_index, k, self.seed,
-                                                             cells=self.cells, test_fraction=fraction)
+                                                             cells=self.cells, test_fraction=self.test_fraction)
         return self.pooled_cache[(protocol, k)]
+
+    def _pooled_candidates(self, control: Any, k: int) -> Any:
+        from advisor.science.animals import pooled_candidates
+
+        return pooled_candidates(control, self.y_index, k, self.seed, cells=self.cells,
+                                 test_fraction=self.test_fraction)
 
     def pooled_controls(self, k: int) -> dict[str, dict[str, Any]]:
         """Each control pooled over ``k`` animals on the search splits (the better of its classifiers), as document
         entries ``{"accuracy", "ci", "classifier", "n_animals", "single_animal"}``."""
-        from advisor.science.animals import pooled_scores
+        from advisor.science.animals import best_pooled
 
-        fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in self.splits]))
         out = {}
         for name, control in self.controls.items():
-            best = None
-            for classifier, candidate in (control.candidate_scores or {control.classifier: control.scores}).items():
-                p = pooled_scores(candidate.test_scores, self.y_index, k, self.seed, cells=self.cells,
-                                  test_fraction=fraction)
-                if best is None or (p.accuracy, p.ci[1]) > (best[1].accuracy, best[1].ci[1]):
-                    best = (classifier, p)
-            assert best is not None
-            out[name] = {"accuracy": best[1].accuracy, "ci": [best[1].ci[0], best[1].ci[1]], "classifier": best[0],
+            classifier, p = best_pooled(self._pooled_candidates(control, k))
+            out[name] = {"accuracy": p.accuracy, "ci": [p.ci[0], p.ci[1]], "classifier": classifier,
                          "n_animals": k, "single_animal": control.to_dict()}
         return out
 
     def control_high_for(self, k: int) -> float:
         """The strongest control's upper CI bound with ``k`` animals pooled (each control the better of its
         classifiers pooled over the same k animals); ``k == 1`` is :attr:`control_high`."""
-        from advisor.science.animals import pooled_scores
-
         if k == 1:
             return self.control_high
         if k not in self.control_pooled:
-            fraction = float(np.mean([len(te) / (len(tr) + len(te)) for tr, te in self.splits]))
-            highs = [-math.inf]
-            for control in self.controls.values():
-                for candidate in (control.candidate_scores or {control.classifier: control.scores}).values():
-                    p = pooled_scores(candidate.test_scores, self.y_index, k, self.seed, cells=self.cells,
-                                      test_fraction=fraction)
-                    highs.append(p.ci[1])
-            self.control_pooled[k] = float(max(highs))
+            highs = [p.ci[1] for control in self.controls.values()
+                     for p in self._pooled_candidates(control, k).values()]
+            self.control_pooled[k] = float(max(highs, default=-math.inf))
         return self.control_pooled[k]
 
     @property

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from advisor.errors import AdvisorError
 
-__all__ = ["DRAWS", "PooledScores", "max_animals_for", "pooled_correct", "pooled_scores"]
+__all__ = ["DRAWS", "PooledScores", "best_pooled", "max_animals_for", "pooled_candidates", "pooled_correct",
+           "pooled_scores"]
 
 DRAWS = 8
 """Groups drawn per test network (as the first animal) and split."""
@@ -146,3 +148,18 @@ def pooled_scores(test_scores: Sequence[tuple[np.ndarray, np.ndarray]], y: np.nd
         lo, hi = np.quantile(boots, [0.025, 0.975])
         ci = (float(lo), float(hi))
     return PooledScores(k, pooled, (float(ci[0]), float(ci[1])), accs, balanced)
+
+
+def pooled_candidates(control: Any, y: np.ndarray, k: int, seed: int, *, cells: np.ndarray | None = None,
+                      cross_validated: bool = True, test_fraction: float = 0.25) -> dict[str, PooledScores]:
+    """Every classifier of a control (``advisor.science.evaluation.ControlScores``; its candidates, else the one
+    it reports) pooled over ``k`` animals, by classifier key (arguments as :func:`pooled_scores`)."""
+    candidates = control.candidate_scores or {control.classifier: control.scores}
+    return {name: pooled_scores(c.test_scores, y, k, seed, cells=cells, cross_validated=cross_validated,
+                                test_fraction=test_fraction) for name, c in candidates.items()}
+
+
+def best_pooled(pooled: dict[str, PooledScores]) -> tuple[str, PooledScores]:
+    """The candidate a pooled control reports: the most accurate, then the one with the higher upper bound."""
+    name = max(pooled, key=lambda n: (pooled[n].accuracy, pooled[n].ci[1]))
+    return name, pooled[name]

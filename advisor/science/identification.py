@@ -26,7 +26,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax
 
 from advisor.science.classifiers import make_classifier
-from advisor.science.evaluation import class_scores
+from advisor.science.evaluation import class_scores, wilson_interval
 
 __all__ = ["CalibratedClassifier", "Typicality", "calibration_report", "cross_fitted_scores",
            "expected_calibration_error", "false_alarm_rate", "fit_identifier", "fit_temperature"]
@@ -153,23 +153,14 @@ def calibration_report(model: CalibratedClassifier, X: np.ndarray, y: np.ndarray
     ece, bins = expected_calibration_error(probs, y)
     raw_ece, _ = expected_calibration_error(raw, y)
     onehot = np.eye(len(model.labels))[y]
-    lower, upper = _wilson(int(np.sum(probs.argmax(axis=1) == y)), len(y))
-    return {"n_networks": len(y), "accuracy": float(np.mean(probs.argmax(axis=1) == y)),
+    accuracy = float(np.mean(probs.argmax(axis=1) == y))
+    lower, upper = wilson_interval(accuracy, len(y))
+    return {"n_networks": len(y), "accuracy": accuracy,
             "accuracy_ci": [lower, upper],
             "nll": float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1)))),
             "brier": float(np.mean(np.sum((probs - onehot) ** 2, axis=1))), "ece": ece,
             "ece_uncalibrated": raw_ece, "temperature": float(model.temperature), "bins": bins,
             "mean_confidence": float(probs.max(axis=1).mean())}
-
-
-def _wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion k / n."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
 # -------------------------------------------------------------------------------------- misspecification

@@ -24,7 +24,6 @@ stimulus grows with ``r`` (``advisor.science.cost.Modality.noise_for``).
 
 from __future__ import annotations
 
-import math
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,7 +286,3 @@ def combine_rule(noise_model: str) -> str:
     """How presentations combine under ``noise_model``: ``sum`` for spike counts, ``mean`` otherwise."""
     return "sum" if noise_model == "poisson" else "mean"
 
-
-def finite_or_none(x: float) -> float | None:
-    """``x`` as a float, None when not finite (JSON has no NaN)."""
-    return float(x) if math.isfinite(x) else None
